@@ -1,0 +1,149 @@
+//! Broker configuration.
+
+use crate::Error;
+
+/// How a broker listens and what it allows.
+///
+/// Every limit has a default that suits one machine; each setter says what it is.
+///
+/// # Examples
+///
+/// ```
+/// use ipcq_broker::Config;
+///
+/// let config = Config::new()
+///     .addr("/tmp/ipcq-example.sock")
+///     .max_frame_len(1 << 20);
+/// assert_eq!(config.get_addr(), "/tmp/ipcq-example.sock");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) addr: String,
+    pub(crate) max_frame_len: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_objects: usize,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) max_total_bytes: usize,
+    pub(crate) worker_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: ipcq_proto::default_addr(),
+            max_frame_len: ipcq_proto::DEFAULT_MAX_FRAME_LEN,
+            max_connections: 4096,
+            max_objects: 65_536,
+            max_queue_bytes: 256 << 20,
+            max_total_bytes: 1 << 30,
+            worker_threads: 2,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults: the address from `IPCQ_ADDR` or the platform default, and the limits
+    /// below.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The address to listen on: a socket path on Unix, a pipe name on Windows.
+    ///
+    /// Default: `IPCQ_ADDR` if set, else `$XDG_RUNTIME_DIR/ipcq.sock`, else
+    /// `/tmp/ipcq-<uid>.sock` (Unix) or `ipcq` (Windows).
+    #[must_use]
+    pub fn addr(mut self, addr: impl Into<String>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// The longest frame accepted, which bounds the size of one item. A client that sends a
+    /// longer frame gets an error and its connection is closed.
+    ///
+    /// Default: 16 MiB.
+    #[must_use]
+    pub fn max_frame_len(mut self, len: usize) -> Self {
+        self.max_frame_len = len;
+        self
+    }
+
+    /// Most client connections at once; a client over the limit gets a clear error.
+    ///
+    /// Default: 4096.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Most named objects at once; opening one more fails.
+    ///
+    /// Default: 65,536.
+    #[must_use]
+    pub fn max_objects(mut self, n: usize) -> Self {
+        self.max_objects = n;
+        self
+    }
+
+    /// Payload bytes one queue may hold; over it, the queue counts as full. Must be at least
+    /// the frame limit, so that any one item fits an empty queue.
+    ///
+    /// Default: 256 MiB.
+    #[must_use]
+    pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_queue_bytes = bytes;
+        self
+    }
+
+    /// Payload bytes all queues together may hold; over it, every queue counts as full.
+    /// Must be at least the frame limit.
+    ///
+    /// Default: 1 GiB.
+    #[must_use]
+    pub fn max_total_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_bytes = bytes;
+        self
+    }
+
+    /// Threads of the runtime that [`Broker::start`](crate::Broker::start) creates (1 for a
+    /// single-threaded runtime). Not used by [`serve`](crate::serve), which runs on the
+    /// caller's runtime.
+    ///
+    /// Default: 2.
+    #[must_use]
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = n;
+        self
+    }
+
+    /// The address this configuration listens on.
+    pub fn get_addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let invalid = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.addr.is_empty() {
+            return invalid("the address is empty".into());
+        }
+        if self.max_frame_len < 1024 || self.max_frame_len > u32::MAX as usize {
+            return invalid(format!(
+                "max_frame_len must be between 1 KiB and 4 GiB, not {}",
+                self.max_frame_len
+            ));
+        }
+        if self.max_queue_bytes < self.max_frame_len || self.max_total_bytes < self.max_frame_len {
+            return invalid(format!(
+                "byte budgets (queue {}, total {}) must be at least max_frame_len ({})",
+                self.max_queue_bytes, self.max_total_bytes, self.max_frame_len
+            ));
+        }
+        if self.max_connections == 0 || self.max_objects == 0 || self.worker_threads == 0 {
+            return invalid(
+                "max_connections, max_objects and worker_threads must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}

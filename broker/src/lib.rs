@@ -1,0 +1,41 @@
+//! The ipcq broker: named bounded queues served over a local socket, to run as its own
+//! process (`ipcq-broker`) or embedded in an application.
+//!
+//! # Layout
+//!
+//! - [`Config`]: address and limits;
+//! - [`serve`]: runs a broker on the caller's tokio runtime until a future completes;
+//! - [`Broker`]: runs one on a thread of its own, with an idempotent `shutdown`;
+//! - inside: `server` (socket, accept loop, shutdown), `session` (one connection),
+//!   `connection` (framed reads, coalesced writes), `peer` (a client's answers and its
+//!   in-flight items), `registry` (objects by name), `objects` (the queue), `budget` (the
+//!   broker-wide byte budget).
+//!
+//! # Hello, world!
+//!
+//! ```no_run
+//! use ipcq_broker::{Broker, Config};
+//!
+//! let broker = Broker::start(Config::new().addr("/tmp/ipcq-hello.sock"))?;
+//! // Clients connect to broker.addr() until the handle is dropped.
+//! drop(broker);
+//! # Ok::<(), ipcq_broker::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod broker;
+mod budget;
+mod config;
+mod connection;
+mod error;
+mod objects;
+mod peer;
+mod registry;
+mod server;
+mod session;
+
+pub use broker::Broker;
+pub use config::Config;
+pub use error::Error;
+pub use server::serve;

@@ -1,0 +1,22 @@
+//! The objects a broker serves. Object state never touches a socket: answers go to the
+//! client's [`Peer`](crate::peer::Peer), whose writer task owns the socket.
+
+mod queue;
+
+pub(crate) use queue::Queue;
+
+use std::sync::Arc;
+
+/// An object as the registry and the sessions hold it.
+#[derive(Debug, Clone)]
+pub(crate) enum Object {
+    Queue(Arc<Queue>),
+}
+
+impl Object {
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self {
+            Object::Queue(_) => "queue",
+        }
+    }
+}

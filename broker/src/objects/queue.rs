@@ -1,0 +1,576 @@
+//! The bounded FIFO queue.
+//!
+//! An item is always in exactly one place: in `items`, in flight to one getter (recorded
+//! in that getter's [`Peer`] ledger and counted in `in_flight`), or acknowledged. Capacity
+//! counts both waiting and in-flight items, so an in-flight item that comes back from a
+//! dead getter never pushes the queue over its bound.
+//!
+//! The state never touches a socket: answers are handed to the peer's writer channel,
+//! which never blocks, so they can be sent with the lock held and in the order decided
+//! under it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipcq_proto::{ErrorCode, QueueInfo, QueueStats, Reply, Wait};
+use tokio::task::AbortHandle;
+
+use crate::budget::Budget;
+use crate::peer::Peer;
+use crate::session::FRAME_OVERHEAD;
+
+/// Waits longer than this are treated as waiting forever, so a deadline never overflows
+/// the clock.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug)]
+pub(crate) struct Queue {
+    pub(crate) name: String,
+    /// Maximum items (waiting plus in flight); 0 means unbounded.
+    pub(crate) capacity: u64,
+    /// Payload bytes this queue may hold; over it, the queue counts as full.
+    max_bytes: usize,
+    budget: Arc<Budget>,
+    /// Lets timers and the budget refer to the queue without keeping a removed queue alive.
+    this: Weak<Queue>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Bytes>,
+    /// Payload bytes in `items` and in flight.
+    bytes: usize,
+    in_flight: u64,
+    getters: VecDeque<Getter>,
+    putters: VecDeque<Putter>,
+    closed: bool,
+    /// Set by `rm`: items are dropped and nothing is accepted any more.
+    removed: bool,
+    /// Registered with the broker-wide budget, waiting for bytes to be released elsewhere.
+    waiting_for_budget: bool,
+    next_waiter: u64,
+    total_put: u64,
+    total_got: u64,
+}
+
+/// A parked `get`/`get_many`.
+#[derive(Debug)]
+struct Getter {
+    waiter: u64,
+    peer: Arc<Peer>,
+    request: u64,
+    max: usize,
+    many: bool,
+    timer: Option<AbortHandle>,
+}
+
+/// A parked `put`/`put_many`, holding the items it has not yet placed.
+#[derive(Debug)]
+struct Putter {
+    waiter: u64,
+    peer: Arc<Peer>,
+    request: u64,
+    items: VecDeque<Bytes>,
+    timer: Option<AbortHandle>,
+}
+
+/// Why an item cannot enter now.
+#[derive(Debug, PartialEq, Eq)]
+enum Room {
+    Yes,
+    /// Capacity or this queue's byte budget.
+    Full,
+    /// The broker-wide byte budget.
+    Budget,
+}
+
+impl Queue {
+    pub(crate) fn new(
+        name: String,
+        capacity: u64,
+        max_bytes: usize,
+        budget: Arc<Budget>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Queue {
+            name,
+            capacity,
+            max_bytes,
+            budget,
+            this: this.clone(),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// `put`: one item.
+    pub(crate) fn put(&self, peer: &Arc<Peer>, request: u64, item: Bytes, wait: Wait) {
+        self.put_items(peer, request, VecDeque::from([item]), wait);
+    }
+
+    /// `put` and `put_many`: the items enter in order, each as soon as there is room; the
+    /// request is answered once the last one is in.
+    pub(crate) fn put_items(
+        &self,
+        peer: &Arc<Peer>,
+        request: u64,
+        mut items: VecDeque<Bytes>,
+        wait: Wait,
+    ) {
+        let mut state = self.lock();
+        if state.closed {
+            drop(state);
+            peer.reply_error(request, ErrorCode::Closed, self.closed_message());
+            return;
+        }
+        // FIFO among putters: nobody overtakes a parked putter.
+        if state.putters.is_empty() {
+            while let Some(item) = items.front() {
+                if self.room(&state, item.len()) != Room::Yes {
+                    break;
+                }
+                let item = items.pop_front().expect("front was just seen");
+                self.push(&mut state, item);
+            }
+        }
+        if items.is_empty() {
+            peer.reply(request, Reply::Done);
+            self.feed_getters(&mut state);
+            return;
+        }
+        let deadline = match deadline(wait) {
+            Deadline::Now => {
+                drop(state);
+                peer.reply_error(
+                    request,
+                    ErrorCode::Full,
+                    format!("queue '{}' is full", self.name),
+                );
+                return;
+            }
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+        };
+        let waiter = state.next_waiter();
+        let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_putter));
+        state.putters.push_back(Putter {
+            waiter,
+            peer: Arc::clone(peer),
+            request,
+            items,
+            timer,
+        });
+        self.feed_getters(&mut state);
+        self.wait_for_budget_if_blocked(&mut state);
+    }
+
+    /// `get` (`max` 1, `many` false) and `get_many`.
+    pub(crate) fn get(&self, peer: &Arc<Peer>, request: u64, wait: Wait, max: usize, many: bool) {
+        let mut state = self.lock();
+        if !state.items.is_empty() {
+            let items = take(&mut state.items, max, peer.max_frame_len());
+            let count = items.len() as u64;
+            match peer.deliver(request, &self.arc(), items, many) {
+                Ok(()) => state.in_flight += count,
+                Err(items) => return_to_front(&mut state.items, items),
+            }
+            return;
+        }
+        if state.drained() {
+            drop(state);
+            peer.reply_error(request, ErrorCode::Closed, self.closed_message());
+            return;
+        }
+        let deadline = match deadline(wait) {
+            Deadline::Now => {
+                drop(state);
+                peer.reply_error(
+                    request,
+                    ErrorCode::Empty,
+                    format!("queue '{}' is empty", self.name),
+                );
+                return;
+            }
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+        };
+        let waiter = state.next_waiter();
+        let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_getter));
+        state.getters.push_back(Getter {
+            waiter,
+            peer: Arc::clone(peer),
+            request,
+            max,
+            many,
+            timer,
+        });
+    }
+
+    /// Acknowledged deliveries leave the queue for good, freeing their room.
+    pub(crate) fn settle(&self, count: u64, bytes: usize) {
+        let mut state = self.lock();
+        state.in_flight -= count;
+        state.bytes -= bytes;
+        state.total_got += count;
+        self.budget.release(bytes);
+        self.admit_putters(&mut state);
+        self.feed_getters(&mut state);
+        drop(state);
+        self.budget.wake_waiting();
+    }
+
+    /// In-flight items of a client that went away come back to the head, in their order.
+    pub(crate) fn restore(&self, items: Vec<Bytes>) {
+        let mut state = self.lock();
+        state.in_flight -= items.len() as u64;
+        if state.removed {
+            let bytes: usize = items.iter().map(Bytes::len).sum();
+            state.bytes -= bytes;
+            self.budget.release(bytes);
+            drop(state);
+            self.budget.wake_waiting();
+            return;
+        }
+        return_to_front(&mut state.items, items);
+        self.feed_getters(&mut state);
+    }
+
+    /// Drops the parked requests of a client that went away.
+    pub(crate) fn forget(&self, peer: u64) {
+        let mut state = self.lock();
+        state.getters.retain(|getter| {
+            let keep = getter.peer.id != peer;
+            if !keep {
+                abort(&getter.timer);
+            }
+            keep
+        });
+        let before = state.putters.len();
+        state.putters.retain(|putter| {
+            let keep = putter.peer.id != peer;
+            if !keep {
+                abort(&putter.timer);
+            }
+            keep
+        });
+        if state.putters.len() != before {
+            // The putter at the head may have been the one that could not fit.
+            self.admit_putters(&mut state);
+            self.feed_getters(&mut state);
+        }
+    }
+
+    /// `close`: later puts fail, parked putters fail, getters drain what is left.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for putter in std::mem::take(&mut state.putters) {
+            abort(&putter.timer);
+            putter
+                .peer
+                .reply_error(putter.request, ErrorCode::Closed, self.closed_message());
+        }
+        self.feed_getters(&mut state);
+    }
+
+    /// `rm`: close, drop every waiting item, refuse everything from now on.
+    pub(crate) fn remove(&self) {
+        let mut state = self.lock();
+        state.removed = true;
+        let dropped: usize = state.items.drain(..).map(|item| item.len()).sum();
+        state.bytes -= dropped;
+        self.budget.release(dropped);
+        drop(state);
+        self.close();
+        self.budget.wake_waiting();
+    }
+
+    /// Broker shutdown: every parked request learns it at once.
+    pub(crate) fn shut_down(&self) {
+        let mut state = self.lock();
+        for getter in std::mem::take(&mut state.getters) {
+            abort(&getter.timer);
+            getter.peer.reply_error(
+                getter.request,
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            );
+        }
+        for putter in std::mem::take(&mut state.putters) {
+            abort(&putter.timer);
+            putter.peer.reply_error(
+                putter.request,
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            );
+        }
+    }
+
+    /// Bytes were released elsewhere in the broker: try the putters again.
+    pub(crate) fn budget_released(&self) {
+        let mut state = self.lock();
+        state.waiting_for_budget = false;
+        self.admit_putters(&mut state);
+        self.feed_getters(&mut state);
+        self.wait_for_budget_if_blocked(&mut state);
+    }
+
+    pub(crate) fn info(&self) -> QueueInfo {
+        let state = self.lock();
+        let len = state.len();
+        let full = !state.putters.is_empty()
+            || self.room(&state, 0) != Room::Yes
+            || state.bytes >= self.max_bytes
+            || self.budget.exhausted();
+        QueueInfo {
+            len,
+            capacity: self.capacity,
+            full,
+            closed: state.closed,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> QueueStats {
+        let state = self.lock();
+        QueueStats {
+            ready: state.items.len() as u64,
+            in_flight: state.in_flight,
+            capacity: self.capacity,
+            bytes: state.bytes as u64,
+            getters: state.getters.len() as u64,
+            putters: state.putters.len() as u64,
+            total_put: state.total_put,
+            total_got: state.total_got,
+            closed: state.closed,
+        }
+    }
+
+    fn expire_getter(&self, waiter: u64) {
+        let mut state = self.lock();
+        if let Some(at) = state.getters.iter().position(|g| g.waiter == waiter) {
+            let getter = state.getters.remove(at).expect("position is in range");
+            drop(state);
+            getter.peer.reply_error(
+                getter.request,
+                ErrorCode::Empty,
+                format!("queue '{}' is empty", self.name),
+            );
+        }
+    }
+
+    fn expire_putter(&self, waiter: u64) {
+        let mut state = self.lock();
+        if let Some(at) = state.putters.iter().position(|p| p.waiter == waiter) {
+            let putter = state.putters.remove(at).expect("position is in range");
+            // Items of a `put` that timed out were never accepted. (Only single-item puts
+            // carry a timeout, so nothing of this request is in the queue.)
+            putter.peer.reply_error(
+                putter.request,
+                ErrorCode::Full,
+                format!("queue '{}' is full", self.name),
+            );
+            if at == 0 {
+                self.admit_putters(&mut state);
+                self.feed_getters(&mut state);
+            }
+        }
+    }
+
+    fn room(&self, state: &State, len: usize) -> Room {
+        if state.removed {
+            return Room::Full;
+        }
+        if self.capacity != 0 && state.len() >= self.capacity {
+            return Room::Full;
+        }
+        // An item always fits an empty queue: the broker refuses configurations whose
+        // budgets are smaller than one frame, so this only stops one item from being
+        // larger than the budget forever.
+        if state.bytes != 0 && state.bytes + len > self.max_bytes {
+            return Room::Full;
+        }
+        if len != 0 && !self.budget.try_reserve(len) {
+            return Room::Budget;
+        }
+        Room::Yes
+    }
+
+    /// Places an item whose room `room` has reserved.
+    fn push(&self, state: &mut State, item: Bytes) {
+        state.bytes += item.len();
+        state.total_put += 1;
+        state.items.push_back(item);
+    }
+
+    fn admit_putters(&self, state: &mut State) {
+        loop {
+            let Some(putter) = state.putters.front() else {
+                return;
+            };
+            match putter.items.front().map(Bytes::len) {
+                Some(len) => {
+                    if self.room(state, len) != Room::Yes {
+                        return;
+                    }
+                    let item = state.putters[0]
+                        .items
+                        .pop_front()
+                        .expect("front was just seen");
+                    self.push(state, item);
+                }
+                None => {
+                    let putter = state.putters.pop_front().expect("front was just seen");
+                    abort(&putter.timer);
+                    putter.peer.reply(putter.request, Reply::Done);
+                }
+            }
+        }
+    }
+
+    fn feed_getters(&self, state: &mut State) {
+        while !state.items.is_empty() {
+            let Some(getter) = state.getters.pop_front() else {
+                return;
+            };
+            let items = take(&mut state.items, getter.max, getter.peer.max_frame_len());
+            let count = items.len() as u64;
+            match getter
+                .peer
+                .deliver(getter.request, &self.arc(), items, getter.many)
+            {
+                Ok(()) => {
+                    state.in_flight += count;
+                    abort(&getter.timer);
+                }
+                // That getter's connection is being torn down: the next one gets them.
+                Err(items) => return_to_front(&mut state.items, items),
+            }
+        }
+        if state.drained() {
+            for getter in std::mem::take(&mut state.getters) {
+                abort(&getter.timer);
+                getter
+                    .peer
+                    .reply_error(getter.request, ErrorCode::Closed, self.closed_message());
+            }
+        }
+    }
+
+    fn wait_for_budget_if_blocked(&self, state: &mut State) {
+        if state.waiting_for_budget {
+            return;
+        }
+        let Some(item) = state.putters.front().and_then(|p| p.items.front()) else {
+            return;
+        };
+        let len = item.len();
+        let local_room = (self.capacity == 0 || state.len() < self.capacity)
+            && (state.bytes == 0 || state.bytes + len <= self.max_bytes);
+        if local_room {
+            state.waiting_for_budget = true;
+            self.budget.wait(self.this.clone());
+            // Bytes released between the failed reservation and the registration would
+            // not wake this queue: try once more now that it is registered.
+            self.admit_putters(state);
+            self.feed_getters(state);
+        }
+    }
+
+    fn timer(&self, at: tokio::time::Instant, waiter: u64, expire: fn(&Queue, u64)) -> AbortHandle {
+        let queue = self.this.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(queue) = queue.upgrade() {
+                expire(&queue, waiter);
+            }
+        })
+        .abort_handle()
+    }
+
+    fn arc(&self) -> Arc<Queue> {
+        // Every queue lives in an `Arc` made by `new`, and `&self` proves it is alive.
+        self.this
+            .upgrade()
+            .expect("a queue is always owned by an Arc")
+    }
+
+    fn closed_message(&self) -> String {
+        format!("queue '{}' is closed", self.name)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation keeps the state consistent before any call that could panic, so a
+        // poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl State {
+    /// Items put and not yet acknowledged.
+    fn len(&self) -> u64 {
+        self.items.len() as u64 + self.in_flight
+    }
+
+    /// Closed, and nothing left that could still reach a getter.
+    fn drained(&self) -> bool {
+        self.closed && self.items.is_empty() && self.in_flight == 0
+    }
+
+    fn next_waiter(&mut self) -> u64 {
+        self.next_waiter += 1;
+        self.next_waiter
+    }
+}
+
+enum Deadline {
+    Now,
+    At(tokio::time::Instant),
+    Never,
+}
+
+fn deadline(wait: Wait) -> Deadline {
+    match wait {
+        Wait::NoWait | Wait::Micros(0) => Deadline::Now,
+        Wait::Block => Deadline::Never,
+        Wait::Micros(micros) => {
+            let wait = Duration::from_micros(micros);
+            if wait > MAX_WAIT {
+                Deadline::Never
+            } else {
+                Deadline::At(tokio::time::Instant::now() + wait)
+            }
+        }
+    }
+}
+
+/// Takes up to `max` items (at least one) that fit together in one frame.
+fn take(items: &mut VecDeque<Bytes>, max: usize, max_frame_len: usize) -> Vec<Bytes> {
+    let budget = max_frame_len.saturating_sub(FRAME_OVERHEAD);
+    let mut used = 0;
+    let mut n = 0;
+    for item in items.iter().take(max.max(1)) {
+        // Each item also costs its length in the reply's header, at most 5 bytes.
+        let cost = item.len() + 5;
+        if n > 0 && used + cost > budget {
+            break;
+        }
+        used += cost;
+        n += 1;
+    }
+    items.drain(..n).collect()
+}
+
+fn return_to_front(items: &mut VecDeque<Bytes>, returned: Vec<Bytes>) {
+    for item in returned.into_iter().rev() {
+        items.push_front(item);
+    }
+}
+
+fn abort(timer: &Option<AbortHandle>) {
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+}

@@ -1,0 +1,133 @@
+//! Objects by name.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use ipcq_proto::{ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
+
+use crate::budget::Budget;
+use crate::objects::{Object, Queue};
+use crate::Config;
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    objects: DashMap<String, Object>,
+    /// Counted apart from the map: `DashMap::len` locks every shard, which would deadlock
+    /// while an entry guard is held.
+    count: AtomicUsize,
+    max_objects: usize,
+    max_queue_bytes: usize,
+    budget: Arc<Budget>,
+}
+
+impl Registry {
+    pub(crate) fn new(config: &Config) -> Self {
+        Registry {
+            objects: DashMap::new(),
+            count: AtomicUsize::new(0),
+            max_objects: config.max_objects,
+            max_queue_bytes: config.max_queue_bytes,
+            budget: Arc::new(Budget::new(config.max_total_bytes)),
+        }
+    }
+
+    /// Opens `name`, creating it if it does not exist.
+    pub(crate) fn open(&self, name: String, kind: Kind) -> Result<Object, ErrorReply> {
+        ipcq_proto::check_name(&name)
+            .map_err(|msg| ErrorReply::new(ErrorCode::InvalidName, msg))?;
+        match self.objects.entry(name) {
+            Entry::Occupied(entry) => {
+                let object = entry.get();
+                match (object, kind) {
+                    (Object::Queue(queue), Kind::Queue { capacity })
+                        if queue.capacity == capacity =>
+                    {
+                        Ok(object.clone())
+                    }
+                    (Object::Queue(queue), Kind::Queue { capacity }) => Err(ErrorReply::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "queue '{}' exists with capacity {}, not {capacity}",
+                            entry.key(),
+                            queue.capacity
+                        ),
+                    )),
+                }
+            }
+            Entry::Vacant(entry) => {
+                if self.count.load(Ordering::SeqCst) >= self.max_objects {
+                    return Err(ErrorReply::new(
+                        ErrorCode::LimitReached,
+                        format!("the broker holds its limit of {} objects", self.max_objects),
+                    ));
+                }
+                let object = match kind {
+                    Kind::Queue { capacity } => Object::Queue(Queue::new(
+                        entry.key().clone(),
+                        capacity,
+                        self.max_queue_bytes,
+                        Arc::clone(&self.budget),
+                    )),
+                };
+                self.count.fetch_add(1, Ordering::SeqCst);
+                tracing::debug!(name = %entry.key(), kind = object.kind_name(), "object created");
+                Ok(entry.insert(object).clone())
+            }
+        }
+    }
+
+    /// Removes `name`: its waiters get `Closed` and its items are dropped.
+    pub(crate) fn remove(&self, name: &str) -> Result<(), ErrorReply> {
+        let Some((_, object)) = self.objects.remove(name) else {
+            return Err(ErrorReply::new(
+                ErrorCode::NotFound,
+                format!("no object is named '{name}'"),
+            ));
+        };
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        match object {
+            Object::Queue(queue) => queue.remove(),
+        }
+        tracing::debug!(name, "object removed");
+        Ok(())
+    }
+
+    /// Every object's figures, sorted by name.
+    pub(crate) fn stats(&self) -> Vec<ObjectStats> {
+        let mut stats: Vec<ObjectStats> = self
+            .snapshot()
+            .into_iter()
+            .map(|(name, object)| ObjectStats {
+                name,
+                detail: match object {
+                    Object::Queue(queue) => ObjectDetail::Queue(queue.stats()),
+                },
+            })
+            .collect();
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
+    }
+
+    /// Wakes every parked request with `ShuttingDown`.
+    pub(crate) fn shut_down(&self) {
+        for (_, object) in self.snapshot() {
+            match object {
+                Object::Queue(queue) => queue.shut_down(),
+            }
+        }
+    }
+
+    pub(crate) fn bytes_used(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Clones the objects out, so that no map guard is held while they are locked.
+    fn snapshot(&self) -> Vec<(String, Object)> {
+        self.objects
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect()
+    }
+}

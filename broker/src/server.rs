@@ -1,0 +1,281 @@
+//! The listener: binding the socket, accepting clients, shutting down.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
+use interprocess::local_socket::{GenericFilePath, GenericNamespaced, ListenerOptions};
+use ipcq_proto::{AddrKind, ErrorCode};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::registry::Registry;
+use crate::session::{self, Shared};
+use crate::{Config, Error};
+
+/// How long shutdown waits for connections to flush their last answers.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a broker on the caller's tokio runtime until `shutdown` completes.
+///
+/// Binds `config`'s address (refusing if a live broker answers there, removing a stale
+/// socket file), serves clients, and on `shutdown` stops accepting, wakes every parked
+/// request with a "shutting down" error, lets connections flush, and removes the socket.
+///
+/// # Errors
+///
+/// [`Error::AddrInUse`] if a broker already answers on the address, [`Error::Listen`] if
+/// the socket cannot be created, [`Error::InvalidConfig`] for an unusable configuration.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), ipcq_broker::Error> {
+/// let config = ipcq_broker::Config::new().addr("/tmp/ipcq-example.sock");
+/// ipcq_broker::serve(config, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let listener = bind(&config)?;
+    run(listener, config, shutdown).await;
+    Ok(())
+}
+
+/// Creates the listening socket. Must run inside a tokio runtime.
+pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
+    config.validate()?;
+    let addr = config.addr.as_str();
+    let listen_err = |source| Error::Listen {
+        addr: addr.to_owned(),
+        source,
+    };
+    let name = match ipcq_proto::classify_addr(addr) {
+        AddrKind::Path(path) => {
+            clear_stale_socket(addr, &path)?;
+            path.to_fs_name::<GenericFilePath>().map_err(listen_err)?
+        }
+        AddrKind::Namespaced(name) => name.to_ns_name::<GenericNamespaced>().map_err(listen_err)?,
+    };
+    let options = || {
+        ListenerOptions::new()
+            .name(name.borrow())
+            .reclaim_name(true)
+    };
+    #[cfg(unix)]
+    let listener = {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        // Owner-only before the socket is reachable. Where the system cannot set the mode
+        // at creation, it is set right after (see docs/broker.md).
+        match options().mode(0o600).create_tokio() {
+            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
+                let listener = options().create_tokio().map_err(listen_err)?;
+                restrict_permissions(addr)?;
+                Ok(listener)
+            }
+            other => other,
+        }
+    };
+    #[cfg(not(unix))]
+    let listener = options().create_tokio();
+    listener.map_err(|err| match err.kind() {
+        std::io::ErrorKind::AddrInUse => Error::AddrInUse {
+            addr: addr.to_owned(),
+        },
+        _ => listen_err(err),
+    })
+}
+
+/// A socket file left by a broker that died is removed; one that a live broker answers on
+/// is not: starting a second broker there is an error.
+fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(Error::Listen {
+                addr: addr.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the path exists and is not a socket; refusing to replace it",
+                ),
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|source| Error::Listen {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    match <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name) {
+        Ok(_) => Err(Error::AddrInUse { addr: addr.to_owned() }),
+        Err(_) => {
+            tracing::info!(addr, "removing stale socket file");
+            std::fs::remove_file(path).map_err(|source| Error::Listen {
+                addr: addr.to_owned(),
+                source,
+            })
+        }
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(addr: &str) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        Error::Listen {
+            addr: addr.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Serves `listener` until `shutdown` completes.
+pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Future<Output = ()>) {
+    let shared = Arc::new(Shared {
+        registry: Registry::new(&config),
+        max_frame_len: config.max_frame_len,
+    });
+    // Connections past the limit are accepted only to be told why they are refused; the
+    // permit travels with the session and is returned when it ends.
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    // Sessions watch this to learn of shutdown.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every session holds a clone of `done_tx`; when `done_rx` yields `None`, all have ended.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let next_id = AtomicU64::new(1);
+
+    tracing::info!(addr = %config.addr, "broker listening");
+    let accept = async {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let stream = match listener.accept().await {
+                Ok(stream) => {
+                    backoff = Duration::from_millis(1);
+                    stream
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: wait, never stop accepting.
+                    tracing::error!(cause = %err, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                tracing::warn!(
+                    peer = id,
+                    limit = config.max_connections,
+                    "connection refused: limit reached"
+                );
+                tokio::spawn(refuse(stream, config.max_connections));
+                continue;
+            };
+            let stream = Arc::new(stream);
+            let (reader, writer) = (SharedStream(Arc::clone(&stream)), SharedStream(stream));
+            let shared = Arc::clone(&shared);
+            let stop = stop_rx.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                session::run(id, reader, writer, shared, stop).await;
+                drop(permit);
+                drop(done);
+            });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => {}
+    }
+    tracing::info!("broker shutting down");
+    drop(listener);
+    shared.registry.shut_down();
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    tracing::info!(
+        bytes_dropped = shared.registry.bytes_used(),
+        "broker stopped"
+    );
+}
+
+/// Tells a client over the connection limit why it is turned away.
+async fn refuse(stream: Stream, limit: usize) {
+    let mut writer = stream;
+    let mut frame = Vec::new();
+    let max = ipcq_proto::MAX_HANDSHAKE_LEN;
+    let hello = ipcq_proto::Hello::new(ipcq_proto::MAX_HANDSHAKE_LEN as u32);
+    let fatal = ipcq_proto::BrokerMsg::Fatal(ipcq_proto::ErrorReply::new(
+        ErrorCode::LimitReached,
+        format!("the broker serves at most {limit} connections"),
+    ));
+    if ipcq_proto::encode(&hello, 0, max, &mut frame).is_ok()
+        && ipcq_proto::encode(&fatal, 0, max, &mut frame).is_ok()
+    {
+        let _ = writer.write_all(&frame).await;
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// One half of a connection: `&Stream` reads and writes, so both halves share the stream
+/// rather than splitting it, and the socket closes when both are gone.
+#[derive(Debug)]
+struct SharedStream(Arc<Stream>);
+
+impl tokio::io::AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        (&*self.0).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}

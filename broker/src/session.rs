@@ -1,0 +1,288 @@
+//! One client connection: handshake, then requests in, answers out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ipcq_proto::{ClientMsg, ErrorCode, ErrorReply, Hello, Op, Reply, Wait};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+
+use crate::connection::{read_frame, write_loop, ReadError};
+use crate::objects::{Object, Queue};
+use crate::peer::{Delivery, Peer};
+use crate::registry::Registry;
+
+/// A client that has not finished its handshake by then is not an ipcq client.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Room kept in every frame for the message in front of the items, so that any item that
+/// was accepted in a `put` frame fits in a reply frame too.
+pub(crate) const FRAME_OVERHEAD: usize = 64;
+
+/// Per-connection state shared with the server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) max_frame_len: usize,
+}
+
+/// Runs one connection to its end. Never panics on input; every way out is logged here.
+pub(crate) async fn run<R, W>(
+    id: u64,
+    reader: R,
+    writer: W,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(writer, rx));
+    let mut session = Session {
+        peer: Arc::new(Peer::new(id, tx, shared.max_frame_len)),
+        shared,
+        handles: Vec::new(),
+        by_name: HashMap::new(),
+        reader,
+        buf: BytesMut::with_capacity(64 * 1024),
+    };
+    session.send_hello();
+    let outcome = tokio::select! {
+        outcome = session.serve() => outcome,
+        _ = shutdown.wait_for(|&stop| stop) => {
+            session.peer.fatal(ErrorCode::ShuttingDown, "the broker is shutting down");
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => tracing::debug!(peer = id, "connection closed"),
+        Err(err) => tracing::info!(peer = id, cause = %err, "connection dropped"),
+    }
+    session.clean_up();
+    drop(session);
+    // The writer ends once every handle on the peer is gone, after sending what is queued.
+    if let Ok(Err(err)) = writer.await {
+        tracing::debug!(peer = id, cause = %err, "write side failed");
+    }
+}
+
+struct Session<R> {
+    peer: Arc<Peer>,
+    shared: Arc<Shared>,
+    /// Objects opened on this connection, indexed by handle: a hot-path request costs one
+    /// bounds check, not a map lookup.
+    handles: Vec<Object>,
+    by_name: HashMap<String, u32>,
+    reader: R,
+    buf: BytesMut,
+}
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl<R: AsyncRead + Unpin> Session<R> {
+    fn send_hello(&self) {
+        let max = u32::try_from(self.shared.max_frame_len).unwrap_or(u32::MAX);
+        let mut head = Vec::new();
+        // A `Hello` is a dozen bytes: it always fits.
+        let _ = ipcq_proto::encode(
+            &Hello::new(max),
+            0,
+            ipcq_proto::MAX_HANDSHAKE_LEN,
+            &mut head,
+        );
+        self.peer.send_raw(head);
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        let hello = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            read_frame(
+                &mut self.reader,
+                &mut self.buf,
+                ipcq_proto::MAX_HANDSHAKE_LEN,
+            ),
+        )
+        .await;
+        let frame = match hello {
+            Err(_) => {
+                return Err(self.refuse(ErrorCode::Protocol, "no handshake within 10 s".into()))
+            }
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(err)) => {
+                return Err(self.refuse(ErrorCode::Protocol, format!("bad handshake: {err}")))
+            }
+        };
+        let hello = match ipcq_proto::decode::<Hello>(frame) {
+            Ok((hello, _)) => hello,
+            Err(err) => {
+                return Err(self.refuse(ErrorCode::Protocol, format!("bad handshake: {err}")))
+            }
+        };
+        if let Err(err) = hello.check() {
+            return Err(self.refuse(ErrorCode::Protocol, err.to_string()));
+        }
+        self.peer
+            .set_max_frame_len(self.shared.max_frame_len.min(hello.max_frame_len as usize));
+
+        loop {
+            let frame = match read_frame(&mut self.reader, &mut self.buf, self.shared.max_frame_len)
+                .await
+            {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(ReadError::Frame(err)) => {
+                    return Err(self.refuse(ErrorCode::TooLarge, err.to_string()))
+                }
+                Err(err) => return Err(err.into()),
+            };
+            match ipcq_proto::decode::<ClientMsg>(frame) {
+                Ok((msg, tail)) => self.handle(msg, tail),
+                Err(err) => return Err(self.refuse(ErrorCode::Protocol, err.to_string())),
+            }
+        }
+    }
+
+    /// Tells the client why its connection ends.
+    fn refuse(&self, code: ErrorCode, message: String) -> SessionError {
+        self.peer.fatal(code, message.clone());
+        SessionError::Refused(message)
+    }
+
+    fn handle(&mut self, msg: ClientMsg, tail: Bytes) {
+        let (id, op) = match msg {
+            ClientMsg::Ack { tag, count } => {
+                for settled in self.peer.ack(tag, count) {
+                    settled.queue.settle(settled.count, settled.bytes);
+                }
+                return;
+            }
+            ClientMsg::Request { id, op } => (id, op),
+        };
+        if !tail.is_empty() && !matches!(op, Op::Put { .. } | Op::PutMany { .. }) {
+            let err = ErrorReply::new(ErrorCode::InvalidArgument, "this request carries no items");
+            return self.peer.reply(id, Reply::Error(err));
+        }
+        match self.apply(id, op, tail) {
+            Ok(Some(reply)) => self.peer.reply(id, reply),
+            Ok(None) => {}
+            Err(err) => self.peer.reply(id, Reply::Error(err)),
+        }
+    }
+
+    /// Carries out one request. `Ok(None)` means the object answers, now or later.
+    fn apply(&mut self, id: u64, op: Op, tail: Bytes) -> Result<Option<Reply>, ErrorReply> {
+        let peer = &self.peer;
+        match op {
+            Op::Ping => Ok(Some(Reply::Pong)),
+            Op::Open { name, kind } => {
+                if let Some(&handle) = self.by_name.get(&name) {
+                    // Reopening on the same connection checks parameters like any open.
+                    self.shared.registry.open(name, kind)?;
+                    return Ok(Some(Reply::Opened { handle }));
+                }
+                let object = self.shared.registry.open(name.clone(), kind)?;
+                let handle = u32::try_from(self.handles.len()).map_err(|_| {
+                    ErrorReply::new(
+                        ErrorCode::LimitReached,
+                        "too many objects open on this connection",
+                    )
+                })?;
+                self.handles.push(object);
+                self.by_name.insert(name, handle);
+                Ok(Some(Reply::Opened { handle }))
+            }
+            Op::Put { handle, wait } => {
+                self.queue(handle)?.put(peer, id, tail, wait);
+                Ok(None)
+            }
+            Op::PutMany { handle, lens } => {
+                let items = ipcq_proto::split_items(tail, &lens)
+                    .map_err(|err| ErrorReply::new(ErrorCode::InvalidArgument, err.to_string()))?;
+                self.queue(handle)?
+                    .put_items(peer, id, items.into(), Wait::Block);
+                Ok(None)
+            }
+            Op::Get { handle, wait } => {
+                self.queue(handle)?.get(peer, id, wait, 1, false);
+                Ok(None)
+            }
+            Op::GetMany { handle, max, wait } => {
+                if max == 0 {
+                    return Err(ErrorReply::new(
+                        ErrorCode::InvalidArgument,
+                        "get_many needs max >= 1",
+                    ));
+                }
+                self.queue(handle)?.get(peer, id, wait, max as usize, true);
+                Ok(None)
+            }
+            Op::Info { handle } => Ok(Some(Reply::QueueInfo(self.queue(handle)?.info()))),
+            Op::Close { handle } => {
+                match self.object(handle)? {
+                    Object::Queue(queue) => queue.close(),
+                }
+                Ok(Some(Reply::Done))
+            }
+            Op::Stats => Ok(Some(Reply::Stats(self.shared.registry.stats()))),
+            Op::Remove { name } => {
+                self.shared.registry.remove(&name)?;
+                Ok(Some(Reply::Done))
+            }
+        }
+    }
+
+    fn object(&self, handle: u32) -> Result<&Object, ErrorReply> {
+        self.handles.get(handle as usize).ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::UnknownHandle,
+                format!("no object is open under handle {handle} on this connection"),
+            )
+        })
+    }
+
+    fn queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
+        match self.object(handle)? {
+            Object::Queue(queue) => Ok(queue),
+            #[allow(unreachable_patterns)]
+            other => Err(ErrorReply::new(
+                ErrorCode::WrongKind,
+                format!("handle {handle} is a {}, not a queue", other.kind_name()),
+            )),
+        }
+    }
+}
+
+impl<R> Session<R> {
+    /// The client is gone: its parked requests are dropped, and what it held in flight goes
+    /// back to the head of each queue, in order.
+    fn clean_up(&mut self) {
+        let in_flight = self.peer.close();
+        for object in &self.handles {
+            match object {
+                Object::Queue(queue) => queue.forget(self.peer.id),
+            }
+        }
+        let mut returned: Vec<(Arc<Queue>, Vec<Bytes>)> = Vec::new();
+        for Delivery { queue, item, .. } in in_flight {
+            match returned.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
+                Some((_, items)) => items.push(item),
+                None => returned.push((queue, vec![item])),
+            }
+        }
+        for (queue, items) in returned {
+            tracing::debug!(peer = self.peer.id, queue = %queue.name, count = items.len(), "returning in-flight items");
+            queue.restore(items);
+        }
+    }
+}

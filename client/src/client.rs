@@ -1,0 +1,515 @@
+//! The blocking client: one connection, shared by every handle and thread.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced, Stream};
+use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Hello, Kind, ObjectStats, Op, Reply};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::queue::{Queue, RawQueue};
+use crate::{Error, Result};
+
+/// Frames the broker sends carry up to this much more than its frame limit allows for an
+/// item: the message in front of it.
+const REPLY_SLACK: usize = 1024;
+
+/// A connection to a broker.
+///
+/// One `Client` is one connection and one owner: what it holds (items in flight, later
+/// locks and pipe ends) is released by the broker when the connection closes, which is
+/// when the last clone of the client and of its handles is dropped.
+///
+/// `Client` is `Send + Sync`, and cloning it is shallow (an atomic reference count
+/// increment). Many threads may use one client at once: each request carries an id and
+/// answers may come back in any order, so a thread blocked in `get` never stalls another
+/// thread's `put`. The thread waiting for an answer reads the socket itself when no other
+/// thread is reading, so a lone caller pays no thread hop.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = ipcq_client::Client::connect_default()?;
+/// let jobs = client.queue::<String>("jobs", 100)?;
+/// jobs.put(&"hello".to_string())?;
+/// assert_eq!(jobs.get()?, "hello");
+/// # Ok::<(), ipcq_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: String,
+    stream: Stream,
+    /// The broker's frame limit, from its handshake.
+    max_frame_len: usize,
+    next_id: AtomicU64,
+    /// Serializes whole frames onto the socket.
+    write_lock: Mutex<()>,
+    /// Held only by the thread currently reading.
+    read_buf: Mutex<BytesMut>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Some thread is reading the socket and will hand out what it reads.
+    reading: bool,
+    pending: HashMap<u64, Slot>,
+    /// Set once the connection is unusable; every call fails with it from then on.
+    dead: Option<Dead>,
+}
+
+struct Slot {
+    reply: Option<(Reply, Bytes)>,
+    waker: Arc<Condvar>,
+}
+
+#[derive(Clone)]
+enum Dead {
+    Gone(String),
+    Protocol(String),
+}
+
+impl Dead {
+    fn error(&self) -> Error {
+        match self {
+            Dead::Gone(msg) => Error::BrokerGone(msg.clone()),
+            Dead::Protocol(msg) => Error::Protocol(msg.clone()),
+        }
+    }
+}
+
+impl Client {
+    /// Connects to the broker at `addr`: a socket path on Unix (a bare word is a
+    /// namespaced name), a pipe name on Windows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoBroker`] when nothing listens there, [`Error::Protocol`] when what answers
+    /// is not an ipcq broker of this protocol version, [`Error::LimitReached`] when the
+    /// broker has its maximum of connections.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = ipcq_client::Client::connect("/tmp/ipcq-example.sock")?;
+    /// client.ping()?;
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn connect(addr: &str) -> Result<Client> {
+        let no_broker = |err: std::io::Error| match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                Error::NoBroker {
+                    addr: addr.to_owned(),
+                }
+            }
+            _ => Error::Io(err),
+        };
+        let stream = match ipcq_proto::classify_addr(addr) {
+            AddrKind::Path(path) => Stream::connect(path.to_fs_name::<GenericFilePath>()?),
+            AddrKind::Namespaced(name) => Stream::connect(name.to_ns_name::<GenericNamespaced>()?),
+        }
+        .map_err(no_broker)?;
+
+        let mut hello = Vec::new();
+        let ours = Hello::new(
+            u32::try_from(ipcq_proto::DEFAULT_MAX_FRAME_LEN + REPLY_SLACK).unwrap_or(u32::MAX),
+        );
+        ipcq_proto::encode(&ours, 0, ipcq_proto::MAX_HANDSHAKE_LEN, &mut hello)
+            .map_err(protocol)?;
+        (&stream).write_all(&hello).map_err(gone)?;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let frame = read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN)?;
+        let (theirs, _): (Hello, _) = ipcq_proto::decode(frame).map_err(protocol)?;
+        theirs.check().map_err(protocol)?;
+
+        let client = Client {
+            inner: Arc::new(Inner {
+                addr: addr.to_owned(),
+                stream,
+                max_frame_len: theirs.max_frame_len as usize,
+                next_id: AtomicU64::new(1),
+                write_lock: Mutex::new(()),
+                read_buf: Mutex::new(buf),
+                state: Mutex::new(State::default()),
+            }),
+        };
+        // The broker answers a refused handshake (version, connection limit) with an error
+        // frame: a first round trip turns it into this function's error.
+        client.ping()?;
+        Ok(client)
+    }
+
+    /// Connects to the broker at `IPCQ_ADDR`, else at the platform default
+    /// (`$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>.sock`; the pipe `ipcq` on
+    /// Windows), the address where `ipcq-broker` listens by default.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub fn connect_default() -> Result<Client> {
+        Self::connect(&ipcq_proto::default_addr())
+    }
+
+    /// The address this client is connected to.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The largest frame the broker accepts; an item must fit in one with a few bytes to
+    /// spare.
+    pub fn max_frame_len(&self) -> usize {
+        self.inner.max_frame_len
+    }
+
+    /// Opens the queue `name` for items of type `T`, creating it with `capacity` (0 for
+    /// unbounded) if it does not exist. Items are encoded with postcard.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` exists with another capacity or as another kind;
+    /// [`Error::Invalid`] for a bad name (empty, over 255 bytes, control characters).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let client = ipcq_client::Client::connect_default()?;
+    /// let results = client.queue::<(u32, f64)>("results", 0)?;
+    /// assert_eq!(results.capacity(), None); // unbounded
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        capacity: usize,
+    ) -> Result<Queue<T>> {
+        self.raw_queue(name, capacity).map(Queue::from_raw)
+    }
+
+    /// Opens the queue `name` for raw bytes, carried untouched (this is how the `ipcq`
+    /// command line sees queues).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::queue`].
+    pub fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
+        let op = Op::Open {
+            name: name.to_owned(),
+            kind: Kind::Queue {
+                capacity: capacity as u64,
+            },
+        };
+        match self.call(op, &[])?.0 {
+            Reply::Opened { handle } => Ok(RawQueue::new(self.clone(), name, handle, capacity)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Checks that the broker answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`] if it does not.
+    pub fn ping(&self) -> Result<()> {
+        match self.call(Op::Ping, &[])?.0 {
+            Reply::Pong => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every object in the broker with its figures, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`] if the broker does not answer.
+    pub fn stats(&self) -> Result<Vec<ObjectStats>> {
+        match self.call(Op::Stats, &[])?.0 {
+            Reply::Stats(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes the object `name` from the broker: its items are dropped, its waiters get
+    /// [`Error::Closed`], and the name is free for a new object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such object.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        match self
+            .call(
+                Op::Remove {
+                    name: name.to_owned(),
+                },
+                &[],
+            )?
+            .0
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a request whose tail is `items` and waits for its answer.
+    pub(crate) fn call(&self, op: Op, items: &[&[u8]]) -> Result<(Reply, Bytes)> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(32 + items.iter().map(|i| i.len()).sum::<usize>());
+        self.encode(&ClientMsg::Request { id, op }, items, &mut frame)?;
+        self.call_encoded(id, &frame)
+    }
+
+    /// Encodes a message and its tail into `frame`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when they do not fit in one frame; nothing is sent.
+    pub(crate) fn encode(
+        &self,
+        msg: &ClientMsg,
+        items: &[&[u8]],
+        frame: &mut Vec<u8>,
+    ) -> Result<()> {
+        let tail_len: usize = items.iter().map(|item| item.len()).sum();
+        let max = self.inner.max_frame_len;
+        let start = frame.len();
+        ipcq_proto::encode(msg, tail_len, max, frame).map_err(|err| match err {
+            ipcq_proto::Error::FrameTooLarge { len, max } => Error::TooLarge { len, max },
+            other => protocol(other),
+        })?;
+        debug_assert!(frame.len() > start);
+        for item in items {
+            frame.extend_from_slice(item);
+        }
+        Ok(())
+    }
+
+    /// Sends an encoded request frame for `id` and waits for its answer. The slot is
+    /// registered before the frame leaves, so the answer always finds it.
+    pub(crate) fn call_encoded(&self, id: u64, frame: &[u8]) -> Result<(Reply, Bytes)> {
+        let waker = Arc::new(Condvar::new());
+        {
+            let mut state = self.inner.lock_state();
+            if let Some(dead) = &state.dead {
+                return Err(dead.error());
+            }
+            state.pending.insert(
+                id,
+                Slot {
+                    reply: None,
+                    waker: Arc::clone(&waker),
+                },
+            );
+        }
+        if let Err(err) = self.send(frame) {
+            self.inner.lock_state().pending.remove(&id);
+            return Err(err);
+        }
+        let (reply, tail) = self.inner.wait(id, &waker)?;
+        match reply {
+            Reply::Error(err) => Err(Error::from_reply(err)),
+            reply => Ok((reply, tail)),
+        }
+    }
+
+    /// Writes one or more whole frames.
+    pub(crate) fn send(&self, frames: &[u8]) -> Result<()> {
+        let written = {
+            let _write = self
+                .inner
+                .write_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            (&self.inner.stream).write_all(frames)
+        };
+        written.map_err(|err| {
+            let err = gone(err);
+            self.inner.kill(Dead::Gone(err.to_string()));
+            err
+        })
+    }
+
+    /// Acknowledges deliveries: the items are the application's from now on.
+    pub(crate) fn ack(&self, tag: u64, count: u32) {
+        let mut frame = Vec::with_capacity(16);
+        // An `Ack` is a few bytes: it always fits. A failed write means the broker is gone,
+        // which the next call reports; the item is already in hand.
+        if self
+            .encode(&ClientMsg::Ack { tag, count }, &[], &mut frame)
+            .is_ok()
+        {
+            let _ = self.send(&frame);
+        }
+    }
+}
+
+impl Inner {
+    /// Waits for the answer to `id`, reading the socket when no other thread is.
+    fn wait(&self, id: u64, waker: &Condvar) -> Result<(Reply, Bytes)> {
+        let mut state = self.lock_state();
+        loop {
+            if let Some(reply) = state
+                .pending
+                .get_mut(&id)
+                .and_then(|slot| slot.reply.take())
+            {
+                state.pending.remove(&id);
+                // Someone else must take over the socket for the others still waiting.
+                if !state.reading {
+                    wake_one(&state);
+                }
+                return Ok(reply);
+            }
+            if let Some(err) = state.dead.as_ref().map(Dead::error) {
+                state.pending.remove(&id);
+                return Err(err);
+            }
+            if state.reading {
+                state = waker.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.reading = true;
+            drop(state);
+            let read = self.read_some();
+            state = self.lock_state();
+            state.reading = false;
+            match read {
+                Ok(messages) => {
+                    for (msg, tail) in messages {
+                        dispatch(&mut state, msg, tail);
+                    }
+                }
+                Err(dead) => {
+                    state.dead = Some(dead);
+                    for slot in state.pending.values() {
+                        slot.waker.notify_one();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until at least one whole message has arrived; returns all that have.
+    fn read_some(&self) -> Result<Vec<(BrokerMsg, Bytes)>, Dead> {
+        let mut buf = self.read_buf.lock().unwrap_or_else(|p| p.into_inner());
+        let max = self.max_frame_len + REPLY_SLACK;
+        let mut messages = Vec::new();
+        loop {
+            loop {
+                match ipcq_proto::decode_frame(&mut buf, max) {
+                    Ok(Some(frame)) => match ipcq_proto::decode::<BrokerMsg>(frame) {
+                        Ok(message) => messages.push(message),
+                        Err(err) => return Err(Dead::Protocol(err.to_string())),
+                    },
+                    Ok(None) => break,
+                    Err(err) => return Err(Dead::Protocol(err.to_string())),
+                }
+            }
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+            fill(&self.stream, &mut buf).map_err(|err| match err {
+                Error::BrokerGone(msg) => Dead::Gone(msg),
+                other => Dead::Gone(other.to_string()),
+            })?;
+        }
+    }
+
+    fn kill(&self, dead: Dead) {
+        let mut state = self.lock_state();
+        if state.dead.is_none() {
+            state.dead = Some(dead);
+        }
+        for slot in state.pending.values() {
+            slot.waker.notify_one();
+        }
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // State changes are single inserts and removals; a poisoned lock is still coherent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Hands a message to the thread waiting for it.
+fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes) {
+    match msg {
+        BrokerMsg::Reply { id, body } => {
+            if let Some(slot) = state.pending.get_mut(&id) {
+                slot.reply = Some((body, tail));
+                slot.waker.notify_one();
+            }
+            // An answer nobody waits for cannot happen (requests are never abandoned); if it
+            // did, an item it carried stays unacknowledged and returns to its queue when
+            // this connection closes.
+        }
+        BrokerMsg::Fatal(err) => {
+            state.dead = Some(match Error::from_reply(err) {
+                Error::BrokerGone(msg) => Dead::Gone(msg),
+                other => Dead::Protocol(other.to_string()),
+            });
+            for slot in state.pending.values() {
+                slot.waker.notify_one();
+            }
+        }
+    }
+}
+
+/// Wakes one thread still waiting, so that it becomes the reader.
+fn wake_one(state: &State) {
+    if let Some(slot) = state.pending.values().find(|slot| slot.reply.is_none()) {
+        slot.waker.notify_one();
+    }
+}
+
+/// Reads one frame during the handshake.
+fn read_frame(stream: &Stream, buf: &mut BytesMut, max: usize) -> Result<Bytes> {
+    loop {
+        if let Some(frame) = ipcq_proto::decode_frame(buf, max).map_err(protocol)? {
+            return Ok(frame);
+        }
+        fill(stream, buf)?;
+    }
+}
+
+/// Reads what the socket has into `buf`.
+fn fill(stream: &Stream, buf: &mut BytesMut) -> Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return Err(Error::BrokerGone("the broker closed the connection".into())),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(gone(err)),
+        }
+    }
+}
+
+fn gone(err: std::io::Error) -> Error {
+    Error::BrokerGone(format!("connection lost: {err}"))
+}
+
+fn protocol(err: ipcq_proto::Error) -> Error {
+    Error::Protocol(err.to_string())
+}
+
+pub(crate) fn unexpected(reply: &Reply) -> Error {
+    Error::Protocol(format!("unexpected answer from the broker: {reply:?}"))
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}

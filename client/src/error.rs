@@ -1,0 +1,131 @@
+use std::fmt;
+use std::io;
+
+use ipcq_proto::{ErrorCode, ErrorReply};
+
+/// Everything that can go wrong talking to a broker.
+///
+/// The conditions of a bounded queue (`Full`, `Empty`, `Closed`) are values to match on,
+/// as in `crossbeam-channel`; the predicates (`is_full()`, ...) save the `matches!`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No room: `put_nowait` on a full queue, or `put_timeout` ran out of time.
+    #[error("the queue is full")]
+    Full,
+    /// No item: `get_nowait` on an empty queue, or `get_timeout` ran out of time.
+    #[error("the queue is empty")]
+    Empty,
+    /// The object was closed (or removed); for a queue, every item has been taken.
+    #[error("the object is closed")]
+    Closed,
+    /// The name exists with another kind or other parameters.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The object is held by another client.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// An item does not fit in a frame; nothing was sent and the connection is still usable.
+    #[error("item too large: a frame of {len} bytes exceeds the broker's limit of {max} bytes")]
+    TooLarge {
+        /// The frame the item needs.
+        len: usize,
+        /// The broker's limit.
+        max: usize,
+    },
+    /// No object has this name.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The broker refused the request as invalid (bad name, unknown handle, wrong kind,
+    /// argument out of range).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A broker limit was reached (connections, objects).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// No broker answers at the address.
+    #[error("no broker answers at {addr} (start one with `ipcq-broker`, or set IPCQ_ADDR)")]
+    NoBroker {
+        /// The address tried.
+        addr: String,
+    },
+    /// The broker went away (it shut down, or the connection broke) before answering.
+    #[error("the broker is gone: {0}")]
+    BrokerGone(String),
+    /// The broker or the bytes on the connection do not follow the ipcq protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An item could not be encoded or decoded as the queue's type.
+    #[error("item encoding: {0}")]
+    Codec(#[from] CodecError),
+    /// Another I/O failure.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// `true` for [`Error::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, Error::Full)
+    }
+
+    /// `true` for [`Error::Empty`].
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Error::Empty)
+    }
+
+    /// `true` for [`Error::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+
+    /// `true` for [`Error::Conflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+
+    /// `true` for [`Error::TooLarge`].
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Error::TooLarge { .. })
+    }
+
+    /// `true` when the broker is gone or was never there ([`Error::BrokerGone`],
+    /// [`Error::NoBroker`]).
+    pub fn is_broker_gone(&self) -> bool {
+        matches!(self, Error::BrokerGone(_) | Error::NoBroker { .. })
+    }
+
+    pub(crate) fn from_reply(reply: ErrorReply) -> Self {
+        let ErrorReply { code, message } = reply;
+        match code {
+            ErrorCode::Full => Error::Full,
+            ErrorCode::Empty => Error::Empty,
+            ErrorCode::Closed => Error::Closed,
+            ErrorCode::Conflict => Error::Conflict(message),
+            ErrorCode::Busy => Error::Busy(message),
+            ErrorCode::NotFound => Error::NotFound(message),
+            ErrorCode::LimitReached => Error::LimitReached(message),
+            ErrorCode::ShuttingDown => Error::BrokerGone(message),
+            ErrorCode::Protocol | ErrorCode::TooLarge => Error::Protocol(message),
+            ErrorCode::UnknownHandle
+            | ErrorCode::WrongKind
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidArgument => Error::Invalid(message),
+        }
+    }
+}
+
+/// A value that could not be encoded to or decoded from an item's bytes.
+#[derive(Debug)]
+pub struct CodecError(pub(crate) postcard::Error);
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,42 @@
+//! Clients of the ipcq broker.
+//!
+//! ipcq gives processes that did not fork from one another the primitives of Python's
+//! `multiprocessing`, held by a broker on the same machine: named bounded FIFO queues with
+//! blocking, timed and non-blocking `put`/`get`.
+//!
+//! # Layout
+//!
+//! - [`Client`]: one connection to a broker, shared by threads;
+//! - [`Queue<T>`]: a typed queue handle (postcard-encoded items); [`RawQueue`]: the same
+//!   over raw bytes, as the `ipcq` command line uses;
+//! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
+//!
+//! # Hello, world!
+//!
+//! ```no_run
+//! use ipcq_client::Client;
+//!
+//! // Connects to IPCQ_ADDR, or to where `ipcq-broker` listens by default.
+//! let client = Client::connect_default()?;
+//! let greetings = client.queue::<String>("greetings", 10)?;
+//! greetings.put(&"Hello, world!".to_string())?;
+//! assert_eq!(greetings.get()?, "Hello, world!");
+//! # Ok::<(), ipcq_client::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod queue;
+
+pub use client::Client;
+pub use error::{CodecError, Error, Result};
+pub use queue::{Queue, RawQueue};
+
+/// Broker figures as [`Client::stats`] returns them.
+pub mod stats {
+    pub use ipcq_proto::{ObjectDetail, ObjectStats, QueueStats};
+}
+
+pub use ipcq_proto::{default_addr, ADDR_ENV};

@@ -1,0 +1,464 @@
+//! The messages carried in frames.
+//!
+//! Every message is postcard-encoded, and postcard is not self-describing: these Rust types
+//! *are* the wire format. Enum variants and struct fields are append-only; never reorder
+//! them. The golden-byte tests in `tests/golden.rs` pin the encoding.
+//!
+//! A frame holds one message followed by its *tail*: the opaque item bytes that the message
+//! announces. Items never pass through postcard, so the broker hands them on as
+//! [`Bytes`] slices of the frame it read, without decoding or copying them.
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{frame::PREFIX_LEN, Error};
+
+/// The four bytes every ipcq handshake starts with.
+pub const MAGIC: [u8; 4] = *b"IPCQ";
+
+/// The protocol version this crate speaks. Peers with another version refuse each other
+/// with a clear error during the handshake.
+pub const VERSION: u16 = 1;
+
+/// The first frame each way: who is speaking and what it accepts.
+///
+/// # Examples
+///
+/// ```
+/// use ipcq_proto::{Hello, MAGIC, VERSION};
+///
+/// let hello = Hello::new(1 << 24);
+/// assert_eq!(hello.magic, MAGIC);
+/// assert_eq!(hello.version, VERSION);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// The sender's protocol version.
+    pub version: u16,
+    /// The longest frame the sender accepts (bytes after the length prefix).
+    pub max_frame_len: u32,
+}
+
+impl Hello {
+    /// A handshake for this protocol version that accepts frames up to `max_frame_len`.
+    pub fn new(max_frame_len: u32) -> Self {
+        Hello {
+            magic: MAGIC,
+            version: VERSION,
+            max_frame_len,
+        }
+    }
+
+    /// Checks magic and version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotIpcq`] for a wrong magic, [`Error::VersionMismatch`] for another version.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.magic != MAGIC {
+            return Err(Error::NotIpcq);
+        }
+        if self.version != VERSION {
+            return Err(Error::VersionMismatch {
+                ours: VERSION,
+                theirs: self.version,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How long a request may wait in the broker. The broker enforces it: a client never gives
+/// up on a request by itself, because a timeout that races a delivery would lose the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wait {
+    /// Wait as long as it takes.
+    Block,
+    /// Fail at once (`Full` or `Empty`) rather than wait.
+    NoWait,
+    /// Wait at most this many microseconds.
+    Micros(u64),
+}
+
+impl Wait {
+    /// `Micros` for a duration, saturating at `u64::MAX` microseconds.
+    pub fn timeout(duration: std::time::Duration) -> Self {
+        Wait::Micros(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The kind of object to open, with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A bounded FIFO queue; `capacity` 0 means unbounded (the byte budgets still apply).
+    Queue {
+        /// Maximum number of items, 0 for unbounded.
+        capacity: u64,
+    },
+}
+
+/// Client to broker, after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// A request; the broker answers with a [`BrokerMsg::Reply`] carrying the same `id`.
+    Request {
+        /// Chosen by the client, unique among its outstanding requests.
+        id: u64,
+        /// What to do.
+        op: Op,
+    },
+    /// The client has handed the deliveries `tag .. tag + count` to its application.
+    /// Until then, they return to their queue if the connection goes away.
+    Ack {
+        /// First delivery tag acknowledged.
+        tag: u64,
+        /// Number of consecutive tags acknowledged.
+        count: u32,
+    },
+}
+
+/// An operation on the broker or on one of its objects.
+///
+/// Objects are addressed by the handle that [`Op::Open`] returned on this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Answered with [`Reply::Pong`].
+    Ping,
+    /// Open (creating if needed) the object `name`; answered with [`Reply::Opened`].
+    Open {
+        /// Non-empty UTF-8, at most 255 bytes, no control characters.
+        name: String,
+        /// Kind and parameters; must match an existing object's.
+        kind: Kind,
+    },
+    /// Put the frame's tail as one item.
+    Put {
+        /// Queue handle.
+        handle: u32,
+        /// How long to wait for room.
+        wait: Wait,
+    },
+    /// Put the items of the tail (lengths in `lens`) in order, waiting for room as needed.
+    PutMany {
+        /// Queue handle.
+        handle: u32,
+        /// Length of each item in the tail.
+        lens: Vec<u32>,
+    },
+    /// Take one item; answered with [`Reply::Item`].
+    Get {
+        /// Queue handle.
+        handle: u32,
+        /// How long to wait for an item.
+        wait: Wait,
+    },
+    /// Take between 1 and `max` items; answered with [`Reply::Items`].
+    GetMany {
+        /// Queue handle.
+        handle: u32,
+        /// Most items to take.
+        max: u32,
+        /// How long to wait for the first item.
+        wait: Wait,
+    },
+    /// Answered with [`Reply::QueueInfo`].
+    Info {
+        /// Queue handle.
+        handle: u32,
+    },
+    /// Close the object: later puts fail, getters drain what is left.
+    Close {
+        /// Object handle.
+        handle: u32,
+    },
+    /// Answered with [`Reply::Stats`].
+    Stats,
+    /// Remove the object `name` from the broker; its waiters get `Closed`.
+    Remove {
+        /// Object name.
+        name: String,
+    },
+}
+
+/// Broker to client, after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BrokerMsg {
+    /// The answer to request `id`.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: Reply,
+    },
+    /// The connection is unusable (bad frame, bad handshake, broker shutting down); the
+    /// broker closes it after this message.
+    Fatal(ErrorReply),
+}
+
+/// The body of a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done, nothing to return.
+    Done,
+    /// Answer to [`Op::Ping`].
+    Pong,
+    /// Answer to [`Op::Open`].
+    Opened {
+        /// The handle for later requests on this connection.
+        handle: u32,
+    },
+    /// One item (the frame's tail), delivered under `tag`: acknowledge it with
+    /// [`ClientMsg::Ack`] once the application has it.
+    Item {
+        /// Delivery tag.
+        tag: u64,
+    },
+    /// Items of the tail with lengths `lens`, delivered under tags `tag ..`.
+    Items {
+        /// Tag of the first item; the rest follow consecutively.
+        tag: u64,
+        /// Length of each item in the tail.
+        lens: Vec<u32>,
+    },
+    /// Answer to [`Op::Info`], exact at the broker when it was taken.
+    QueueInfo(QueueInfo),
+    /// Answer to [`Op::Stats`].
+    Stats(Vec<ObjectStats>),
+    /// The request failed.
+    Error(ErrorReply),
+}
+
+/// A queue's state as [`Op::Info`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Items put and not yet acknowledged by a getter: those waiting in the queue plus those
+    /// in flight to a getter.
+    pub len: u64,
+    /// Maximum items, 0 for unbounded.
+    pub capacity: u64,
+    /// Whether a `put_nowait` would fail now (capacity or byte budget reached).
+    pub full: bool,
+    /// Whether the queue has been closed.
+    pub closed: bool,
+}
+
+/// One object in [`Reply::Stats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectStats {
+    /// The object's name.
+    pub name: String,
+    /// Kind-specific figures.
+    pub detail: ObjectDetail,
+}
+
+/// Kind-specific figures of [`ObjectStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectDetail {
+    /// A queue.
+    Queue(QueueStats),
+}
+
+/// A queue's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Items waiting in the queue.
+    pub ready: u64,
+    /// Items delivered to a getter and not yet acknowledged.
+    pub in_flight: u64,
+    /// Maximum items, 0 for unbounded.
+    pub capacity: u64,
+    /// Payload bytes held (ready and in flight).
+    pub bytes: u64,
+    /// Requests parked waiting for an item.
+    pub getters: u64,
+    /// Requests parked waiting for room.
+    pub putters: u64,
+    /// Items accepted since the queue was created.
+    pub total_put: u64,
+    /// Items acknowledged by getters since the queue was created.
+    pub total_got: u64,
+    /// Whether the queue has been closed.
+    pub closed: bool,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error reply.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Error kinds on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// No room before the wait ran out.
+    Full,
+    /// No item before the wait ran out.
+    Empty,
+    /// The object is closed (or was removed).
+    Closed,
+    /// The name exists with another kind or other parameters.
+    Conflict,
+    /// The object is held by another connection.
+    Busy,
+    /// A frame or item exceeds a limit.
+    TooLarge,
+    /// No object is open under this handle on this connection.
+    UnknownHandle,
+    /// The handle names an object of another kind.
+    WrongKind,
+    /// The name is empty, too long or has control characters.
+    InvalidName,
+    /// No object has this name.
+    NotFound,
+    /// The bytes received are not valid ipcq protocol.
+    Protocol,
+    /// The broker is shutting down.
+    ShuttingDown,
+    /// A broker limit (connections, objects, waiters) was reached.
+    LimitReached,
+    /// An argument is out of range.
+    InvalidArgument,
+}
+
+/// Appends a frame holding `msg` to `out`, leaving room for a tail of `tail_len` bytes that
+/// the caller appends next. The frame prefix counts the tail.
+///
+/// # Errors
+///
+/// [`Error::FrameTooLarge`] when message and tail exceed `max_len`; `out` is left as it was.
+///
+/// # Examples
+///
+/// ```
+/// use ipcq_proto::{encode, ClientMsg};
+///
+/// let mut out = Vec::new();
+/// encode(&ClientMsg::Ack { tag: 5, count: 1 }, 0, 1024, &mut out).unwrap();
+/// assert_eq!(out, [3, 0, 0, 0, 1, 5, 1]);
+/// ```
+pub fn encode<T: Serialize>(
+    msg: &T,
+    tail_len: usize,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; PREFIX_LEN]);
+    let result = match postcard::to_io(msg, &mut *out) {
+        Ok(_) => crate::frame_prefix(out.len() - start - PREFIX_LEN + tail_len, max_len),
+        Err(err) => Err(Error::encode(err)),
+    };
+    match result {
+        Ok(prefix) => {
+            out[start..start + PREFIX_LEN].copy_from_slice(&prefix);
+            Ok(())
+        }
+        Err(err) => {
+            out.truncate(start);
+            Err(err)
+        }
+    }
+}
+
+/// Decodes the message at the start of a frame and returns it with the frame's tail.
+///
+/// The tail is a slice of `frame`: no bytes are copied.
+///
+/// # Errors
+///
+/// [`Error::Decode`] when the frame does not start with a valid message. The frame is
+/// complete (its length prefix said so), so a short message is corrupt, not partial.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use ipcq_proto::{decode, ClientMsg};
+///
+/// let frame = Bytes::from_static(&[1, 5, 1, b'x']);
+/// let (msg, tail): (ClientMsg, Bytes) = decode(frame).unwrap();
+/// assert_eq!(msg, ClientMsg::Ack { tag: 5, count: 1 });
+/// assert_eq!(&tail[..], b"x");
+/// ```
+pub fn decode<T: DeserializeOwned>(frame: Bytes) -> Result<(T, Bytes), Error> {
+    let (msg, rest) = postcard::take_from_bytes::<T>(&frame).map_err(Error::decode)?;
+    let consumed = frame.len() - rest.len();
+    Ok((msg, frame.slice(consumed..)))
+}
+
+/// Splits a tail into items of the given lengths, without copying.
+///
+/// # Errors
+///
+/// [`Error::Malformed`] when the lengths do not add up to the tail's length.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+///
+/// let items = ipcq_proto::split_items(Bytes::from_static(b"abcde"), &[2, 0, 3]).unwrap();
+/// assert_eq!(items, [&b"ab"[..], b"", b"cde"]);
+/// assert!(ipcq_proto::split_items(Bytes::from_static(b"abc"), &[2]).is_err());
+/// ```
+pub fn split_items(mut tail: Bytes, lens: &[u32]) -> Result<Vec<Bytes>, Error> {
+    let total: u64 = lens.iter().map(|&len| u64::from(len)).sum();
+    if total != tail.len() as u64 {
+        return Err(Error::Malformed(format!(
+            "item lengths add up to {total} bytes but the frame carries {}",
+            tail.len()
+        )));
+    }
+    Ok(lens
+        .iter()
+        .map(|&len| tail.split_to(len as usize))
+        .collect())
+}
+
+/// Checks an object name: non-empty UTF-8, at most [`MAX_NAME_LEN`] bytes, no control
+/// characters.
+///
+/// # Errors
+///
+/// A message saying what is wrong with the name.
+///
+/// # Examples
+///
+/// ```
+/// assert!(ipcq_proto::check_name("jobs").is_ok());
+/// assert!(ipcq_proto::check_name("").is_err());
+/// assert!(ipcq_proto::check_name("a\nb").is_err());
+/// ```
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("object names must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "object name is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("object name {name:?} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Longest object name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;

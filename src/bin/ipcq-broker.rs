@@ -1,0 +1,106 @@
+//! `ipcq-broker`: the broker process.
+//!
+//! Listens at `--addr` (default: `IPCQ_ADDR`, else the platform default) until SIGINT or
+//! SIGTERM, then wakes every waiting client with an error, removes the socket and exits 0.
+
+use anyhow::Context;
+use clap::Parser;
+use ipcq::broker::{serve, Config};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "The ipcq broker: named queues for the processes of one machine"
+)]
+struct Args {
+    /// Address to listen at (socket path; a bare word is a namespaced name).
+    #[arg(long, env = "IPCQ_ADDR")]
+    addr: Option<String>,
+    /// Longest frame accepted, in bytes (bounds one item).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_frame_len: usize,
+    /// Most client connections at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Most named objects at once.
+    #[arg(long, default_value_t = 65_536)]
+    max_objects: usize,
+    /// Payload bytes one queue may hold before it counts as full.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_queue_bytes: usize,
+    /// Payload bytes all queues together may hold before every queue counts as full.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_total_bytes: usize,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Log filter (overridden by RUST_LOG), e.g. `info`, `debug`, `ipcq_broker=trace`.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ipcq-broker: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = Config::new()
+        .max_frame_len(args.max_frame_len)
+        .max_connections(args.max_connections)
+        .max_objects(args.max_objects)
+        .max_queue_bytes(args.max_queue_bytes)
+        .max_total_bytes(args.max_total_bytes);
+    if let Some(addr) = args.addr {
+        config = config.addr(addr);
+    }
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let signal = shutdown_signal()?;
+        serve(config, signal).await.map_err(anyhow::Error::from)
+    })
+}
+
+/// Completes on SIGINT or SIGTERM (Ctrl-C on Windows).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! `ipcq`: the command line. Speaks to the broker at `--addr` / `IPCQ_ADDR` and sees
+//! queues as raw bytes.
+//!
+//! Exit codes: 0 success; 1 the queue was empty (`get --nowait`, `get --timeout`) or full;
+//! 2 any other error (no broker, bad arguments, ...).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ipcq::stats::{ObjectDetail, ObjectStats};
+use ipcq::{Client, Error};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Talk to an ipcq broker")]
+struct Args {
+    /// Broker address (default: IPCQ_ADDR, else the platform default).
+    #[arg(long, global = true, env = "IPCQ_ADDR")]
+    addr: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that the broker answers.
+    Ping,
+    /// List every object with its figures.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put VALUE (its UTF-8 bytes) on QUEUE, waiting for room.
+    Put {
+        /// Queue name (created unbounded if it does not exist).
+        queue: String,
+        /// The item.
+        value: String,
+        /// Fail at once if the queue is full.
+        #[arg(long, conflicts_with = "timeout")]
+        nowait: bool,
+        /// Wait at most this many seconds for room.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Take an item from QUEUE and print it, waiting for one.
+    Get {
+        /// Queue name (created unbounded if it does not exist).
+        queue: String,
+        /// Wait at most this many seconds.
+        #[arg(long, conflicts_with = "nowait")]
+        timeout: Option<f64>,
+        /// Fail at once if the queue is empty.
+        #[arg(long)]
+        nowait: bool,
+    },
+    /// Remove an object: its items are dropped and its waiters get "closed".
+    Rm {
+        /// Object name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let addr = args.addr.unwrap_or_else(ipcq::default_addr);
+    match run(&addr, args.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ipcq: {err}");
+            match err {
+                Failure::Empty(_) | Failure::Full(_) => ExitCode::from(1),
+                Failure::Other(_) => ExitCode::from(2),
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    Empty(String),
+    Full(String),
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (Failure::Empty(msg) | Failure::Full(msg) | Failure::Other(msg)) = self;
+        f.write_str(msg)
+    }
+}
+
+fn run(addr: &str, command: Command) -> Result<(), Failure> {
+    let client = Client::connect(addr).map_err(|err| Failure::Other(err.to_string()))?;
+    let fail = |what: &str, err: Error| match err {
+        Error::Empty => Failure::Empty(format!("queue '{what}' is empty")),
+        Error::Full => Failure::Full(format!("queue '{what}' is full")),
+        Error::Closed => Failure::Other(format!("queue '{what}' is closed")),
+        other => Failure::Other(other.to_string()),
+    };
+    match command {
+        Command::Ping => {
+            let start = std::time::Instant::now();
+            client.ping().map_err(|err| fail("", err))?;
+            println!("broker at {addr} answered in {:?}", start.elapsed());
+        }
+        Command::Stats { json } => {
+            let stats = client.stats().map_err(|err| fail("", err))?;
+            if json {
+                println!("{}", stats_json(&stats));
+            } else {
+                print_stats(&stats);
+            }
+        }
+        Command::Put {
+            queue,
+            value,
+            nowait,
+            timeout,
+        } => {
+            let handle = open(&client, &queue)?;
+            let result = match (nowait, timeout) {
+                (true, _) => handle.put_nowait(value.as_bytes()),
+                (_, Some(secs)) => handle.put_timeout(value.as_bytes(), seconds(secs)?),
+                _ => handle.put(value.as_bytes()),
+            };
+            result.map_err(|err| fail(&queue, err))?;
+        }
+        Command::Get {
+            queue,
+            timeout,
+            nowait,
+        } => {
+            let handle = open(&client, &queue)?;
+            let result = match (nowait, timeout) {
+                (true, _) => handle.get_nowait(),
+                (_, Some(secs)) => handle.get_timeout(seconds(secs)?),
+                _ => handle.get(),
+            };
+            let item = result.map_err(|err| fail(&queue, err))?;
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout
+                .write_all(&item)
+                .and_then(|()| stdout.write_all(b"\n"))
+                .and_then(|()| stdout.flush());
+            written.map_err(|err| Failure::Other(format!("cannot write the item: {err}")))?;
+        }
+        Command::Rm { name } => client.remove(&name).map_err(|err| fail(&name, err))?,
+    }
+    Ok(())
+}
+
+/// Opens a queue with whatever capacity it has: an existing queue is found by trying the
+/// capacity the broker reports for it; a new one is created unbounded.
+fn open(client: &Client, name: &str) -> Result<ipcq::RawQueue, Failure> {
+    let stats = client
+        .stats()
+        .map_err(|err| Failure::Other(err.to_string()))?;
+    let capacity = stats
+        .iter()
+        .find(|object| object.name == name)
+        .map(|object| match &object.detail {
+            ObjectDetail::Queue(queue) => queue.capacity as usize,
+        })
+        .unwrap_or(0);
+    client
+        .raw_queue(name, capacity)
+        .map_err(|err| Failure::Other(err.to_string()))
+}
+
+fn seconds(secs: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| Failure::Other(format!("invalid timeout: {secs}")))
+}
+
+fn print_stats(stats: &[ObjectStats]) {
+    if stats.is_empty() {
+        println!("no objects");
+        return;
+    }
+    println!(
+        "{:<24} {:<6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  state",
+        "name",
+        "kind",
+        "depth",
+        "capacity",
+        "in-flight",
+        "getters",
+        "putters",
+        "put",
+        "got",
+        "bytes"
+    );
+    for object in stats {
+        match &object.detail {
+            ObjectDetail::Queue(q) => {
+                let capacity = if q.capacity == 0 {
+                    "-".to_string()
+                } else {
+                    q.capacity.to_string()
+                };
+                println!(
+                    "{:<24} {:<6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  {}",
+                    object.name,
+                    "queue",
+                    q.ready,
+                    capacity,
+                    q.in_flight,
+                    q.getters,
+                    q.putters,
+                    q.total_put,
+                    q.total_got,
+                    q.bytes,
+                    if q.closed { "closed" } else { "open" }
+                );
+            }
+        }
+    }
+}
+
+fn stats_json(stats: &[ObjectStats]) -> serde_json::Value {
+    let objects: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|object| match &object.detail {
+            ObjectDetail::Queue(q) => serde_json::json!({
+                "name": object.name,
+                "kind": "queue",
+                "depth": q.ready,
+                "in_flight": q.in_flight,
+                "capacity": q.capacity,
+                "bytes": q.bytes,
+                "getters": q.getters,
+                "putters": q.putters,
+                "total_put": q.total_put,
+                "total_got": q.total_got,
+                "closed": q.closed,
+            }),
+        })
+        .collect();
+    serde_json::json!({ "objects": objects })
+}

@@ -1,0 +1,41 @@
+//! ipcq: an inter-process message broker for one machine.
+//!
+//! A broker owns named bounded FIFO queues and serves them over a local socket (a Unix
+//! domain socket; a named pipe on Windows). Processes that did not fork from one another
+//! meet by name and use them as they would Python's `multiprocessing.Queue`: `put`/`get`,
+//! with timed and non-blocking variants, and with nothing lost when a process dies.
+//!
+//! # Layout
+//!
+//! - [`Client`], [`Queue`], [`RawQueue`], [`Error`]: the blocking client (crate
+//!   `ipcq-client`);
+//! - [`broker`] (feature `broker`, on by default): the embeddable broker (crate
+//!   `ipcq-broker`);
+//! - binaries `ipcq-broker` (the broker process) and `ipcq` (the command line).
+//!
+//! # Hello, world!
+//!
+//! ```no_run
+//! use ipcq::broker::{Broker, Config};
+//! use ipcq::Client;
+//!
+//! let broker = Broker::start(Config::new().addr("/tmp/ipcq-hello.sock"))?;
+//! let client = Client::connect(broker.addr())?;
+//! let queue = client.queue::<String>("greetings", 10)?;
+//! queue.put(&"Hello, world!".to_string())?;
+//! assert_eq!(queue.get()?, "Hello, world!");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub use ipcq_client::{
+    default_addr, stats, Client, CodecError, Error, Queue, RawQueue, Result, ADDR_ENV,
+};
+
+/// The embeddable broker: [`Broker`](broker::Broker) runs one on its own thread,
+/// [`serve`](broker::serve) on the caller's tokio runtime.
+#[cfg(feature = "broker")]
+pub mod broker {
+    pub use ipcq_broker::{serve, Broker, Config, Error};
+}
