@@ -186,17 +186,16 @@ impl<R: AsyncRead + Unpin> Session<R> {
         match op {
             Op::Ping => Ok(Some(Reply::Pong)),
             Op::Open { name, kind } => {
-                if let Some(&handle) = self.by_name.get(&name) {
-                    // Reopening on the same connection checks parameters like any open.
-                    self.shared.registry.open(name, kind)?;
-                    return Ok(Some(Reply::Opened { handle }));
-                }
                 let object = self.shared.registry.open(name.clone(), kind)?;
+                // Reopening on the same connection returns the same handle, unless the name
+                // now stands for a new object (the old one was removed).
+                if let Some(&handle) = self.by_name.get(&name) {
+                    if self.handles[handle as usize].same(&object) {
+                        return Ok(Some(Reply::Opened { handle }));
+                    }
+                }
                 let handle = u32::try_from(self.handles.len()).map_err(|_| {
-                    ErrorReply::new(
-                        ErrorCode::LimitReached,
-                        "too many objects open on this connection",
-                    )
+                    ErrorReply::new(ErrorCode::LimitReached, "too many objects open on this connection")
                 })?;
                 self.handles.push(object);
                 self.by_name.insert(name, handle);

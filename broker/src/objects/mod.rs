@@ -14,6 +14,13 @@ pub(crate) enum Object {
 }
 
 impl Object {
+    /// Whether both are the same object (not merely the same name).
+    pub(crate) fn same(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Queue(a), Object::Queue(b)) => Arc::ptr_eq(a, b),
+        }
+    }
+
     pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             Object::Queue(_) => "queue",

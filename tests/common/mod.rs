@@ -1,0 +1,199 @@
+//! Shared test fixtures: a real `ipcq-broker` process on a temporary socket, helper client
+//! processes, a watchdog, and waiting on broker state instead of sleeping.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipcq::stats::{ObjectDetail, QueueStats};
+use ipcq::Client;
+
+pub const BROKER: &str = env!("CARGO_BIN_EXE_ipcq-broker");
+pub const CLI: &str = env!("CARGO_BIN_EXE_ipcq");
+pub const HELPER: &str = env!("CARGO_BIN_EXE_ipcq-test-client");
+
+/// A broker process listening on a socket in its own temporary directory.
+pub struct TestBroker {
+    pub child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    /// Everything the broker wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl TestBroker {
+    pub fn start() -> TestBroker {
+        Self::start_with(&[])
+    }
+
+    /// Starts `ipcq-broker` with extra arguments and returns once it logs that it listens.
+    pub fn start_with(args: &[&str]) -> TestBroker {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let addr = dir.path().join("ipcq.sock").to_string_lossy().into_owned();
+        Self::start_at(dir, addr, args)
+    }
+
+    pub fn start_at(dir: tempfile::TempDir, addr: String, args: &[&str]) -> TestBroker {
+        let (child, log) = spawn_broker(&addr, args).expect("broker starts");
+        TestBroker { child, addr, dir, log }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr).expect("connect to the test broker")
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(&self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(&self.child, "TERM");
+        self.child.wait().expect("broker exits")
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns a broker and waits for its "broker listening" line. On failure returns the
+/// exit status and everything it printed.
+pub fn spawn_broker(addr: &str, args: &[&str]) -> Result<(Child, Arc<Mutex<String>>), String> {
+    let mut child = Command::new(BROKER)
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipcq-broker");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("broker listening") {
+                let _ = ready_tx.send(());
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => Ok((child, log)),
+        Err(_) => {
+            let status = child.wait().expect("broker exited");
+            Err(format!("{status}: {}", log.lock().unwrap()))
+        }
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it takes longer than `limit`.
+pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: the test did not finish within {limit:?}"),
+    }
+}
+
+/// The figures of queue `name`.
+pub fn queue_stats(client: &Client, name: &str) -> QueueStats {
+    client
+        .stats()
+        .expect("stats")
+        .into_iter()
+        .find(|object| object.name == name)
+        .map(|object| match object.detail {
+            ObjectDetail::Queue(stats) => stats,
+        })
+        .unwrap_or_else(|| panic!("no queue named {name}"))
+}
+
+/// Waits until the broker's figures for queue `name` satisfy `condition`. This asks the
+/// broker, which is the authority on who is parked where; it polls because the broker
+/// has no "tell me when" request, with a short pause between questions.
+pub fn wait_until(client: &Client, name: &str, what: &str, condition: impl Fn(&QueueStats) -> bool) {
+    let start = Instant::now();
+    loop {
+        let stats = queue_stats(client, name);
+        if condition(&stats) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}: {stats:?}"
+        );
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Starts a helper client process.
+pub fn helper(args: &[&str]) -> Child {
+    Command::new(HELPER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipcq-test-client")
+}
+
+/// Waits for a helper and returns its stdout, failing the test if it failed.
+pub fn finish(child: Child) -> String {
+    let output = child.wait_with_output().expect("helper exits");
+    assert!(
+        output.status.success(),
+        "helper failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Runs the `ipcq` command line against `addr`.
+pub fn cli(addr: &str, args: &[&str]) -> std::process::Output {
+    Command::new(CLI)
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ipcq")
+}

@@ -1,0 +1,61 @@
+//! `ipcq-test-client`: client processes for the end-to-end tests in `tests/`. Not meant
+//! for users; each role is one kind of process a test needs.
+//!
+//! ```text
+//! ipcq-test-client produce ADDR QUEUE CAPACITY FIRST COUNT   put ids FIRST.. as u64
+//! ipcq-test-client consume ADDR QUEUE CAPACITY               get u64s until Closed, print each
+//! ipcq-test-client fifo ADDR QUEUE CAPACITY COUNT            get COUNT u64s, check they are 0, 1, ...
+//! ipcq-test-client get ADDR QUEUE CAPACITY                   one blocking get, print the item
+//! ```
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use ipcq::{Client, Error};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> anyhow::Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .with_context(|| format!("missing argument {i}"))
+    };
+    let role = arg(0)?;
+    let client = Client::connect(arg(1)?)?;
+    let queue = client.queue::<u64>(arg(2)?, arg(3)?.parse()?)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match role {
+        "produce" => {
+            let first: u64 = arg(4)?.parse()?;
+            let count: u64 = arg(5)?.parse()?;
+            for id in first..first + count {
+                queue.put(&id)?;
+            }
+            writeln!(out, "done")?;
+        }
+        "consume" => loop {
+            match queue.get() {
+                Ok(id) => writeln!(out, "{id}")?,
+                Err(Error::Closed) => break,
+                Err(err) => return Err(err.into()),
+            }
+        },
+        "fifo" => {
+            let count: u64 = arg(4)?.parse()?;
+            for expected in 0..count {
+                let id = queue.get()?;
+                if id != expected {
+                    bail!("out of order: got {id}, expected {expected}");
+                }
+            }
+            writeln!(out, "in order: {count}")?;
+        }
+        "get" => {
+            let id = queue.get()?;
+            writeln!(out, "{id}")?;
+        }
+        other => bail!("unknown role {other}"),
+    }
+    out.flush()?;
+    Ok(())
+}
