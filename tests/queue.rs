@@ -22,7 +22,10 @@ fn fifo_across_processes() {
         assert_eq!(finish(producer).trim(), "done");
         assert_eq!(finish(consumer).trim(), "in order: 100000");
         let stats = queue_stats(&broker.client(), "fifo");
-        assert_eq!((stats.total_put, stats.total_got, stats.ready), (100_000, 100_000, 0));
+        assert_eq!(
+            (stats.total_put, stats.total_got, stats.ready),
+            (100_000, 100_000, 0)
+        );
     });
 }
 
@@ -36,7 +39,14 @@ fn no_loss_no_duplicates_4_producers_4_consumers() {
         let producers: Vec<_> = (0..4u64)
             .map(|p| {
                 let first = (p * per_producer).to_string();
-                helper(&["produce", &broker.addr, "work", "64", &first, &per_producer.to_string()])
+                helper(&[
+                    "produce",
+                    &broker.addr,
+                    "work",
+                    "64",
+                    &first,
+                    &per_producer.to_string(),
+                ])
             })
             .collect();
         // Each consumer's output is read as it comes, so that a full pipe never stalls it.
@@ -66,7 +76,11 @@ fn no_loss_no_duplicates_4_producers_4_consumers() {
                 busy_consumers += 1;
             }
         }
-        assert_eq!(received, 4 * per_producer, "every item received exactly once");
+        assert_eq!(
+            received,
+            4 * per_producer,
+            "every item received exactly once"
+        );
         assert_eq!(seen.len() as u64, 4 * per_producer);
         assert!(seen.iter().all(|&id| id < 4 * per_producer));
         assert!(busy_consumers >= 2, "the work was shared between consumers");
@@ -87,7 +101,9 @@ fn put_nowait_full_and_get_nowait_empty() {
         assert_eq!(queue.len().unwrap(), 2);
         let err = queue.put_nowait(&3).unwrap_err();
         assert!(err.is_full(), "{err}");
-        let err = queue.put_timeout(&3, Duration::from_millis(50)).unwrap_err();
+        let err = queue
+            .put_timeout(&3, Duration::from_millis(50))
+            .unwrap_err();
         assert!(err.is_full(), "{err}");
         assert_eq!(queue.get().unwrap(), 1);
         assert_eq!(queue.get().unwrap(), 2);
@@ -125,7 +141,11 @@ fn get_timeout_waits_at_least_the_timeout() {
             let timeout = Duration::from_millis(millis);
             let start = Instant::now();
             assert!(matches!(queue.get_timeout(timeout), Err(Error::Empty)));
-            assert!(start.elapsed() >= timeout, "returned after {:?}", start.elapsed());
+            assert!(
+                start.elapsed() >= timeout,
+                "returned after {:?}",
+                start.elapsed()
+            );
         }
     });
 }
@@ -182,7 +202,10 @@ fn close_drains_then_fails_and_wakes_waiters() {
         assert_eq!(full.get().unwrap(), 7);
         assert!(full.get().unwrap_err().is_closed());
         assert!(full.get_nowait().unwrap_err().is_closed());
-        assert!(empty.get_timeout(Duration::from_secs(5)).unwrap_err().is_closed());
+        assert!(empty
+            .get_timeout(Duration::from_secs(5))
+            .unwrap_err()
+            .is_closed());
     });
 }
 
@@ -209,7 +232,10 @@ fn none_sentinel_ends_each_consumer() {
         }
         queue.put(&None).unwrap();
         queue.put(&None).unwrap();
-        let mut all: Vec<String> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let mut all: Vec<String> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
         all.sort_by_key(|job| job[4..].parse::<u32>().unwrap());
         assert_eq!(all, (0..20).map(|i| format!("job-{i}")).collect::<Vec<_>>());
     });
@@ -231,7 +257,10 @@ fn put_many_and_get_many_keep_order() {
             got.extend(batch);
         }
         assert_eq!(got, items);
-        assert!(matches!(client.queue::<u32>("batch", 0).unwrap().raw().get_many(0), Err(Error::Invalid(_))));
+        assert!(matches!(
+            client.queue::<u32>("batch", 0).unwrap().raw().get_many(0),
+            Err(Error::Invalid(_))
+        ));
     });
 }
 
@@ -262,7 +291,9 @@ fn killed_getter_loses_nothing() {
         let client = broker.client();
         let queue = client.queue::<u64>("precious", 0).unwrap();
         let mut doomed = helper(&["get", &broker.addr, "precious", "0"]);
-        wait_until(&client, "precious", "the doomed getter to park", |s| s.getters == 1);
+        wait_until(&client, "precious", "the doomed getter to park", |s| {
+            s.getters == 1
+        });
         signal(&doomed, "KILL");
         doomed.wait().unwrap();
         // Whether or not the broker has noticed the death yet, the item must reach the
@@ -359,12 +390,17 @@ fn many_threads_share_one_client() {
                         }
                         Vec::new()
                     } else {
-                        (0..2000).map(|_| queue.get().unwrap()).collect::<Vec<u64>>()
+                        (0..2000)
+                            .map(|_| queue.get().unwrap())
+                            .collect::<Vec<u64>>()
                     }
                 })
             })
             .collect();
-        let mut got: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let mut got: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         got.sort_unstable();
         let mut expected: Vec<u64> = (0..8u64)
             .step_by(2)
@@ -412,7 +448,9 @@ fn item_larger_than_the_frame_limit_is_refused_before_sending() {
         let err = queue.put(&vec![0u8; 70_000]).unwrap_err();
         assert!(err.is_too_large(), "{err}");
         assert!(matches!(err, Error::TooLarge { max: 65536, .. }), "{err}");
-        let err = queue.put_many([vec![1u8; 10], vec![0u8; 70_000]]).unwrap_err();
+        let err = queue
+            .put_many([vec![1u8; 10], vec![0u8; 70_000]])
+            .unwrap_err();
         assert!(err.is_too_large(), "{err}");
         // The connection is still usable, and the largest item that fits goes through.
         let largest = vec![7u8; 65536 - 64];

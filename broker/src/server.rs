@@ -220,6 +220,14 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
 /// Tells a client over the connection limit why it is turned away.
 async fn refuse(stream: Stream, limit: usize) {
     let mut writer = stream;
+    // Take the client's handshake first: closing a socket with unread data resets the
+    // connection, and the client could lose the explanation below.
+    let mut hello = [0u8; 64];
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncReadExt::read(&mut writer, &mut hello),
+    )
+    .await;
     let mut frame = Vec::new();
     let max = ipcq_proto::MAX_HANDSHAKE_LEN;
     let hello = ipcq_proto::Hello::new(ipcq_proto::MAX_HANDSHAKE_LEN as u32);

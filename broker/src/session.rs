@@ -195,7 +195,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     }
                 }
                 let handle = u32::try_from(self.handles.len()).map_err(|_| {
-                    ErrorReply::new(ErrorCode::LimitReached, "too many objects open on this connection")
+                    ErrorReply::new(
+                        ErrorCode::LimitReached,
+                        "too many objects open on this connection",
+                    )
                 })?;
                 self.handles.push(object);
                 self.by_name.insert(name, handle);

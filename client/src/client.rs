@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced, Stream};
-use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Hello, Kind, ObjectStats, Op, Reply};
+use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Hello, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::queue::{Queue, RawQueue};
@@ -75,6 +75,8 @@ struct Slot {
 enum Dead {
     Gone(String),
     Protocol(String),
+    /// The broker said why it closed the connection.
+    Refused(ErrorReply),
 }
 
 impl Dead {
@@ -82,6 +84,7 @@ impl Dead {
         match self {
             Dead::Gone(msg) => Error::BrokerGone(msg.clone()),
             Dead::Protocol(msg) => Error::Protocol(msg.clone()),
+            Dead::Refused(reply) => Error::from_reply(reply.clone()),
         }
     }
 }
@@ -124,7 +127,8 @@ impl Client {
         );
         ipcq_proto::encode(&ours, 0, ipcq_proto::MAX_HANDSHAKE_LEN, &mut hello)
             .map_err(protocol)?;
-        (&stream).write_all(&hello).map_err(gone)?;
+        // If the write fails, the broker has closed the connection: its reason is read below.
+        let _ = (&stream).write_all(&hello);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let frame = read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN)?;
         let (theirs, _): (Hello, _) = ipcq_proto::decode(frame).map_err(protocol)?;
@@ -307,10 +311,10 @@ impl Client {
                 },
             );
         }
-        if let Err(err) = self.send(frame) {
-            self.inner.lock_state().pending.remove(&id);
-            return Err(err);
-        }
+        // A failed write means the broker closed the connection; what it sent before, such
+        // as the reason it refused this client, is still there to read, so the wait below
+        // reports that reason (or the end of the connection) rather than a bare write error.
+        let _ = self.send(frame);
         let (reply, tail) = self.inner.wait(id, &waker)?;
         match reply {
             Reply::Error(err) => Err(Error::from_reply(err)),
@@ -318,21 +322,15 @@ impl Client {
         }
     }
 
-    /// Writes one or more whole frames.
+    /// Writes one or more whole frames. A failure is not final by itself: the reader finds
+    /// out why the connection ended.
     pub(crate) fn send(&self, frames: &[u8]) -> Result<()> {
-        let written = {
-            let _write = self
-                .inner
-                .write_lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            (&self.inner.stream).write_all(frames)
-        };
-        written.map_err(|err| {
-            let err = gone(err);
-            self.inner.kill(Dead::Gone(err.to_string()));
-            err
-        })
+        let _write = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (&self.inner.stream).write_all(frames).map_err(gone)
     }
 
     /// Acknowledges deliveries: the items are the application's from now on.
@@ -421,16 +419,6 @@ impl Inner {
         }
     }
 
-    fn kill(&self, dead: Dead) {
-        let mut state = self.lock_state();
-        if state.dead.is_none() {
-            state.dead = Some(dead);
-        }
-        for slot in state.pending.values() {
-            slot.waker.notify_one();
-        }
-    }
-
     fn lock_state(&self) -> MutexGuard<'_, State> {
         // State changes are single inserts and removals; a poisoned lock is still coherent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -450,10 +438,7 @@ fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes) {
             // this connection closes.
         }
         BrokerMsg::Fatal(err) => {
-            state.dead = Some(match Error::from_reply(err) {
-                Error::BrokerGone(msg) => Dead::Gone(msg),
-                other => Dead::Protocol(other.to_string()),
-            });
+            state.dead = Some(Dead::Refused(err));
             for slot in state.pending.values() {
                 slot.waker.notify_one();
             }

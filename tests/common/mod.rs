@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use ipcq::stats::{ObjectDetail, QueueStats};
 use ipcq::Client;
 
+#[cfg(unix)]
+pub mod raw;
+
 pub const BROKER: &str = env!("CARGO_BIN_EXE_ipcq-broker");
 pub const CLI: &str = env!("CARGO_BIN_EXE_ipcq");
 pub const HELPER: &str = env!("CARGO_BIN_EXE_ipcq-test-client");
@@ -40,7 +43,12 @@ impl TestBroker {
 
     pub fn start_at(dir: tempfile::TempDir, addr: String, args: &[&str]) -> TestBroker {
         let (child, log) = spawn_broker(&addr, args).expect("broker starts");
-        TestBroker { child, addr, dir, log }
+        TestBroker {
+            child,
+            addr,
+            dir,
+            log,
+        }
     }
 
     pub fn client(&self) -> Client {
@@ -119,7 +127,9 @@ pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send
             Err(panic) => std::panic::resume_unwind(panic),
             Ok(()) => unreachable!("the thread sent nothing and did not panic"),
         },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: the test did not finish within {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: the test did not finish within {limit:?}")
+        }
     }
 }
 
@@ -139,7 +149,12 @@ pub fn queue_stats(client: &Client, name: &str) -> QueueStats {
 /// Waits until the broker's figures for queue `name` satisfy `condition`. This asks the
 /// broker, which is the authority on who is parked where; it polls because the broker
 /// has no "tell me when" request, with a short pause between questions.
-pub fn wait_until(client: &Client, name: &str, what: &str, condition: impl Fn(&QueueStats) -> bool) {
+pub fn wait_until(
+    client: &Client,
+    name: &str,
+    what: &str,
+    condition: impl Fn(&QueueStats) -> bool,
+) {
     let start = Instant::now();
     loop {
         let stats = queue_stats(client, name);

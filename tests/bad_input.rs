@@ -1,0 +1,315 @@
+//! Bad input of every kind costs the sender its connection (or its request) and nothing
+//! else: a second client keeps working throughout and the broker never panics.
+#![cfg(unix)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::Raw;
+use common::*;
+use ipcq_proto::{BrokerMsg, ClientMsg, ErrorCode, Hello, Kind, Op, Reply, Wait};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The last message before the broker closed the connection must be a fatal error of
+/// `code` whose message contains `words`.
+fn assert_refused(raw: &mut Raw, code: ErrorCode, words: &str) {
+    let messages = raw.read_to_close();
+    match messages.last() {
+        Some(BrokerMsg::Fatal(err)) => {
+            assert_eq!(err.code, code, "{err:?}");
+            assert!(
+                err.message.contains(words),
+                "{:?} lacks {words:?}",
+                err.message
+            );
+        }
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}
+
+fn open_queue(raw: &mut Raw, id: u64, name: &str) -> u32 {
+    let op = Op::Open {
+        name: name.into(),
+        kind: Kind::Queue { capacity: 0 },
+    };
+    raw.send(&ClientMsg::Request { id, op }, &[]);
+    match raw.read_broker_msg().0 {
+        BrokerMsg::Reply {
+            id: got,
+            body: Reply::Opened { handle },
+        } if got == id => handle,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_costs_only_the_offending_connection() {
+    watchdog(LIMIT, || {
+        let mut broker = TestBroker::start();
+        let bystander = broker.client();
+        let queue = bystander.queue::<u64>("steady", 0).unwrap();
+        let mut sent = 0u64;
+        let mut check_bystander = |what: &str| {
+            queue
+                .put(&sent)
+                .unwrap_or_else(|err| panic!("after {what}: {err}"));
+            assert_eq!(queue.get().unwrap(), sent, "after {what}");
+            sent += 1;
+        };
+
+        // Garbage instead of a handshake: its "length" is far beyond a handshake's.
+        let mut raw = Raw::connect(&broker.addr);
+        raw.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_refused(&mut raw, ErrorCode::Protocol, "bad handshake");
+        check_bystander("garbage");
+
+        // A short frame that is not a handshake.
+        let mut raw = Raw::connect(&broker.addr);
+        raw.write(&[4, 0, 0, 0, b'a', b'b', b'c', b'd']);
+        assert_refused(&mut raw, ErrorCode::Protocol, "handshake");
+        check_bystander("a frame that is not a handshake");
+
+        // The right shape from the wrong version.
+        let mut raw = Raw::connect(&broker.addr);
+        raw.send_hello(Hello {
+            version: 99,
+            ..Hello::new(1024)
+        });
+        assert_refused(&mut raw, ErrorCode::Protocol, "version");
+        check_bystander("wrong version");
+
+        // The right version with the wrong magic.
+        let mut raw = Raw::connect(&broker.addr);
+        raw.send_hello(Hello {
+            magic: *b"NOPE",
+            ..Hello::new(1024)
+        });
+        assert_refused(&mut raw, ErrorCode::Protocol, "not an ipcq peer");
+        check_bystander("wrong magic");
+
+        // After the handshake: a length prefix over the frame limit.
+        let mut raw = Raw::handshake(&broker.addr);
+        raw.write(&(64u32 << 20).to_le_bytes());
+        assert_refused(&mut raw, ErrorCode::TooLarge, "exceeds the limit");
+        check_bystander("oversized length prefix");
+
+        // A complete frame with garbage inside.
+        let mut raw = Raw::handshake(&broker.addr);
+        raw.write(&[3, 0, 0, 0, 0xff, 0xff, 0xff]);
+        assert_refused(&mut raw, ErrorCode::Protocol, "malformed");
+        check_bystander("garbage frame");
+
+        // A truncated frame, then the sender goes away.
+        let mut raw = Raw::handshake(&broker.addr);
+        raw.write(&[100, 0, 0, 0, 1, 2, 3]);
+        drop(raw);
+        check_bystander("truncated frame");
+
+        // Request-level errors answer the request and keep the connection.
+        let mut raw = Raw::handshake(&broker.addr);
+        let handle = open_queue(&mut raw, 1, "raw");
+        let requests = [
+            (
+                2,
+                Op::Get {
+                    handle: 77,
+                    wait: Wait::NoWait,
+                },
+                ErrorCode::UnknownHandle,
+            ),
+            (3, Op::Info { handle: 77 }, ErrorCode::UnknownHandle),
+            (
+                4,
+                Op::GetMany {
+                    handle,
+                    max: 0,
+                    wait: Wait::NoWait,
+                },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                5,
+                Op::PutMany {
+                    handle,
+                    lens: vec![10],
+                },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                6,
+                Op::Remove {
+                    name: "nothing-here".into(),
+                },
+                ErrorCode::NotFound,
+            ),
+            (
+                7,
+                Op::Open {
+                    name: "\u{7}".into(),
+                    kind: Kind::Queue { capacity: 0 },
+                },
+                ErrorCode::InvalidName,
+            ),
+        ];
+        for (id, op, code) in requests {
+            raw.send(&ClientMsg::Request { id, op: op.clone() }, &[]);
+            match raw.read_broker_msg().0 {
+                BrokerMsg::Reply {
+                    id: got,
+                    body: Reply::Error(err),
+                } if got == id => {
+                    assert_eq!(err.code, code, "{op:?}: {err:?}")
+                }
+                other => panic!("{op:?}: {other:?}"),
+            }
+        }
+        // Items on a request that takes none.
+        raw.send(
+            &ClientMsg::Request {
+                id: 8,
+                op: Op::Ping,
+            },
+            b"stray",
+        );
+        assert!(matches!(
+            raw.read_broker_msg().0,
+            BrokerMsg::Reply { id: 8, body: Reply::Error(ref err) } if err.code == ErrorCode::InvalidArgument
+        ));
+        // Acknowledging what was never delivered settles nothing.
+        raw.send(
+            &ClientMsg::Ack {
+                tag: 12345,
+                count: 1000,
+            },
+            &[],
+        );
+        raw.send(
+            &ClientMsg::Request {
+                id: 9,
+                op: Op::Put {
+                    handle,
+                    wait: Wait::Block,
+                },
+            },
+            b"ok",
+        );
+        assert!(matches!(
+            raw.read_broker_msg().0,
+            BrokerMsg::Reply {
+                id: 9,
+                body: Reply::Done
+            }
+        ));
+        check_bystander("request errors");
+
+        // Through all of it the broker stayed up, and it shuts down cleanly.
+        let status = broker.terminate();
+        assert!(status.success(), "{status}");
+        let log = broker.log();
+        assert!(!log.contains("panicked"), "{log}");
+    });
+}
+
+#[test]
+fn disconnect_while_get_is_answered_returns_the_item_to_the_head() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.raw_queue("q", 0).unwrap();
+
+        let mut raw = Raw::handshake(&broker.addr);
+        let handle = open_queue(&mut raw, 1, "q");
+        raw.send(
+            &ClientMsg::Request {
+                id: 2,
+                op: Op::Get {
+                    handle,
+                    wait: Wait::Block,
+                },
+            },
+            &[],
+        );
+        wait_until(&client, "q", "the raw getter to park", |s| s.getters == 1);
+        queue.put_many([b"first".as_slice(), b"second"]).unwrap();
+        // The item reached the raw client, which goes away without acknowledging it.
+        match raw.read_broker_msg() {
+            (
+                BrokerMsg::Reply {
+                    id: 2,
+                    body: Reply::Item { .. },
+                },
+                item,
+            ) => assert_eq!(&item[..], b"first"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(queue_stats(&client, "q").in_flight, 1);
+        drop(raw);
+
+        // It is back at the head, before the item that was behind it.
+        assert_eq!(
+            &queue.get_timeout(Duration::from_secs(20)).unwrap()[..],
+            b"first"
+        );
+        assert_eq!(&queue.get().unwrap()[..], b"second");
+        let stats = queue_stats(&client, "q");
+        assert_eq!(
+            (stats.total_put, stats.total_got, stats.in_flight),
+            (2, 2, 0)
+        );
+    });
+}
+
+#[test]
+fn acknowledged_items_are_gone_for_good() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.raw_queue("q", 0).unwrap();
+        queue.put(b"one").unwrap();
+
+        let mut raw = Raw::handshake(&broker.addr);
+        let handle = open_queue(&mut raw, 1, "q");
+        raw.send(
+            &ClientMsg::Request {
+                id: 2,
+                op: Op::Get {
+                    handle,
+                    wait: Wait::Block,
+                },
+            },
+            &[],
+        );
+        let tag = match raw.read_broker_msg().0 {
+            BrokerMsg::Reply {
+                id: 2,
+                body: Reply::Item { tag },
+            } => tag,
+            other => panic!("{other:?}"),
+        };
+        raw.send(&ClientMsg::Ack { tag, count: 1 }, &[]);
+        // Acknowledging twice does not settle anything twice.
+        raw.send(&ClientMsg::Ack { tag, count: 1 }, &[]);
+        raw.send(
+            &ClientMsg::Request {
+                id: 3,
+                op: Op::Ping,
+            },
+            &[],
+        );
+        assert!(matches!(
+            raw.read_broker_msg().0,
+            BrokerMsg::Reply {
+                id: 3,
+                body: Reply::Pong
+            }
+        ));
+        drop(raw);
+        wait_until(&client, "q", "the raw client's departure", |s| {
+            s.total_got == 1
+        });
+        assert!(queue.get_nowait().unwrap_err().is_empty());
+        assert_eq!(queue.len().unwrap(), 0);
+    });
+}
