@@ -144,7 +144,7 @@ impl Peer {
         let body = if many {
             Reply::Items {
                 tag,
-                lens: items.iter().map(|item| len_u32(item)).collect(),
+                lens: items.iter().map(len_u32).collect(),
             }
         } else {
             Reply::Item { tag }

@@ -230,7 +230,7 @@ async fn refuse(stream: Stream, limit: usize) {
     .await;
     let mut frame = Vec::new();
     let max = ipcq_proto::MAX_HANDSHAKE_LEN;
-    let hello = ipcq_proto::Hello::new(ipcq_proto::MAX_HANDSHAKE_LEN as u32);
+    let hello = ipcq_proto::Hello::new(1024);
     let fatal = ipcq_proto::BrokerMsg::Fatal(ipcq_proto::ErrorReply::new(
         ErrorCode::LimitReached,
         format!("the broker serves at most {limit} connections"),
@@ -276,7 +276,7 @@ impl tokio::io::AsyncWrite for SharedStream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        (&*self.0).is_write_vectored()
+        (*self.0).is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

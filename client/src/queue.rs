@@ -197,10 +197,23 @@ impl RawQueue {
     ///
     /// [`Error::Invalid`] if `max` is 0; otherwise as [`RawQueue::get`].
     pub fn get_many(&self, max: usize) -> Result<Vec<Bytes>> {
+        self.get_many_wait(max, Wait::Block)
+    }
+
+    /// Like [`get_many`](RawQueue::get_many), waiting at most `timeout` for the first item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] if no item came in time; otherwise as [`RawQueue::get_many`].
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<Bytes>> {
+        self.get_many_wait(max, Wait::timeout(timeout))
+    }
+
+    fn get_many_wait(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
         let op = Op::GetMany {
             handle: self.handle,
             max: u32::try_from(max).unwrap_or(u32::MAX),
-            wait: Wait::Block,
+            wait,
         };
         match self.client.call(op, &[])? {
             (Reply::Items { tag, lens }, tail) => {
@@ -436,6 +449,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
         self.raw
             .get_many(max)?
+            .iter()
+            .map(|item| decode(item))
+            .collect()
+    }
+
+    /// Like [`get_many`](Queue::get_many), waiting at most `timeout` for the first item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] if no item came in time; otherwise as [`Queue::get_many`].
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+        self.raw
+            .get_many_timeout(max, timeout)?
             .iter()
             .map(|item| decode(item))
             .collect()

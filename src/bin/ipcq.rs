@@ -162,7 +162,7 @@ fn open(client: &Client, name: &str) -> Result<ipcq::RawQueue, Failure> {
         .iter()
         .find(|object| object.name == name)
         .map(|object| match &object.detail {
-            ObjectDetail::Queue(queue) => queue.capacity as usize,
+            ObjectDetail::Queue(queue) => usize::try_from(queue.capacity).unwrap_or(usize::MAX),
         })
         .unwrap_or(0);
     client

@@ -1,0 +1,169 @@
+//! Golden bytes: the wire format of every message is pinned here. postcard is not
+//! self-describing, so a change to these types changes the protocol; if one of these
+//! tests fails, either the change was a mistake or the protocol version must change.
+
+use ipcq_proto::*;
+
+fn bytes<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(msg, 0, 1 << 20, &mut out).unwrap();
+    // Strip the length prefix, but check it first.
+    assert_eq!(
+        u32::from_le_bytes(out[..4].try_into().unwrap()) as usize,
+        out.len() - 4
+    );
+    out.split_off(4)
+}
+
+#[test]
+fn hello() {
+    assert_eq!(
+        bytes(&Hello::new(16 << 20)),
+        [b'I', b'P', b'C', b'Q', 1, 0x80, 0x80, 0x80, 0x08]
+    );
+}
+
+#[test]
+fn client_messages() {
+    let request = |op| bytes(&ClientMsg::Request { id: 300, op });
+    assert_eq!(request(Op::Ping), [0, 0xac, 0x02, 0]);
+    assert_eq!(
+        request(Op::Open {
+            name: "jobs".into(),
+            kind: Kind::Queue { capacity: 64 }
+        }),
+        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64]
+    );
+    assert_eq!(
+        request(Op::Put {
+            handle: 2,
+            wait: Wait::Block
+        }),
+        [0, 0xac, 0x02, 2, 2, 0]
+    );
+    assert_eq!(
+        request(Op::Put {
+            handle: 2,
+            wait: Wait::NoWait
+        }),
+        [0, 0xac, 0x02, 2, 2, 1]
+    );
+    assert_eq!(
+        request(Op::Put {
+            handle: 2,
+            wait: Wait::Micros(1000)
+        }),
+        [0, 0xac, 0x02, 2, 2, 2, 0xe8, 0x07]
+    );
+    assert_eq!(
+        request(Op::PutMany {
+            handle: 2,
+            lens: vec![1, 200]
+        }),
+        [0, 0xac, 0x02, 3, 2, 2, 1, 0xc8, 0x01]
+    );
+    assert_eq!(
+        request(Op::Get {
+            handle: 2,
+            wait: Wait::Block
+        }),
+        [0, 0xac, 0x02, 4, 2, 0]
+    );
+    assert_eq!(
+        request(Op::GetMany {
+            handle: 2,
+            max: 64,
+            wait: Wait::NoWait
+        }),
+        [0, 0xac, 0x02, 5, 2, 64, 1]
+    );
+    assert_eq!(request(Op::Info { handle: 2 }), [0, 0xac, 0x02, 6, 2]);
+    assert_eq!(request(Op::Close { handle: 2 }), [0, 0xac, 0x02, 7, 2]);
+    assert_eq!(request(Op::Stats), [0, 0xac, 0x02, 8]);
+    assert_eq!(
+        request(Op::Remove { name: "q".into() }),
+        [0, 0xac, 0x02, 9, 1, b'q']
+    );
+    assert_eq!(bytes(&ClientMsg::Ack { tag: 5, count: 2 }), [1, 5, 2]);
+}
+
+#[test]
+fn broker_messages() {
+    let reply = |body| bytes(&BrokerMsg::Reply { id: 1, body });
+    assert_eq!(reply(Reply::Done), [0, 1, 0]);
+    assert_eq!(reply(Reply::Pong), [0, 1, 1]);
+    assert_eq!(reply(Reply::Opened { handle: 4 }), [0, 1, 2, 4]);
+    assert_eq!(reply(Reply::Item { tag: 9 }), [0, 1, 3, 9]);
+    assert_eq!(
+        reply(Reply::Items {
+            tag: 9,
+            lens: vec![3, 4]
+        }),
+        [0, 1, 4, 9, 2, 3, 4]
+    );
+    assert_eq!(
+        reply(Reply::QueueInfo(QueueInfo {
+            len: 3,
+            capacity: 10,
+            full: false,
+            closed: true
+        })),
+        [0, 1, 5, 3, 10, 0, 1]
+    );
+    let stats = QueueStats {
+        ready: 1,
+        in_flight: 2,
+        capacity: 3,
+        bytes: 4,
+        getters: 5,
+        putters: 6,
+        total_put: 7,
+        total_got: 8,
+        closed: false,
+    };
+    assert_eq!(
+        reply(Reply::Stats(vec![ObjectStats {
+            name: "q".into(),
+            detail: ObjectDetail::Queue(stats)
+        }])),
+        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 3, 4, 5, 6, 7, 8, 0]
+    );
+    assert_eq!(
+        reply(Reply::Error(ErrorReply::new(ErrorCode::Full, "f"))),
+        [0, 1, 7, 0, 1, b'f']
+    );
+    assert_eq!(
+        bytes(&BrokerMsg::Fatal(ErrorReply::new(
+            ErrorCode::ShuttingDown,
+            ""
+        ))),
+        [1, 11, 0]
+    );
+}
+
+#[test]
+fn error_codes_keep_their_numbers() {
+    let codes = [
+        ErrorCode::Full,
+        ErrorCode::Empty,
+        ErrorCode::Closed,
+        ErrorCode::Conflict,
+        ErrorCode::Busy,
+        ErrorCode::TooLarge,
+        ErrorCode::UnknownHandle,
+        ErrorCode::WrongKind,
+        ErrorCode::InvalidName,
+        ErrorCode::NotFound,
+        ErrorCode::Protocol,
+        ErrorCode::ShuttingDown,
+        ErrorCode::LimitReached,
+        ErrorCode::InvalidArgument,
+    ];
+    for (number, code) in codes.into_iter().enumerate() {
+        assert_eq!(
+            postcard::to_stdvec(&code).unwrap(),
+            [u8::try_from(number).unwrap()],
+            "{code:?}"
+        );
+    }
+}
