@@ -39,3 +39,8 @@ pub use ipcq_client::{
 pub mod broker {
     pub use ipcq_broker::{serve, Broker, Config, Error};
 }
+
+/// The README's examples, compiled as doctests so that they cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
