@@ -1,0 +1,1052 @@
+//! `ipcq-bench`: the multi-process benchmark. Producers, consumers and the broker are
+//! separate processes; peers run the same workloads in the same run.
+//!
+//! ```text
+//! cargo bench --bench ipcq-bench                         # every workload, ipcq only
+//! cargo bench --bench ipcq-bench -- --vs all --runs 5    # and Python, Redis, a raw relay
+//! cargo bench --bench ipcq-bench -- --workload 1p1c --json
+//! ```
+//!
+//! Workloads: `1p1c` (put/get one item at a time), `batch` (put_many/get_many of 64),
+//! `4p4c`, `pingpong` (latency over two queues), `sizes` (1p1c with 4 KiB and 1 MiB
+//! items), `rss` (broker memory with 1M queued 64 B items). Each figure is the median of
+//! `--runs` runs, with min and max.
+
+// Counts and sizes here are small numbers moved between integer types for arithmetic.
+#![allow(clippy::cast_possible_truncation)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use ipcq::{Client, Error};
+
+const BROKER: &str = env!("CARGO_BIN_EXE_ipcq-broker");
+
+#[derive(Debug, Parser, Clone)]
+#[command(about = "ipcq's multi-process benchmark")]
+struct Args {
+    /// Workloads to run (default: all): 1p1c, batch, 4p4c, pingpong, sizes, rss.
+    #[arg(long = "workload", short = 'w')]
+    workloads: Vec<String>,
+    /// Peers to measure in the same run: python, redis, relay, all, none.
+    #[arg(long, default_value = "none")]
+    vs: String,
+    /// Runs per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Items per throughput run (64 B items; fewer for larger items).
+    #[arg(long, default_value_t = 400_000)]
+    items: u64,
+    /// Round trips per ping-pong run.
+    #[arg(long, default_value_t = 20_000)]
+    rounds: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Internal: the role of a child process, and its arguments.
+    #[arg(long, hide = true, num_args = 1.., allow_hyphen_values = true)]
+    role: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.role.is_empty() {
+        return child(&args.role);
+    }
+    let all = ["1p1c", "batch", "4p4c", "pingpong", "sizes", "rss"];
+    let workloads: Vec<String> = if args.workloads.is_empty() {
+        all.iter().map(|w| w.to_string()).collect()
+    } else {
+        args.workloads.clone()
+    };
+    let peers: Vec<&str> = match args.vs.as_str() {
+        "none" => vec![],
+        "all" => vec!["python", "redis", "relay"],
+        list => list.split(',').collect(),
+    };
+    let mut figures = Vec::new();
+    for workload in &workloads {
+        figures.extend(run_workload(&args, workload, &peers)?);
+    }
+    report(&figures, args.json);
+    Ok(())
+}
+
+/// One measured figure: a workload on one system, all runs.
+#[derive(Debug, Clone)]
+struct Figure {
+    workload: String,
+    system: String,
+    unit: &'static str,
+    /// Higher is better for throughput, lower for latency and memory.
+    higher_is_better: bool,
+    runs: Vec<f64>,
+    /// Extra figures (latency percentiles).
+    detail: String,
+}
+
+impl Figure {
+    fn median(&self) -> f64 {
+        let mut sorted = self.runs.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+    fn min(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<Vec<Figure>> {
+    let n = args.items;
+    let mut figures = Vec::new();
+    let mut measure = |system: &str,
+                       label: &str,
+                       unit,
+                       higher,
+                       f: &mut dyn FnMut() -> anyhow::Result<(f64, String)>|
+     -> anyhow::Result<()> {
+        let mut figure = Figure {
+            workload: label.to_string(),
+            system: system.to_string(),
+            unit,
+            higher_is_better: higher,
+            runs: Vec::new(),
+            detail: String::new(),
+        };
+        for run in 1..=args.runs {
+            eprint!("\r{label:<14} {system:<14} run {run}/{}   ", args.runs);
+            let (value, detail) = f()?;
+            figure.runs.push(value);
+            figure.detail = detail;
+        }
+        eprintln!(
+            "\r{label:<14} {system:<14} median {:>12.0} {unit}        ",
+            figure.median()
+        );
+        figures.push(figure);
+        Ok(())
+    };
+    match workload {
+        "1p1c" | "batch" | "4p4c" => {
+            let (producers, consumers, batch) = match workload {
+                "1p1c" => (1, 1, 1),
+                "batch" => (1, 1, 64),
+                _ => (4, 4, 1),
+            };
+            let label = match workload {
+                "batch" => "1p1c-batch64",
+                other => other,
+            };
+            measure("ipcq", label, "items/s", true, &mut || {
+                ipcq_throughput(n, 64, producers, consumers, batch).map(|v| (v, String::new()))
+            })?;
+            for &peer in peers {
+                match (peer, workload) {
+                    ("python", "batch") => {}
+                    ("python", _) => measure("python-mp", label, "items/s", true, &mut || {
+                        python_throughput(n.min(200_000), 64, producers, consumers)
+                            .map(|v| (v, String::new()))
+                    })?,
+                    ("redis", _) if which("redis-server") => {
+                        measure("redis", label, "items/s", true, &mut || {
+                            redis_throughput(n, 64, producers, consumers, batch)
+                                .map(|v| (v, String::new()))
+                        })?
+                    }
+                    ("relay", "1p1c") => {
+                        for mode in ["frame", "coalesce"] {
+                            measure(
+                                &format!("relay-{mode}"),
+                                label,
+                                "items/s",
+                                true,
+                                &mut || relay_throughput(n, 64, mode).map(|v| (v, String::new())),
+                            )?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        "sizes" => {
+            for (size, items) in [(4096usize, (n / 8).max(1000)), (1 << 20, 2000)] {
+                let label = format!("1p1c-{}", human(size));
+                measure("ipcq", &label, "items/s", true, &mut || {
+                    ipcq_throughput(items, size, 1, 1, 1)
+                        .map(|v| (v, format!("{:.0} MB/s", v * size as f64 / 1e6)))
+                })?;
+                if peers.contains(&"python") {
+                    measure("python-mp", &label, "items/s", true, &mut || {
+                        python_throughput(items.min(100_000), size, 1, 1)
+                            .map(|v| (v, String::new()))
+                    })?;
+                }
+            }
+        }
+        "pingpong" => {
+            measure("ipcq", "pingpong-p50", "µs", false, &mut || {
+                ipcq_pingpong(args.rounds)
+            })?;
+            for &peer in peers {
+                match peer {
+                    "python" => measure("python-mp", "pingpong-p50", "µs", false, &mut || {
+                        python_pingpong(args.rounds)
+                    })?,
+                    "redis" if which("redis-server") => {
+                        measure("redis", "pingpong-p50", "µs", false, &mut || {
+                            redis_pingpong(args.rounds)
+                        })?
+                    }
+                    "relay" => measure("relay", "pingpong-p50", "µs", false, &mut || {
+                        relay_pingpong(args.rounds)
+                    })?,
+                    _ => {}
+                }
+            }
+        }
+        "rss" => {
+            measure("ipcq", "rss-overhead", "B/item", false, &mut || {
+                ipcq_rss(1_000_000)
+            })?;
+        }
+        other => bail!("unknown workload {other}"),
+    }
+    Ok(figures)
+}
+
+fn report(figures: &[Figure], json: bool) {
+    if json {
+        let rows: Vec<serde_json::Value> = figures
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "workload": f.workload, "system": f.system, "unit": f.unit,
+                    "median": f.median(), "min": f.min(), "max": f.max(), "runs": f.runs,
+                    "detail": f.detail,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return;
+    }
+    let columns = [
+        "workload",
+        "system",
+        "median",
+        "min - max",
+        "ipcq is",
+        "detail",
+    ];
+    println!(
+        "\n{:<14} {:<14} {:>12} {:>25} {:>9}  {}",
+        columns[0], columns[1], columns[2], columns[3], columns[4], columns[5]
+    );
+    for f in figures {
+        let ipcq = figures
+            .iter()
+            .find(|g| g.workload == f.workload && g.system == "ipcq")
+            .map(Figure::median);
+        let ratio = match ipcq {
+            Some(ours) if f.system != "ipcq" => {
+                let r = if f.higher_is_better {
+                    ours / f.median()
+                } else {
+                    f.median() / ours
+                };
+                format!("{r:.2}x")
+            }
+            _ => String::new(),
+        };
+        println!(
+            "{:<14} {:<14} {:>12} {:>25} {:>9}  {}",
+            f.workload,
+            f.system,
+            format!("{:.0} {}", f.median(), f.unit),
+            format!("{:.0} - {:.0}", f.min(), f.max()),
+            ratio,
+            f.detail
+        );
+    }
+    println!("\n\"ipcq is\": ipcq's median relative to the peer's (above 1x: ipcq is better).");
+}
+
+fn human(size: usize) -> String {
+    if size >= 1 << 20 {
+        format!("{}MiB", size >> 20)
+    } else if size >= 1024 {
+        format!("{}KiB", size >> 10)
+    } else {
+        format!("{size}B")
+    }
+}
+
+fn which(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// A child process that says "ready", waits for "go", and reports one line at the end.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+fn spawn_role(role: &[String]) -> anyhow::Result<Worker> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--role")
+        .args(role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    Ok(Worker {
+        child,
+        stdin,
+        stdout,
+    })
+}
+
+impl Worker {
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.is_empty() {
+            bail!("a benchmark process ended early: {:?}", self.child.wait()?);
+        }
+        Ok(line.trim().to_string())
+    }
+}
+
+/// Starts workers, waits until all are ready, releases them together, and returns the
+/// start time and each worker's last line.
+fn run_workers(roles: Vec<Vec<String>>) -> anyhow::Result<(u128, Vec<String>)> {
+    let mut workers = roles
+        .iter()
+        .map(|r| spawn_role(r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for worker in &mut workers {
+        let line = worker.line()?;
+        anyhow::ensure!(line == "ready", "unexpected {line:?}");
+    }
+    let start = now_ns();
+    for worker in &mut workers {
+        worker.stdin.write_all(b"go\n")?;
+        worker.stdin.flush()?;
+    }
+    let mut lines = Vec::new();
+    for worker in &mut workers {
+        lines.push(worker.line()?);
+        let status = worker.child.wait()?;
+        anyhow::ensure!(status.success(), "a benchmark process failed: {status}");
+    }
+    Ok((start, lines))
+}
+
+fn wait_for_go() -> anyhow::Result<()> {
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
+/// The end time reported by consumers, as items/s from `start`.
+fn rate(items: u64, start: u128, lines: &[String]) -> anyhow::Result<f64> {
+    let mut end = 0u128;
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("end ") {
+            let t = rest.split_whitespace().next().context("end time")?;
+            end = end.max(t.parse()?);
+        }
+    }
+    anyhow::ensure!(end > start, "no consumer reported an end time");
+    Ok(items as f64 / ((end - start) as f64 / 1e9))
+}
+
+struct Broker {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> anyhow::Result<Broker> {
+        let dir = tempfile::tempdir()?;
+        let addr = dir.path().join("bench.sock").to_string_lossy().into_owned();
+        let mut child = Command::new(BROKER)
+            .args(["--addr", &addr, "--log", "warn,ipcq_broker::server=info"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(line) => {
+                    if line?.contains("broker listening") {
+                        break;
+                    }
+                }
+                None => bail!("the broker did not start"),
+            }
+        }
+        // Keep draining the broker's log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Broker {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("VmRSS")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse()?)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ipcq
+
+fn ipcq_throughput(
+    items: u64,
+    size: usize,
+    producers: u64,
+    consumers: u64,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let broker = Broker::start()?;
+    let per_producer = items / producers;
+    let items = per_producer * producers;
+    let mut roles = Vec::new();
+    for _ in 0..producers {
+        roles.push(vec![
+            "ipcq-produce".into(),
+            broker.addr.clone(),
+            per_producer.to_string(),
+            size.to_string(),
+            batch.to_string(),
+        ]);
+    }
+    for _ in 0..consumers {
+        roles.push(vec![
+            "ipcq-consume".into(),
+            broker.addr.clone(),
+            batch.to_string(),
+        ]);
+    }
+    // Consumers stop at `Closed`: the queue is closed once every producer has finished.
+    let closer = std::thread::spawn({
+        let addr = broker.addr.clone();
+        move || -> anyhow::Result<()> {
+            let client = Client::connect(&addr)?;
+            let done = client.queue::<u64>("bench.done", 0)?;
+            for _ in 0..producers {
+                done.get()?;
+            }
+            client.raw_queue("bench", 1000)?.close()?;
+            Ok(())
+        }
+    });
+    let (start, lines) = run_workers(roles)?;
+    closer
+        .join()
+        .map_err(|_| anyhow::anyhow!("closer panicked"))??;
+    let received: u64 = lines
+        .iter()
+        .filter(|l| l.starts_with("end "))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    anyhow::ensure!(received == items, "received {received} of {items} items");
+    rate(items, start, &lines)
+}
+
+fn ipcq_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
+    let broker = Broker::start()?;
+    let roles = vec![
+        vec!["ipcq-echo".into(), broker.addr.clone(), rounds.to_string()],
+        vec!["ipcq-ping".into(), broker.addr.clone(), rounds.to_string()],
+    ];
+    let (_, lines) = run_workers(roles)?;
+    latency(&lines)
+}
+
+fn ipcq_rss(items: u64) -> anyhow::Result<(f64, String)> {
+    let broker = Broker::start()?;
+    let client = Client::connect(&broker.addr)?;
+    let queue = client.raw_queue("rss", 0)?;
+    let before = broker.rss_kib()?;
+    let item = [7u8; 64];
+    let batch: Vec<&[u8]> = vec![&item[..]; 1000];
+    for _ in 0..items / 1000 {
+        queue.put_many(&batch)?;
+    }
+    anyhow::ensure!(
+        queue.len()? as u64 == items,
+        "queue holds {} items",
+        queue.len()?
+    );
+    let after = broker.rss_kib()?;
+    let per_item = (after.saturating_sub(before) * 1024) as f64 / items as f64;
+    Ok((
+        per_item - 64.0,
+        format!("{} MiB for {items} items", (after - before) / 1024),
+    ))
+}
+
+fn latency(lines: &[String]) -> anyhow::Result<(f64, String)> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("latency"))
+        .context("no latency line")?;
+    let values: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    Ok((
+        values[0],
+        format!("p99 {:.0} µs, p99.9 {:.0} µs", values[1], values[2]),
+    ))
+}
+
+fn percentiles(mut samples: Vec<f64>) -> String {
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((q * samples.len() as f64) as usize).min(samples.len() - 1)];
+    format!(
+        "latency {:.1} {:.1} {:.1}",
+        pick(0.5),
+        pick(0.99),
+        pick(0.999)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Child roles
+
+fn child(role: &[String]) -> anyhow::Result<()> {
+    let arg = |i: usize| {
+        role.get(i)
+            .map(String::as_str)
+            .context("missing role argument")
+    };
+    let num = |i: usize| -> anyhow::Result<u64> { Ok(arg(i)?.parse()?) };
+    match arg(0)? {
+        "ipcq-produce" => {
+            let client = Client::connect(arg(1)?)?;
+            let queue = client.raw_queue("bench", 1000)?;
+            let (count, size, batch) = (num(2)?, num(3)? as usize, num(4)? as usize);
+            let item = vec![b'x'; size];
+            wait_for_go()?;
+            if batch <= 1 {
+                for _ in 0..count {
+                    queue.put(&item)?;
+                }
+            } else {
+                let items: Vec<&[u8]> = vec![&item[..]; batch];
+                let mut left = count as usize;
+                while left > 0 {
+                    let n = left.min(batch);
+                    queue.put_many(&items[..n])?;
+                    left -= n;
+                }
+            }
+            client.queue::<u64>("bench.done", 0)?.put(&count)?;
+            println!("sent {} {count}", now_ns());
+        }
+        "ipcq-consume" => {
+            let client = Client::connect(arg(1)?)?;
+            let queue = client.raw_queue("bench", 1000)?;
+            let batch = num(2)? as usize;
+            wait_for_go()?;
+            let mut count = 0u64;
+            loop {
+                let got = if batch <= 1 {
+                    queue.get().map(|_| 1)
+                } else {
+                    queue.get_many(batch).map(|v| v.len() as u64)
+                };
+                match got {
+                    Ok(n) => count += n,
+                    Err(Error::Closed) => break,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            println!("end {} {count}", now_ns());
+        }
+        "ipcq-echo" => {
+            let client = Client::connect(arg(1)?)?;
+            let (ping, pong) = (client.raw_queue("ping", 0)?, client.raw_queue("pong", 0)?);
+            wait_for_go()?;
+            for _ in 0..num(2)? {
+                pong.put(&ping.get()?)?;
+            }
+            println!("done");
+        }
+        "ipcq-ping" => {
+            let client = Client::connect(arg(1)?)?;
+            let (ping, pong) = (client.raw_queue("ping", 0)?, client.raw_queue("pong", 0)?);
+            wait_for_go()?;
+            let item = [b'x'; 64];
+            let mut samples = Vec::new();
+            for _ in 0..num(2)? {
+                let t = Instant::now();
+                ping.put(&item)?;
+                pong.get()?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            println!("{}", percentiles(samples));
+        }
+        "relay" => relay(Path::new(arg(1)?), arg(2)?)?,
+        "relay-produce" => {
+            let mut stream = UnixStream::connect(arg(1)?)?;
+            let count = num(2)?;
+            let mut frame = vec![0u8; 68];
+            frame[..4].copy_from_slice(&64u32.to_le_bytes());
+            wait_for_go()?;
+            for _ in 0..count {
+                stream.write_all(&frame)?;
+            }
+            println!("sent {} {count}", now_ns());
+        }
+        "relay-consume" => {
+            let mut stream = UnixStream::connect(arg(1)?)?;
+            let count = num(2)?;
+            wait_for_go()?;
+            let mut reader = BufReader::with_capacity(64 * 1024, &mut stream);
+            let mut frame = [0u8; 68];
+            for _ in 0..count {
+                reader.read_exact(&mut frame)?;
+            }
+            println!("end {} {count}", now_ns());
+        }
+        "relay-echo" => {
+            let mut stream = UnixStream::connect(arg(1)?)?;
+            wait_for_go()?;
+            let mut frame = [0u8; 68];
+            for _ in 0..num(2)? {
+                stream.read_exact(&mut frame)?;
+                stream.write_all(&frame)?;
+            }
+            println!("done");
+        }
+        "relay-ping" => {
+            let mut stream = UnixStream::connect(arg(1)?)?;
+            wait_for_go()?;
+            let mut frame = [0u8; 68];
+            frame[..4].copy_from_slice(&64u32.to_le_bytes());
+            let mut samples = Vec::new();
+            for _ in 0..num(2)? {
+                let t = Instant::now();
+                stream.write_all(&frame)?;
+                stream.read_exact(&mut frame)?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            println!("{}", percentiles(samples));
+        }
+        "redis-produce" => {
+            let mut redis = Resp::connect(arg(1)?)?;
+            let (count, batch) = (num(2)?, num(3)? as usize);
+            let item = [b'x'; 64];
+            wait_for_go()?;
+            let mut left = count as usize;
+            while left > 0 {
+                let n = left.min(batch.max(1));
+                let mut cmd: Vec<&[u8]> = vec![b"RPUSH", b"bench"];
+                cmd.extend(std::iter::repeat(&item[..]).take(n));
+                redis.call(&cmd)?;
+                left -= n;
+            }
+            println!("sent {} {count}", now_ns());
+        }
+        "redis-consume" => {
+            let mut redis = Resp::connect(arg(1)?)?;
+            let (count, batch) = (num(2)?, num(3)? as usize);
+            wait_for_go()?;
+            let mut got = 0u64;
+            while got < count {
+                if batch <= 1 {
+                    redis.call(&[b"BLPOP", b"bench", b"0"])?;
+                    got += 1;
+                } else {
+                    let n = redis.call(&[b"LPOP", b"bench", batch.to_string().as_bytes()])?;
+                    got += n;
+                }
+            }
+            println!("end {} {got}", now_ns());
+        }
+        "redis-echo" => {
+            let mut redis = Resp::connect(arg(1)?)?;
+            let item = vec![b'x'; 64];
+            wait_for_go()?;
+            for _ in 0..num(2)? {
+                redis.call(&[b"BLPOP", b"ping", b"0"])?;
+                redis.call(&[b"RPUSH", b"pong", &item])?;
+            }
+            println!("done");
+        }
+        "redis-ping" => {
+            let mut redis = Resp::connect(arg(1)?)?;
+            let item = vec![b'x'; 64];
+            wait_for_go()?;
+            let mut samples = Vec::new();
+            for _ in 0..num(2)? {
+                let t = Instant::now();
+                redis.call(&[b"RPUSH", b"ping", &item])?;
+                redis.call(&[b"BLPOP", b"pong", b"0"])?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            println!("{}", percentiles(samples));
+        }
+        other => bail!("unknown role {other}"),
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Python multiprocessing.Queue
+
+fn python_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/mp_queue.py")
+}
+
+fn python(args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new("python3")
+        .arg(python_script())
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn python_throughput(
+    items: u64,
+    size: usize,
+    producers: u64,
+    consumers: u64,
+) -> anyhow::Result<f64> {
+    let items = items / (producers * consumers) * producers * consumers;
+    let value = python(&[
+        "throughput".into(),
+        items.to_string(),
+        size.to_string(),
+        producers.to_string(),
+        consumers.to_string(),
+    ])?;
+    value["items_per_sec"].as_f64().context("items_per_sec")
+}
+
+fn python_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
+    let value = python(&["pingpong".into(), rounds.to_string(), "64".into()])?;
+    let get = |k: &str| value[k].as_f64().unwrap_or(f64::NAN);
+    Ok((
+        get("p50_us"),
+        format!(
+            "p99 {:.0} µs, p99.9 {:.0} µs",
+            get("p99_us"),
+            get("p999_us")
+        ),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis over a Unix socket
+
+struct RedisServer {
+    child: Child,
+    socket: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> anyhow::Result<RedisServer> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("redis.sock").to_string_lossy().into_owned();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--unixsocket",
+                &socket,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let start = Instant::now();
+        while UnixStream::connect(&socket).is_err() {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(RedisServer {
+            child,
+            socket,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_throughput(
+    items: u64,
+    size: usize,
+    producers: u64,
+    consumers: u64,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    anyhow::ensure!(size == 64, "redis runs use 64 B items");
+    let server = RedisServer::start()?;
+    let per_producer = items / producers;
+    let per_consumer = items / consumers;
+    let mut roles = Vec::new();
+    for _ in 0..producers {
+        roles.push(vec![
+            "redis-produce".into(),
+            server.socket.clone(),
+            per_producer.to_string(),
+            batch.to_string(),
+        ]);
+    }
+    for _ in 0..consumers {
+        roles.push(vec![
+            "redis-consume".into(),
+            server.socket.clone(),
+            per_consumer.to_string(),
+            batch.to_string(),
+        ]);
+    }
+    let (start, lines) = run_workers(roles)?;
+    rate(per_consumer * consumers, start, &lines)
+}
+
+fn redis_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
+    let server = RedisServer::start()?;
+    let roles = vec![
+        vec![
+            "redis-echo".into(),
+            server.socket.clone(),
+            rounds.to_string(),
+        ],
+        vec![
+            "redis-ping".into(),
+            server.socket.clone(),
+            rounds.to_string(),
+        ],
+    ];
+    let (_, lines) = run_workers(roles)?;
+    latency(&lines)
+}
+
+/// Just enough of RESP for RPUSH, LPOP and BLPOP. Returns the number of elements of an
+/// array reply (items popped), or 1 for any other reply.
+struct Resp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    out: Vec<u8>,
+}
+
+impl Resp {
+    fn connect(path: &str) -> anyhow::Result<Resp> {
+        let stream = UnixStream::connect(path)?;
+        Ok(Resp {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            out: Vec::new(),
+        })
+    }
+
+    fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<u64> {
+        self.out.clear();
+        write!(self.out, "*{}\r\n", args.len())?;
+        for arg in args {
+            write!(self.out, "${}\r\n", arg.len())?;
+            self.out.extend_from_slice(arg);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&self.out)?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> anyhow::Result<u64> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let (kind, rest) = line.split_at(1);
+        let rest = rest.trim_end();
+        match kind {
+            "+" | ":" => Ok(1),
+            "-" => bail!("redis: {rest}"),
+            "$" => {
+                let len: i64 = rest.parse()?;
+                if len >= 0 {
+                    let mut buf = vec![0u8; len as usize + 2];
+                    self.reader.read_exact(&mut buf)?;
+                }
+                Ok(1)
+            }
+            "*" => {
+                let n: i64 = rest.parse()?;
+                for _ in 0..n.max(0) {
+                    self.read_reply()?;
+                }
+                Ok(n.max(0) as u64)
+            }
+            other => bail!("unexpected redis reply {other}{rest}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw Unix-socket relay: the limit for any broker
+
+fn relay(path: &Path, mode: &str) -> anyhow::Result<()> {
+    let listener = UnixListener::bind(path)?;
+    println!("listening");
+    std::io::stdout().flush()?;
+    let (mut a, _) = listener.accept()?;
+    let (mut b, _) = listener.accept()?;
+    // Ping-pong needs both directions; throughput only a to b.
+    let mut b2 = b.try_clone()?;
+    let mut a2 = a.try_clone()?;
+    let back = std::thread::spawn(move || pump(&mut b2, &mut a2, "coalesce"));
+    pump(&mut a, &mut b, mode)?;
+    let _ = back.join();
+    Ok(())
+}
+
+fn pump(from: &mut UnixStream, to: &mut UnixStream, mode: &str) -> anyhow::Result<()> {
+    if mode == "frame" {
+        let mut frame = [0u8; 68];
+        loop {
+            if from.read_exact(&mut frame).is_err() {
+                return Ok(());
+            }
+            to.write_all(&frame)?;
+        }
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+    }
+}
+
+fn start_relay(mode: &str) -> anyhow::Result<(Child, String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("relay.sock").to_string_lossy().into_owned();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--role", "relay", &path, mode])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == "listening", "relay did not start");
+    Ok((child, path, dir))
+}
+
+fn relay_throughput(items: u64, size: usize, mode: &str) -> anyhow::Result<f64> {
+    anyhow::ensure!(size == 64, "relay runs use 64 B items");
+    let (mut relay, path, _dir) = start_relay(mode)?;
+    // The relay takes its first connection as the producer: start that one first.
+    let mut producer = spawn_role(&["relay-produce".into(), path.clone(), items.to_string()])?;
+    anyhow::ensure!(producer.line()? == "ready");
+    let mut consumer = spawn_role(&["relay-consume".into(), path.clone(), items.to_string()])?;
+    anyhow::ensure!(consumer.line()? == "ready");
+    let start = now_ns();
+    for worker in [&mut producer, &mut consumer] {
+        worker.stdin.write_all(b"go\n")?;
+        worker.stdin.flush()?;
+    }
+    let lines = [producer.line()?, consumer.line()?];
+    producer.child.wait()?;
+    consumer.child.wait()?;
+    let _ = relay.kill();
+    let _ = relay.wait();
+    // Only the consumer's end counts.
+    rate(items, start, &lines[1..])
+}
+
+fn relay_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
+    let (mut relay, path, _dir) = start_relay("frame")?;
+    let mut ping = spawn_role(&["relay-ping".into(), path.clone(), rounds.to_string()])?;
+    anyhow::ensure!(ping.line()? == "ready");
+    let mut echo = spawn_role(&["relay-echo".into(), path.clone(), rounds.to_string()])?;
+    anyhow::ensure!(echo.line()? == "ready");
+    for worker in [&mut echo, &mut ping] {
+        worker.stdin.write_all(b"go\n")?;
+        worker.stdin.flush()?;
+    }
+    let line = ping.line()?;
+    echo.line()?;
+    ping.child.wait()?;
+    echo.child.wait()?;
+    let _ = relay.kill();
+    let _ = relay.wait();
+    latency(&[line])
+}
