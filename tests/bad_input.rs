@@ -134,6 +134,7 @@ fn bad_input_costs_only_the_offending_connection() {
                 Op::PutMany {
                     handle,
                     lens: vec![10],
+                    credits: 0,
                 },
                 ErrorCode::InvalidArgument,
             ),
@@ -191,6 +192,7 @@ fn bad_input_costs_only_the_offending_connection() {
                 op: Op::Put {
                     handle,
                     wait: Wait::Block,
+                    credits: 0,
                 },
             },
             b"ok",
@@ -199,7 +201,7 @@ fn bad_input_costs_only_the_offending_connection() {
             raw.read_broker_msg().0,
             BrokerMsg::Reply {
                 id: 9,
-                body: Reply::Done
+                body: Reply::Accepted { credits: 0 }
             }
         ));
         check_bystander("request errors");
@@ -246,6 +248,9 @@ fn disconnect_while_get_is_answered_returns_the_item_to_the_head() {
         }
         assert_eq!(queue_stats(&client, "q").in_flight, 1);
         drop(raw);
+        wait_until(&client, "q", "the item to come back", |s| {
+            s.in_flight == 0 && s.ready == 2
+        });
 
         // It is back at the head, before the item that was behind it.
         assert_eq!(

@@ -35,6 +35,15 @@ impl Budget {
             .is_ok()
     }
 
+    /// Counts bytes that must be accepted whatever the budget (items sent on credits).
+    pub(crate) fn force(&self, len: usize) {
+        self.used.fetch_add(len, Ordering::SeqCst);
+    }
+
+    pub(crate) fn below_half(&self) -> bool {
+        self.used.load(Ordering::SeqCst) <= self.max / 2
+    }
+
     pub(crate) fn release(&self, len: usize) {
         self.used.fetch_sub(len, Ordering::SeqCst);
     }

@@ -156,14 +156,8 @@ impl Peer {
     /// Settles the deliveries `tag .. tag + count`. Unknown tags are ignored: acknowledging
     /// twice cannot settle an item twice.
     pub(crate) fn ack(&self, tag: u64, count: u32) -> Vec<Settled> {
-        let end = tag.saturating_add(u64::from(count));
         let mut settled: Vec<Settled> = Vec::new();
-        let mut in_flight = self.lock();
-        // Entries are in tag order. Acknowledgements usually settle the oldest deliveries, so
-        // the search is almost always at the front.
-        let start = in_flight.entries.partition_point(|d| d.tag < tag);
-        let stop = in_flight.entries.partition_point(|d| d.tag < end);
-        for delivery in in_flight.entries.drain(start..stop) {
+        for delivery in self.take(tag, count) {
             match settled.last_mut() {
                 Some(last) if Arc::ptr_eq(&last.queue, &delivery.queue) => {
                     last.count += 1;
@@ -177,6 +171,18 @@ impl Peer {
             }
         }
         settled
+    }
+
+    /// Removes the deliveries `tag .. tag + count` from the ledger, oldest first. Unknown
+    /// tags are ignored.
+    pub(crate) fn take(&self, tag: u64, count: u32) -> Vec<Delivery> {
+        let end = tag.saturating_add(u64::from(count));
+        let mut in_flight = self.lock();
+        // Entries are in tag order, and the oldest are usually the ones settled, so the
+        // search is almost always at the front.
+        let start = in_flight.entries.partition_point(|d| d.tag < tag);
+        let stop = in_flight.entries.partition_point(|d| d.tag < end);
+        in_flight.entries.drain(start..stop).collect()
     }
 
     /// Closes the ledger and returns what was in flight, oldest first.

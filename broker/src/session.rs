@@ -1,6 +1,6 @@
 //! One client connection: handshake, then requests in, answers out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,7 +147,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 Err(err) => return Err(err.into()),
             };
             match ipcq_proto::decode::<ClientMsg>(frame) {
-                Ok((msg, tail)) => self.handle(msg, tail),
+                Ok((msg, tail)) => {
+                    if let Err(message) = self.handle(msg, tail) {
+                        return Err(self.refuse(ErrorCode::Protocol, message));
+                    }
+                }
                 Err(err) => return Err(self.refuse(ErrorCode::Protocol, err.to_string())),
             }
         }
@@ -159,25 +163,49 @@ impl<R: AsyncRead + Unpin> Session<R> {
         SessionError::Refused(message)
     }
 
-    fn handle(&mut self, msg: ClientMsg, tail: Bytes) {
+    /// Handles one message. Requests are answered here or by the object; a message
+    /// without a reply (acknowledgements, puts on credits) that breaks the protocol ends
+    /// the connection with the returned reason, as there is no request to answer.
+    fn handle(&mut self, msg: ClientMsg, tail: Bytes) -> Result<(), String> {
         let (id, op) = match msg {
+            ClientMsg::Request { id, op } => (id, op),
             ClientMsg::Ack { tag, count } => {
                 for settled in self.peer.ack(tag, count) {
                     settled.queue.settle(settled.count, settled.bytes);
                 }
-                return;
+                return Ok(());
             }
-            ClientMsg::Request { id, op } => (id, op),
+            ClientMsg::Send { handle } => {
+                return self.one_way_queue(handle)?.send_reserved(self.peer.id, vec![tail]);
+            }
+            ClientMsg::SendMany { handle, lens } => {
+                let items = ipcq_proto::split_items(tail, &lens).map_err(|err| err.to_string())?;
+                return self.one_way_queue(handle)?.send_reserved(self.peer.id, items);
+            }
+            ClientMsg::Release { handle, credits } => {
+                self.one_way_queue(handle)?.release(self.peer.id, credits);
+                return Ok(());
+            }
+            ClientMsg::Return { tag, count } => {
+                restore(self.peer.take(tag, count));
+                return Ok(());
+            }
         };
         if !tail.is_empty() && !matches!(op, Op::Put { .. } | Op::PutMany { .. }) {
             let err = ErrorReply::new(ErrorCode::InvalidArgument, "this request carries no items");
-            return self.peer.reply(id, Reply::Error(err));
+            self.peer.reply(id, Reply::Error(err));
+            return Ok(());
         }
         match self.apply(id, op, tail) {
             Ok(Some(reply)) => self.peer.reply(id, reply),
             Ok(None) => {}
             Err(err) => self.peer.reply(id, Reply::Error(err)),
         }
+        Ok(())
+    }
+
+    fn one_way_queue(&self, handle: u32) -> Result<&Arc<Queue>, String> {
+        self.queue(handle).map_err(|err| err.message)
     }
 
     /// Carries out one request. `Ok(None)` means the object answers, now or later.
@@ -204,15 +232,24 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 self.by_name.insert(name, handle);
                 Ok(Some(Reply::Opened { handle }))
             }
-            Op::Put { handle, wait } => {
-                self.queue(handle)?.put(peer, id, tail, wait);
+            Op::Put {
+                handle,
+                wait,
+                credits,
+            } => {
+                let items = VecDeque::from([tail]);
+                self.queue(handle)?.put(peer, handle, id, items, wait, credits);
                 Ok(None)
             }
-            Op::PutMany { handle, lens } => {
+            Op::PutMany {
+                handle,
+                lens,
+                credits,
+            } => {
                 let items = ipcq_proto::split_items(tail, &lens)
                     .map_err(|err| ErrorReply::new(ErrorCode::InvalidArgument, err.to_string()))?;
                 self.queue(handle)?
-                    .put_items(peer, id, items.into(), Wait::Block);
+                    .put(peer, handle, id, items.into(), Wait::Block, credits);
                 Ok(None)
             }
             Op::Get { handle, wait } => {
@@ -275,16 +312,21 @@ impl<R> Session<R> {
                 Object::Queue(queue) => queue.forget(self.peer.id),
             }
         }
-        let mut returned: Vec<(Arc<Queue>, Vec<Bytes>)> = Vec::new();
-        for Delivery { queue, item, .. } in in_flight {
-            match returned.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
-                Some((_, items)) => items.push(item),
-                None => returned.push((queue, vec![item])),
-            }
+        restore(in_flight);
+    }
+}
+
+/// Gives deliveries back to the heads of their queues, in their order.
+fn restore(deliveries: impl IntoIterator<Item = Delivery>) {
+    let mut returned: Vec<(Arc<Queue>, Vec<Bytes>)> = Vec::new();
+    for Delivery { queue, item, .. } in deliveries {
+        match returned.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
+            Some((_, items)) => items.push(item),
+            None => returned.push((queue, vec![item])),
         }
-        for (queue, items) in returned {
-            tracing::debug!(peer = self.peer.id, queue = %queue.name, count = items.len(), "returning in-flight items");
-            queue.restore(items);
-        }
+    }
+    for (queue, items) in returned {
+        tracing::debug!(queue = %queue.name, count = items.len(), "returning in-flight items");
+        queue.restore(items);
     }
 }

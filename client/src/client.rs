@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced, Stream};
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Hello, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::queue::{Queue, RawQueue};
+use crate::queue::{Local, Queue, RawQueue};
 use crate::{Error, Result};
 
 /// Frames the broker sends carry up to this much more than its frame limit allows for an
@@ -55,6 +55,9 @@ struct Inner {
     /// Held only by the thread currently reading.
     read_buf: Mutex<BytesMut>,
     state: Mutex<State>,
+    /// Per-handle state (credits, prefetched items), shared by every handle on the same
+    /// queue; weak, so that dropping the last handle gives its items and credits back.
+    locals: Mutex<HashMap<u32, Weak<Local>>>,
 }
 
 #[derive(Default)]
@@ -143,6 +146,7 @@ impl Client {
                 write_lock: Mutex::new(()),
                 read_buf: Mutex::new(buf),
                 state: Mutex::new(State::default()),
+                locals: Mutex::new(HashMap::new()),
             }),
         };
         // The broker answers a refused handshake (version, connection limit) with an error
@@ -211,7 +215,7 @@ impl Client {
             },
         };
         match self.call(op, &[])?.0 {
-            Reply::Opened { handle } => Ok(RawQueue::new(self.clone(), name, handle, capacity)),
+            Reply::Opened { handle } => Ok(RawQueue::new(self.local(handle), name, capacity)),
             other => Err(unexpected(&other)),
         }
     }
@@ -333,17 +337,29 @@ impl Client {
         (&self.inner.stream).write_all(frames).map_err(gone)
     }
 
-    /// Acknowledges deliveries: the items are the application's from now on.
-    pub(crate) fn ack(&self, tag: u64, count: u32) {
-        let mut frame = Vec::with_capacity(16);
-        // An `Ack` is a few bytes: it always fits. A failed write means the broker is gone,
-        // which the next call reports; the item is already in hand.
-        if self
-            .encode(&ClientMsg::Ack { tag, count }, &[], &mut frame)
-            .is_ok()
-        {
-            let _ = self.send(&frame);
+    /// The shared state of `handle`, created on first use.
+    fn local(&self, handle: u32) -> Arc<Local> {
+        let mut locals = self.inner.locals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(local) = locals.get(&handle).and_then(Weak::upgrade) {
+            return local;
         }
+        let local = Arc::new(Local::new(self.clone(), handle));
+        locals.retain(|_, weak| weak.strong_count() > 0);
+        locals.insert(handle, Arc::downgrade(&local));
+        local
+    }
+
+    /// Writes a message that has no reply (a put on a credit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`] (or the reason the broker gave) when the connection is
+    /// closed: the message was not delivered.
+    pub(crate) fn send_one_way(&self, frame: &[u8]) -> Result<()> {
+        if let Some(dead) = &self.inner.lock_state().dead {
+            return Err(dead.error());
+        }
+        self.send(frame)
     }
 }
 
@@ -379,8 +395,19 @@ impl Inner {
             state.reading = false;
             match read {
                 Ok(messages) => {
+                    let mut revoked = Vec::new();
                     for (msg, tail) in messages {
-                        dispatch(&mut state, msg, tail);
+                        if let BrokerMsg::Revoke { handle } = msg {
+                            revoked.push(handle);
+                        } else {
+                            dispatch(&mut state, msg, tail);
+                        }
+                    }
+                    if !revoked.is_empty() {
+                        // Give the credits back without holding the state: it takes a write.
+                        drop(state);
+                        self.give_back_credits(&revoked);
+                        state = self.lock_state();
                     }
                 }
                 Err(dead) => {
@@ -390,6 +417,20 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// Answers `Revoke`: unused credits go back to the broker.
+    fn give_back_credits(&self, handles: &[u32]) {
+        let locals: Vec<Arc<Local>> = {
+            let locals = self.locals.lock().unwrap_or_else(|p| p.into_inner());
+            handles
+                .iter()
+                .filter_map(|h| locals.get(h).and_then(Weak::upgrade))
+                .collect()
+        };
+        for local in locals {
+            local.release_credits();
         }
     }
 
@@ -443,6 +484,8 @@ fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes) {
                 slot.waker.notify_one();
             }
         }
+        // Handled by the reader before dispatch.
+        BrokerMsg::Revoke { .. } => {}
     }
 }
 

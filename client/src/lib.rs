@@ -32,7 +32,7 @@ mod queue;
 
 pub use client::Client;
 pub use error::{CodecError, Error, Result};
-pub use queue::{Queue, RawQueue};
+pub use queue::{Queue, RawQueue, DEFAULT_PREFETCH};
 
 /// Broker figures as [`Client::stats`] returns them.
 pub mod stats {

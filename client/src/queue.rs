@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ipcq_proto::{Op, QueueInfo, Reply, Wait};
+use ipcq_proto::{ClientMsg, Op, QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::client::{unexpected, Client};
@@ -16,6 +18,124 @@ use crate::{Error, Result};
 /// Room kept in a `put` frame for the request in front of the item, so that the reply that
 /// later carries the item to a getter fits in a frame too.
 const ITEM_OVERHEAD: usize = 64;
+
+/// Credits a producer asks for when a put has to make a round trip.
+const CREDIT_REQUEST: u32 = 256;
+
+/// How many items a `get` fetches at most in one round trip, unless set otherwise with
+/// [`RawQueue::set_prefetch`].
+pub const DEFAULT_PREFETCH: usize = 64;
+
+/// What one connection knows of one queue, shared by every handle on it: credits (slots
+/// the broker reserved for this connection's puts) and prefetched items (delivered to this
+/// connection, not yet handed to the application).
+pub(crate) struct Local {
+    client: Client,
+    handle: u32,
+    credits: AtomicU64,
+    prefetch: AtomicUsize,
+    /// Delivered items with their delivery tags, in queue order.
+    buffer: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+impl Local {
+    pub(crate) fn new(client: Client, handle: u32) -> Self {
+        Local {
+            client,
+            handle,
+            credits: AtomicU64::new(0),
+            prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
+            buffer: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Takes up to `n` credits; returns how many.
+    fn take_credits(&self, n: u64) -> u64 {
+        let mut taken = 0;
+        let _ = self.credits.fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
+            taken = have.min(n);
+            Some(have - taken)
+        });
+        taken
+    }
+
+    /// Gives every unused credit back to the broker.
+    pub(crate) fn release_credits(&self) {
+        let credits = self.credits.swap(0, Ordering::AcqRel);
+        if credits == 0 {
+            return;
+        }
+        let msg = ClientMsg::Release {
+            handle: self.handle,
+            credits: u32::try_from(credits).unwrap_or(u32::MAX),
+        };
+        let mut frame = Vec::with_capacity(16);
+        // A `Release` always fits in a frame; if the connection is gone, so are the credits.
+        if self.client.encode(&msg, &[], &mut frame).is_ok() {
+            let _ = self.client.send(&frame);
+        }
+    }
+
+    fn lock_buffer(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Bytes)>> {
+        // Pushes and pops only: a poisoned buffer is still in order.
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes up to `max` prefetched items and acknowledges them in one write.
+    fn take_buffered(&self, max: usize) -> Vec<Bytes> {
+        let taken: Vec<(u64, Bytes)> = {
+            let mut buffer = self.lock_buffer();
+            let n = max.min(buffer.len());
+            buffer.drain(..n).collect()
+        };
+        self.settle(taken.iter().map(|(tag, _)| *tag), true);
+        taken.into_iter().map(|(_, item)| item).collect()
+    }
+
+    /// Acknowledges (the application has them) or returns (back to the queue) deliveries,
+    /// one message per run of consecutive tags, all in one write.
+    fn settle(&self, tags: impl Iterator<Item = u64>, ack: bool) {
+        let mut frame = Vec::new();
+        let mut run: Option<(u64, u32)> = None;
+        let flush = |frame: &mut Vec<u8>, (tag, count): (u64, u32)| {
+            let msg = if ack {
+                ClientMsg::Ack { tag, count }
+            } else {
+                ClientMsg::Return { tag, count }
+            };
+            // Acknowledgements are a few bytes: they always fit.
+            let _ = self.client.encode(&msg, &[], frame);
+        };
+        for tag in tags {
+            run = match run {
+                Some((first, count)) if first + u64::from(count) == tag && count < u32::MAX => Some((first, count + 1)),
+                Some(done) => {
+                    flush(&mut frame, done);
+                    Some((tag, 1))
+                }
+                None => Some((tag, 1)),
+            };
+        }
+        if let Some(done) = run {
+            flush(&mut frame, done);
+        }
+        if !frame.is_empty() {
+            // A failed write means the broker is gone, which the next call reports; the
+            // items are in hand.
+            let _ = self.client.send(&frame);
+        }
+    }
+}
+
+impl Drop for Local {
+    /// The last handle on this queue is gone: prefetched items go back to the head of the
+    /// queue for other getters, and unused credits back to the broker.
+    fn drop(&mut self) {
+        let buffered: Vec<u64> = self.lock_buffer().drain(..).map(|(tag, _)| tag).collect();
+        self.settle(buffered.into_iter(), false);
+        self.release_credits();
+    }
+}
 
 /// A handle on a broker queue whose items are raw bytes, carried untouched.
 ///
@@ -33,20 +153,26 @@ const ITEM_OVERHEAD: usize = 64;
 /// ```
 #[derive(Clone)]
 pub struct RawQueue {
-    client: Client,
-    handle: u32,
+    local: Arc<Local>,
     name: Arc<str>,
     capacity: usize,
 }
 
 impl RawQueue {
-    pub(crate) fn new(client: Client, name: &str, handle: u32, capacity: usize) -> Self {
+    pub(crate) fn new(local: Arc<Local>, name: &str, capacity: usize) -> Self {
         RawQueue {
-            client,
-            handle,
+            local,
             name: name.into(),
             capacity,
         }
+    }
+
+    fn client(&self) -> &Client {
+        &self.local.client
+    }
+
+    fn handle(&self) -> u32 {
+        self.local.handle
     }
 
     /// The queue's name.
@@ -59,8 +185,26 @@ impl RawQueue {
         (self.capacity != 0).then_some(self.capacity)
     }
 
+    /// How many items a `get` may fetch in one round trip (default
+    /// [`DEFAULT_PREFETCH`]). Fetched items wait in this client until `get` hands them
+    /// out; until then they count in [`len`](RawQueue::len), other getters cannot have
+    /// them, and they go back to the head of the queue if the connection closes or the
+    /// last handle on this queue is dropped. 1 is strict fair dispatch: an item leaves the
+    /// queue only when a `get` asks for it.
+    ///
+    /// The setting is shared by every handle on this queue from the same [`Client`].
+    pub fn set_prefetch(&self, items: usize) {
+        self.local.prefetch.store(items.max(1), Ordering::Relaxed);
+    }
+
+    /// The current prefetch window (see [`set_prefetch`](RawQueue::set_prefetch)).
+    pub fn prefetch(&self) -> usize {
+        self.local.prefetch.load(Ordering::Relaxed)
+    }
+
     /// Puts an item, waiting while the queue is full. When it returns, the item is in the
-    /// queue.
+    /// broker's socket on a slot reserved for it, or in the queue: a process may exit right
+    /// after `put` without losing it.
     ///
     /// # Errors
     ///
@@ -90,20 +234,40 @@ impl RawQueue {
 
     fn put_wait(&self, item: &[u8], wait: Wait) -> Result<()> {
         self.check_item(item.len())?;
+        // A credit is a slot already reserved: the put needs no answer.
+        if self.local.take_credits(1) == 1 {
+            let mut frame = Vec::with_capacity(16 + item.len());
+            self.client()
+                .encode(&ClientMsg::Send { handle: self.handle() }, &[item], &mut frame)?;
+            return self.client().send_one_way(&frame);
+        }
+        // A put that may wait asks for credits for the puts that follow it.
+        let credits = if wait == Wait::NoWait { 0 } else { CREDIT_REQUEST };
         let op = Op::Put {
-            handle: self.handle,
+            handle: self.handle(),
             wait,
+            credits,
         };
-        expect_done(self.client.call(op, &[item])?.0)
+        self.accepted(self.client().call(op, &[item])?.0)
     }
 
-    /// Puts all `items` in order, in as few round trips as the frame limit allows, waiting
-    /// for room as needed. Other producers' items may come between them when the queue
-    /// fills up.
+    fn accepted(&self, reply: Reply) -> Result<()> {
+        match reply {
+            Reply::Accepted { credits } => {
+                self.local.credits.fetch_add(u64::from(credits), Ordering::AcqRel);
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Puts all `items` in order, waiting for room as needed, in one write per frame's
+    /// worth of items where credits allow and one round trip per frame otherwise. Other
+    /// producers' items may come between them when the queue fills up.
     ///
     /// # Errors
     ///
-    /// As [`RawQueue::put`]. On an error, the items before the failing batch are in the
+    /// As [`RawQueue::put`]. On an error, the items before the failing frame are in the
     /// queue.
     pub fn put_many<I>(&self, items: I) -> Result<()>
     where
@@ -111,7 +275,7 @@ impl RawQueue {
         I::Item: AsRef<[u8]>,
     {
         let items: Vec<I::Item> = items.into_iter().collect();
-        let budget = self.client.max_frame_len().saturating_sub(ITEM_OVERHEAD);
+        let budget = self.client().max_frame_len().saturating_sub(ITEM_OVERHEAD);
         let mut batch: Vec<&[u8]> = Vec::new();
         let mut used = 0;
         for item in &items {
@@ -133,16 +297,35 @@ impl RawQueue {
         Ok(())
     }
 
+    /// Puts one frame's worth: as many items as there are credits in one write, the rest
+    /// in one round trip that asks for more credits.
     fn put_batch(&self, batch: &[&[u8]]) -> Result<()> {
-        let lens = batch
-            .iter()
-            .map(|item| u32::try_from(item.len()).unwrap_or(u32::MAX))
-            .collect();
-        let op = Op::PutMany {
-            handle: self.handle,
-            lens,
+        let lens = |items: &[&[u8]]| -> Vec<u32> {
+            items
+                .iter()
+                .map(|item| u32::try_from(item.len()).unwrap_or(u32::MAX))
+                .collect()
         };
-        expect_done(self.client.call(op, batch)?.0)
+        let credited = self.local.take_credits(batch.len() as u64) as usize;
+        let (on_credit, rest) = batch.split_at(credited);
+        if !on_credit.is_empty() {
+            let msg = ClientMsg::SendMany {
+                handle: self.handle(),
+                lens: lens(on_credit),
+            };
+            let mut frame = Vec::with_capacity(32 + on_credit.iter().map(|i| i.len() + 5).sum::<usize>());
+            self.client().encode(&msg, on_credit, &mut frame)?;
+            self.client().send_one_way(&frame)?;
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let op = Op::PutMany {
+            handle: self.handle(),
+            lens: lens(rest),
+            credits: CREDIT_REQUEST.max(u32::try_from(batch.len() * 4).unwrap_or(u32::MAX)),
+        };
+        self.accepted(self.client().call(op, rest)?.0)
     }
 
     /// Takes the item at the head, waiting while the queue is empty.
@@ -176,17 +359,8 @@ impl RawQueue {
     }
 
     fn get_wait(&self, wait: Wait) -> Result<Bytes> {
-        let op = Op::Get {
-            handle: self.handle,
-            wait,
-        };
-        match self.client.call(op, &[])? {
-            (Reply::Item { tag }, item) => {
-                self.client.ack(tag, 1);
-                Ok(item)
-            }
-            (other, _) => Err(unexpected(&other)),
-        }
+        let mut items = self.fetch(1, wait)?;
+        Ok(items.swap_remove(0))
     }
 
     /// Takes between 1 and `max` items from the head in one round trip, waiting while the
@@ -210,26 +384,49 @@ impl RawQueue {
     }
 
     fn get_many_wait(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
+        if max == 0 {
+            return Err(Error::Invalid("get_many needs max >= 1".into()));
+        }
+        self.fetch(max, wait)
+    }
+
+    /// Hands out up to `max` items (at least one): prefetched ones if there are any, else
+    /// the answer of one round trip that also fetches up to the prefetch window.
+    fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
+        let buffered = self.local.take_buffered(max);
+        if !buffered.is_empty() {
+            return Ok(buffered);
+        }
         let op = Op::GetMany {
-            handle: self.handle,
-            max: u32::try_from(max).unwrap_or(u32::MAX),
+            handle: self.handle(),
+            max: u32::try_from(max.max(self.prefetch())).unwrap_or(u32::MAX),
             wait,
         };
-        match self.client.call(op, &[])? {
+        let (tag, items) = match self.client().call(op, &[])? {
             (Reply::Items { tag, lens }, tail) => {
-                let items = ipcq_proto::split_items(tail, &lens)
-                    .map_err(|err| Error::Protocol(err.to_string()))?;
-                self.client
-                    .ack(tag, u32::try_from(items.len()).unwrap_or(u32::MAX));
-                Ok(items)
+                let items = ipcq_proto::split_items(tail, &lens).map_err(|err| Error::Protocol(err.to_string()))?;
+                (tag, items)
             }
-            (other, _) => Err(unexpected(&other)),
+            (other, _) => return Err(unexpected(&other)),
+        };
+        if items.is_empty() {
+            return Err(Error::Protocol("the broker answered a get with no item".into()));
         }
+        let mut items = items.into_iter().zip(tag..);
+        let mine: Vec<(Bytes, u64)> = items.by_ref().take(max).collect();
+        let rest: Vec<(u64, Bytes)> = items.map(|(item, tag)| (tag, item)).collect();
+        if !rest.is_empty() {
+            // Before acknowledging ours, so that they stay behind them in queue order for
+            // any other thread taking from this handle.
+            self.local.lock_buffer().extend(rest);
+        }
+        self.local.settle(mine.iter().map(|(_, tag)| *tag), true);
+        Ok(mine.into_iter().map(|(item, _)| item).collect())
     }
 
     /// Items put and not yet taken: those waiting in the queue plus those delivered to a
-    /// getter that has not yet handed them to its application. Exact at the broker at the
-    /// moment it answers.
+    /// getter (including items prefetched by a client) that has not yet handed them to its
+    /// application. Exact at the broker at the moment it answers.
     ///
     /// # Errors
     ///
@@ -247,8 +444,9 @@ impl RawQueue {
         Ok(self.info()?.len == 0)
     }
 
-    /// Whether a `put_nowait` would fail now: the queue holds `capacity` items, or its byte
-    /// budget or the broker's is used up, or putters are already waiting.
+    /// Whether a put that needs room now would fail: the items and the slots reserved for
+    /// producers' credits fill the capacity, or the queue's or the broker's byte budget is
+    /// used up, or putters are already waiting.
     ///
     /// # Errors
     ///
@@ -267,42 +465,29 @@ impl RawQueue {
     }
 
     fn info(&self) -> Result<QueueInfo> {
-        match self
-            .client
-            .call(
-                Op::Info {
-                    handle: self.handle,
-                },
-                &[],
-            )?
-            .0
-        {
+        match self.client().call(Op::Info { handle: self.handle() }, &[])?.0 {
             Reply::QueueInfo(info) => Ok(info),
             other => Err(unexpected(&other)),
         }
     }
 
     /// Closes the queue for everyone: later puts fail with [`Error::Closed`], parked
-    /// putters wake with it, and getters take what is left, then get `Closed`.
+    /// putters wake with it, and getters take what is left, then get `Closed`. Puts that
+    /// other clients made on slots reserved before the close still land.
     ///
     /// # Errors
     ///
     /// [`Error::BrokerGone`].
     pub fn close(&self) -> Result<()> {
-        expect_done(
-            self.client
-                .call(
-                    Op::Close {
-                        handle: self.handle,
-                    },
-                    &[],
-                )?
-                .0,
-        )
+        self.local.release_credits();
+        match self.client().call(Op::Close { handle: self.handle() }, &[])?.0 {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     fn check_item(&self, len: usize) -> Result<()> {
-        let max = self.client.max_frame_len();
+        let max = self.client().max_frame_len();
         if len + ITEM_OVERHEAD > max {
             return Err(Error::TooLarge {
                 len: len + ITEM_OVERHEAD,
@@ -369,6 +554,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The capacity it was opened with; `None` for unbounded.
     pub fn capacity(&self) -> Option<usize> {
         self.raw.capacity()
+    }
+
+    /// Sets the prefetch window (see [`RawQueue::set_prefetch`]).
+    pub fn set_prefetch(&self, items: usize) {
+        self.raw.set_prefetch(items);
+    }
+
+    /// The prefetch window (see [`RawQueue::set_prefetch`]).
+    pub fn prefetch(&self) -> usize {
+        self.raw.prefetch()
     }
 
     /// Puts an item, waiting while the queue is full. When it returns, the item is in the
@@ -539,9 +734,3 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|err| Error::Codec(CodecError(err)))
 }
 
-fn expect_done(reply: Reply) -> Result<()> {
-    match reply {
-        Reply::Done => Ok(()),
-        other => Err(unexpected(&other)),
-    }
-}

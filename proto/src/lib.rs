@@ -16,7 +16,7 @@
 //! use ipcq_proto::{decode, decode_frame, encode, ClientMsg, Op, Wait};
 //!
 //! // A client puts the item "hello" on the queue behind handle 0.
-//! let request = ClientMsg::Request { id: 1, op: Op::Put { handle: 0, wait: Wait::Block } };
+//! let request = ClientMsg::Request { id: 1, op: Op::Put { handle: 0, wait: Wait::Block, credits: 0 } };
 //! let mut wire = Vec::new();
 //! encode(&request, 5, 1 << 24, &mut wire).unwrap();
 //! wire.extend_from_slice(b"hello");

@@ -117,6 +117,34 @@ pub enum ClientMsg {
         /// Number of consecutive tags acknowledged.
         count: u32,
     },
+    /// A put on a slot the broker reserved for this connection (a credit): the tail is
+    /// the item. No reply; sending without a credit is a protocol error.
+    Send {
+        /// Queue handle.
+        handle: u32,
+    },
+    /// Puts on reserved slots, one per item of the tail (lengths in `lens`). No reply.
+    SendMany {
+        /// Queue handle.
+        handle: u32,
+        /// Length of each item in the tail.
+        lens: Vec<u32>,
+    },
+    /// Gives back unused credits. No reply.
+    Release {
+        /// Queue handle.
+        handle: u32,
+        /// Credits given back.
+        credits: u32,
+    },
+    /// The deliveries `tag .. tag + count` were not handed to the application: they go back
+    /// to the head of their queue, in order. No reply.
+    Return {
+        /// First delivery tag returned.
+        tag: u64,
+        /// Number of consecutive tags returned.
+        count: u32,
+    },
 }
 
 /// An operation on the broker or on one of its objects.
@@ -133,19 +161,24 @@ pub enum Op {
         /// Kind and parameters; must match an existing object's.
         kind: Kind,
     },
-    /// Put the frame's tail as one item.
+    /// Put the frame's tail as one item; answered with [`Reply::Accepted`].
     Put {
         /// Queue handle.
         handle: u32,
         /// How long to wait for room.
         wait: Wait,
+        /// Credits wanted for later puts; the broker grants what it can spare.
+        credits: u32,
     },
-    /// Put the items of the tail (lengths in `lens`) in order, waiting for room as needed.
+    /// Put the items of the tail (lengths in `lens`) in order, waiting for room as needed;
+    /// answered with [`Reply::Accepted`] once the last is in.
     PutMany {
         /// Queue handle.
         handle: u32,
         /// Length of each item in the tail.
         lens: Vec<u32>,
+        /// Credits wanted for later puts.
+        credits: u32,
     },
     /// Take one item; answered with [`Reply::Item`].
     Get {
@@ -195,6 +228,12 @@ pub enum BrokerMsg {
     /// The connection is unusable (bad frame, bad handshake, broker shutting down); the
     /// broker closes it after this message.
     Fatal(ErrorReply),
+    /// The broker wants this connection's unused credits on `handle` back (others wait for
+    /// room, or the queue was closed): answer with [`ClientMsg::Release`].
+    Revoke {
+        /// Queue handle.
+        handle: u32,
+    },
 }
 
 /// The body of a reply.
@@ -228,6 +267,13 @@ pub enum Reply {
     Stats(Vec<ObjectStats>),
     /// The request failed.
     Error(ErrorReply),
+    /// Answer to [`Op::Put`] and [`Op::PutMany`]: the items are in the queue, and
+    /// `credits` slots are reserved for this connection's next puts
+    /// ([`ClientMsg::Send`]).
+    Accepted {
+        /// Credits granted.
+        credits: u32,
+    },
 }
 
 /// A queue's state as [`Op::Info`] reports it.
@@ -267,6 +313,8 @@ pub struct QueueStats {
     pub ready: u64,
     /// Items delivered to a getter and not yet acknowledged.
     pub in_flight: u64,
+    /// Slots reserved for producers' next puts (credits granted, not yet used).
+    pub reserved: u64,
     /// Maximum items, 0 for unbounded.
     pub capacity: u64,
     /// Payload bytes held (ready and in flight).

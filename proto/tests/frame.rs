@@ -9,6 +9,7 @@ fn put_frame(id: u64, item: &[u8]) -> Vec<u8> {
         op: Op::Put {
             handle: 3,
             wait: Wait::Micros(1500),
+            credits: 0,
         },
     };
     let mut out = Vec::new();
@@ -29,7 +30,8 @@ fn round_trip_with_tail() {
             id: 7,
             op: Op::Put {
                 handle: 3,
-                wait: Wait::Micros(1500)
+                wait: Wait::Micros(1500),
+                credits: 0
             }
         }
     );

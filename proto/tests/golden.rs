@@ -37,30 +37,34 @@ fn client_messages() {
     assert_eq!(
         request(Op::Put {
             handle: 2,
-            wait: Wait::Block
+            wait: Wait::Block,
+            credits: 64
         }),
-        [0, 0xac, 0x02, 2, 2, 0]
+        [0, 0xac, 0x02, 2, 2, 0, 64]
     );
     assert_eq!(
         request(Op::Put {
             handle: 2,
-            wait: Wait::NoWait
+            wait: Wait::NoWait,
+            credits: 0
         }),
-        [0, 0xac, 0x02, 2, 2, 1]
+        [0, 0xac, 0x02, 2, 2, 1, 0]
     );
     assert_eq!(
         request(Op::Put {
             handle: 2,
-            wait: Wait::Micros(1000)
+            wait: Wait::Micros(1000),
+            credits: 1
         }),
-        [0, 0xac, 0x02, 2, 2, 2, 0xe8, 0x07]
+        [0, 0xac, 0x02, 2, 2, 2, 0xe8, 0x07, 1]
     );
     assert_eq!(
         request(Op::PutMany {
             handle: 2,
-            lens: vec![1, 200]
+            lens: vec![1, 200],
+            credits: 3
         }),
-        [0, 0xac, 0x02, 3, 2, 2, 1, 0xc8, 0x01]
+        [0, 0xac, 0x02, 3, 2, 2, 1, 0xc8, 0x01, 3]
     );
     assert_eq!(
         request(Op::Get {
@@ -85,6 +89,22 @@ fn client_messages() {
         [0, 0xac, 0x02, 9, 1, b'q']
     );
     assert_eq!(bytes(&ClientMsg::Ack { tag: 5, count: 2 }), [1, 5, 2]);
+    assert_eq!(bytes(&ClientMsg::Send { handle: 2 }), [2, 2]);
+    assert_eq!(
+        bytes(&ClientMsg::SendMany {
+            handle: 2,
+            lens: vec![64, 1]
+        }),
+        [3, 2, 2, 64, 1]
+    );
+    assert_eq!(
+        bytes(&ClientMsg::Release {
+            handle: 2,
+            credits: 7
+        }),
+        [4, 2, 7]
+    );
+    assert_eq!(bytes(&ClientMsg::Return { tag: 5, count: 2 }), [5, 5, 2]);
 }
 
 #[test]
@@ -113,6 +133,7 @@ fn broker_messages() {
     let stats = QueueStats {
         ready: 1,
         in_flight: 2,
+        reserved: 9,
         capacity: 3,
         bytes: 4,
         getters: 5,
@@ -126,7 +147,7 @@ fn broker_messages() {
             name: "q".into(),
             detail: ObjectDetail::Queue(stats)
         }])),
-        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 3, 4, 5, 6, 7, 8, 0]
+        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0]
     );
     assert_eq!(
         reply(Reply::Error(ErrorReply::new(ErrorCode::Full, "f"))),

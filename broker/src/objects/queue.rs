@@ -2,8 +2,13 @@
 //!
 //! An item is always in exactly one place: in `items`, in flight to one getter (recorded
 //! in that getter's [`Peer`] ledger and counted in `in_flight`), or acknowledged. Capacity
-//! counts both waiting and in-flight items, so an in-flight item that comes back from a
-//! dead getter never pushes the queue over its bound.
+//! counts waiting and in-flight items and the slots reserved for producers (credits), so
+//! an in-flight item that comes back from a dead getter, or an item sent on a credit,
+//! never pushes the queue over its bound.
+//!
+//! Credits are how producers stream without a round trip per item: the answer to a `put`
+//! may grant some, and each later put spends one and needs no answer. The grant policy is
+//! in [`Queue::grant`].
 //!
 //! The state never touches a socket: answers are handed to the peer's writer channel,
 //! which never blocks, so they can be sent with the lock held and in the order decided
@@ -14,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ipcq_proto::{ErrorCode, QueueInfo, QueueStats, Reply, Wait};
+use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait};
 use tokio::task::AbortHandle;
 
 use crate::budget::Budget;
@@ -44,6 +49,9 @@ struct State {
     /// Payload bytes in `items` and in flight.
     bytes: usize,
     in_flight: u64,
+    /// Slots promised to producers (the sum of `holders`' credits).
+    reserved: u64,
+    holders: Vec<Holder>,
     getters: VecDeque<Getter>,
     putters: VecDeque<Putter>,
     closed: bool,
@@ -72,9 +80,23 @@ struct Getter {
 struct Putter {
     waiter: u64,
     peer: Arc<Peer>,
+    /// The producer's handle for this queue, for the credits it may be granted.
+    handle: u32,
     request: u64,
     items: VecDeque<Bytes>,
+    /// Credits the producer asked for along with this put.
+    want: u32,
     timer: Option<AbortHandle>,
+}
+
+/// A connection holding credits on this queue.
+#[derive(Debug)]
+struct Holder {
+    peer: Arc<Peer>,
+    handle: u32,
+    credits: u64,
+    /// A `Revoke` was sent and not yet answered: do not send another.
+    revoked: bool,
 }
 
 /// Why an item cannot enter now.
@@ -104,20 +126,10 @@ impl Queue {
         })
     }
 
-    /// `put`: one item.
-    pub(crate) fn put(&self, peer: &Arc<Peer>, request: u64, item: Bytes, wait: Wait) {
-        self.put_items(peer, request, VecDeque::from([item]), wait);
-    }
-
     /// `put` and `put_many`: the items enter in order, each as soon as there is room; the
-    /// request is answered once the last one is in.
-    pub(crate) fn put_items(
-        &self,
-        peer: &Arc<Peer>,
-        request: u64,
-        mut items: VecDeque<Bytes>,
-        wait: Wait,
-    ) {
+    /// request is answered once the last one is in, with the credits granted for later
+    /// puts (up to `want`).
+    pub(crate) fn put(&self, peer: &Arc<Peer>, handle: u32, request: u64, mut items: VecDeque<Bytes>, wait: Wait, want: u32) {
         let mut state = self.lock();
         if state.closed {
             drop(state);
@@ -135,18 +147,17 @@ impl Queue {
             }
         }
         if items.is_empty() {
-            peer.reply(request, Reply::Done);
+            let credits = self.grant(&mut state, peer, handle, want);
+            peer.reply(request, Reply::Accepted { credits });
             self.feed_getters(&mut state);
             return;
         }
+        // No room: credits held idle elsewhere may be what is missing.
+        self.revoke_others(&mut state, peer.id);
         let deadline = match deadline(wait) {
             Deadline::Now => {
                 drop(state);
-                peer.reply_error(
-                    request,
-                    ErrorCode::Full,
-                    format!("queue '{}' is full", self.name),
-                );
+                peer.reply_error(request, ErrorCode::Full, format!("queue '{}' is full", self.name));
                 return;
             }
             Deadline::At(at) => Some(at),
@@ -157,12 +168,60 @@ impl Queue {
         state.putters.push_back(Putter {
             waiter,
             peer: Arc::clone(peer),
+            handle,
             request,
             items,
+            want,
             timer,
         });
         self.feed_getters(&mut state);
         self.wait_for_budget_if_blocked(&mut state);
+    }
+
+    /// Puts on slots reserved for `peer` (its credits). They were promised before, so they
+    /// enter even if the queue has since been closed; only a removed queue drops them.
+    ///
+    /// # Errors
+    ///
+    /// When `peer` has fewer credits than items: the client broke the protocol.
+    pub(crate) fn send_reserved(&self, peer: u64, items: Vec<Bytes>) -> Result<(), String> {
+        let mut state = self.lock();
+        let count = items.len() as u64;
+        let Some(holder) = state.holders.iter_mut().find(|h| h.peer.id == peer) else {
+            return Err(format!("put on queue '{}' without a credit", self.name));
+        };
+        if holder.credits < count {
+            return Err(format!(
+                "{count} puts on queue '{}' with {} credits",
+                self.name, holder.credits
+            ));
+        }
+        holder.credits -= count;
+        state.reserved -= count;
+        if state.removed {
+            return Ok(());
+        }
+        for item in items {
+            // The slot was reserved; the bytes are counted now, even past the budget, by
+            // at most the credits outstanding (see `grant`).
+            self.budget.force(item.len());
+            self.push(&mut state, item);
+        }
+        self.feed_getters(&mut state);
+        Ok(())
+    }
+
+    /// Unused credits come back.
+    pub(crate) fn release(&self, peer: u64, credits: u32) {
+        let mut state = self.lock();
+        if let Some(holder) = state.holders.iter_mut().find(|h| h.peer.id == peer) {
+            let returned = holder.credits.min(u64::from(credits));
+            holder.credits -= returned;
+            holder.revoked = false;
+            state.reserved -= returned;
+            self.admit_putters(&mut state);
+            self.feed_getters(&mut state);
+        }
     }
 
     /// `get` (`max` 1, `many` false) and `get_many`.
@@ -254,7 +313,13 @@ impl Queue {
             }
             keep
         });
-        if state.putters.len() != before {
+        let mut freed = false;
+        if let Some(at) = state.holders.iter().position(|h| h.peer.id == peer) {
+            let holder = state.holders.swap_remove(at);
+            state.reserved -= holder.credits;
+            freed = holder.credits > 0;
+        }
+        if state.putters.len() != before || freed {
             // The putter at the head may have been the one that could not fit.
             self.admit_putters(&mut state);
             self.feed_getters(&mut state);
@@ -265,6 +330,8 @@ impl Queue {
     pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
+        // Credit holders learn of it; what they already sent on credits still enters.
+        self.revoke_others(&mut state, 0);
         for putter in std::mem::take(&mut state.putters) {
             abort(&putter.timer);
             putter
@@ -316,6 +383,64 @@ impl Queue {
         self.wait_for_budget_if_blocked(&mut state);
     }
 
+    /// Credits for a producer whose put just went in. A bounded queue grants at most half
+    /// of its free slots, so one producer's idle credits never take the last free slot from
+    /// another (and a queue with fewer than two free slots grants none: each put is then a
+    /// round trip). An unbounded queue grants what was asked while it and the broker are
+    /// below half their byte budgets; past that, none, so that bytes sent on credits can
+    /// overshoot a budget by at most the credits outstanding. Parked putters come first:
+    /// no grant while any wait.
+    fn grant(&self, state: &mut State, peer: &Arc<Peer>, handle: u32, want: u32) -> u32 {
+        if want == 0 || state.closed || state.removed || !state.putters.is_empty() {
+            return 0;
+        }
+        let want = u64::from(want);
+        let credits = if self.capacity == 0 {
+            let half_budget = state.bytes <= self.max_bytes / 2 && self.budget.below_half();
+            if half_budget {
+                want
+            } else {
+                0
+            }
+        } else {
+            let free = self
+                .capacity
+                .saturating_sub(state.len() + state.reserved);
+            want.min(free / 2)
+        };
+        if credits == 0 {
+            return 0;
+        }
+        state.reserved += credits;
+        match state.holders.iter_mut().find(|h| h.peer.id == peer.id) {
+            Some(holder) => {
+                holder.credits += credits;
+                holder.revoked = false;
+            }
+            None => state.holders.push(Holder {
+                peer: Arc::clone(peer),
+                handle,
+                credits,
+                revoked: false,
+            }),
+        }
+        // `want` is a u32, so the grant fits.
+        u32::try_from(credits).unwrap_or(u32::MAX)
+    }
+
+    /// Asks every other connection holding credits to give them back.
+    fn revoke_others(&self, state: &mut State, except: u64) {
+        if state.reserved == 0 {
+            return;
+        }
+        for holder in &mut state.holders {
+            if holder.peer.id != except && holder.credits > 0 && !holder.revoked {
+                holder.revoked = true;
+                holder.peer.send(&BrokerMsg::Revoke { handle: holder.handle }, Vec::new());
+            }
+        }
+    }
+
     pub(crate) fn info(&self) -> QueueInfo {
         let state = self.lock();
         let len = state.len();
@@ -336,6 +461,7 @@ impl Queue {
         QueueStats {
             ready: state.items.len() as u64,
             in_flight: state.in_flight,
+            reserved: state.reserved,
             capacity: self.capacity,
             bytes: state.bytes as u64,
             getters: state.getters.len() as u64,
@@ -381,7 +507,7 @@ impl Queue {
         if state.removed {
             return Room::Full;
         }
-        if self.capacity != 0 && state.len() >= self.capacity {
+        if self.capacity != 0 && state.len() + state.reserved >= self.capacity {
             return Room::Full;
         }
         // An item always fits an empty queue: the broker refuses configurations whose
@@ -422,7 +548,8 @@ impl Queue {
                 None => {
                     let putter = state.putters.pop_front().expect("front was just seen");
                     abort(&putter.timer);
-                    putter.peer.reply(putter.request, Reply::Done);
+                    let credits = self.grant(state, &putter.peer, putter.handle, putter.want);
+                    putter.peer.reply(putter.request, Reply::Accepted { credits });
                 }
             }
         }
@@ -465,7 +592,7 @@ impl Queue {
             return;
         };
         let len = item.len();
-        let local_room = (self.capacity == 0 || state.len() < self.capacity)
+        let local_room = (self.capacity == 0 || state.len() + state.reserved < self.capacity)
             && (state.bytes == 0 || state.bytes + len <= self.max_bytes);
         if local_room {
             state.waiting_for_budget = true;
