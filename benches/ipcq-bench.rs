@@ -27,6 +27,9 @@ use ipcq::{Client, Error};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_ipcq-broker");
 
+/// `--broker-threads`, for every broker the benchmark starts.
+static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
+
 #[derive(Debug, Parser, Clone)]
 #[command(about = "ipcq's multi-process benchmark")]
 struct Args {
@@ -48,6 +51,9 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Runtime threads of the broker process.
+    #[arg(long, default_value_t = 2)]
+    broker_threads: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -61,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     if !args.role.is_empty() {
         return child(&args.role);
     }
+    BROKER_THREADS.store(args.broker_threads, std::sync::atomic::Ordering::Relaxed);
     let all = ["1p1c", "batch", "4p4c", "pingpong", "sizes", "rss"];
     let workloads: Vec<String> = if args.workloads.is_empty() {
         all.iter().map(|w| w.to_string()).collect()
@@ -406,6 +413,8 @@ impl Broker {
         let addr = dir.path().join("bench.sock").to_string_lossy().into_owned();
         let mut child = Command::new(BROKER)
             .args(["--addr", &addr, "--log", "warn,ipcq_broker::server=info"])
+            .arg("--threads")
+            .arg(BROKER_THREADS.load(std::sync::atomic::Ordering::Relaxed).to_string())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
