@@ -27,6 +27,14 @@ use ipcq::{Client, Error};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_ipcq-broker");
 
+/// `--capacity` of the benchmark queue; children read it from `IPCQ_BENCH_CAPACITY`.
+fn capacity() -> usize {
+    std::env::var("IPCQ_BENCH_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 /// `--broker-threads`, for every broker the benchmark starts.
 static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
 
@@ -51,6 +59,9 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Capacity of the benchmark queue (Python's peer uses `Queue(1000)`).
+    #[arg(long, default_value_t = 1000)]
+    capacity: usize,
     /// Runtime threads of the broker process.
     #[arg(long, default_value_t = 2)]
     broker_threads: usize,
@@ -68,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         return child(&args.role);
     }
     BROKER_THREADS.store(args.broker_threads, std::sync::atomic::Ordering::Relaxed);
+    // Children inherit the environment.
+    std::env::set_var("IPCQ_BENCH_CAPACITY", args.capacity.to_string());
     let all = ["1p1c", "batch", "4p4c", "pingpong", "sizes", "rss"];
     let workloads: Vec<String> = if args.workloads.is_empty() {
         all.iter().map(|w| w.to_string()).collect()
@@ -414,7 +427,11 @@ impl Broker {
         let mut child = Command::new(BROKER)
             .args(["--addr", &addr, "--log", "warn,ipcq_broker::server=info"])
             .arg("--threads")
-            .arg(BROKER_THREADS.load(std::sync::atomic::Ordering::Relaxed).to_string())
+            .arg(
+                BROKER_THREADS
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            )
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -500,7 +517,7 @@ fn ipcq_throughput(
             for _ in 0..producers {
                 done.get()?;
             }
-            client.raw_queue("bench", 1000)?.close()?;
+            client.raw_queue("bench", capacity())?.close()?;
             Ok(())
         }
     });
@@ -590,7 +607,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
     match arg(0)? {
         "ipcq-produce" => {
             let client = Client::connect(arg(1)?)?;
-            let queue = client.raw_queue("bench", 1000)?;
+            let queue = client.raw_queue("bench", capacity())?;
             let (count, size, batch) = (num(2)?, num(3)? as usize, num(4)? as usize);
             let item = vec![b'x'; size];
             wait_for_go()?;
@@ -612,7 +629,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
         }
         "ipcq-consume" => {
             let client = Client::connect(arg(1)?)?;
-            let queue = client.raw_queue("bench", 1000)?;
+            let queue = client.raw_queue("bench", capacity())?;
             let batch = num(2)? as usize;
             wait_for_go()?;
             let mut count = 0u64;

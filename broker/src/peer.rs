@@ -126,6 +126,7 @@ impl Peer {
         queue: &Arc<Queue>,
         items: Vec<Bytes>,
         many: bool,
+        ready: u64,
     ) -> Result<(), Vec<Bytes>> {
         let mut in_flight = self.lock();
         if in_flight.closed {
@@ -145,6 +146,7 @@ impl Peer {
             Reply::Items {
                 tag,
                 lens: items.iter().map(len_u32).collect(),
+                ready,
             }
         } else {
             Reply::Item { tag }

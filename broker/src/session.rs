@@ -176,11 +176,15 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 return Ok(());
             }
             ClientMsg::Send { handle } => {
-                return self.one_way_queue(handle)?.send_reserved(self.peer.id, vec![tail]);
+                return self
+                    .one_way_queue(handle)?
+                    .send_reserved(self.peer.id, vec![tail]);
             }
             ClientMsg::SendMany { handle, lens } => {
                 let items = ipcq_proto::split_items(tail, &lens).map_err(|err| err.to_string())?;
-                return self.one_way_queue(handle)?.send_reserved(self.peer.id, items);
+                return self
+                    .one_way_queue(handle)?
+                    .send_reserved(self.peer.id, items);
             }
             ClientMsg::Release { handle, credits } => {
                 self.one_way_queue(handle)?.release(self.peer.id, credits);
@@ -238,7 +242,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 credits,
             } => {
                 let items = VecDeque::from([tail]);
-                self.queue(handle)?.put(peer, handle, id, items, wait, credits);
+                self.queue(handle)?
+                    .put(peer, handle, id, items, wait, credits);
                 Ok(None)
             }
             Op::PutMany {
@@ -272,6 +277,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     Object::Queue(queue) => queue.close(),
                 }
                 Ok(Some(Reply::Done))
+            }
+            Op::Reserve { handle, credits } => {
+                let credits = self.queue(handle)?.reserve(peer, handle, credits);
+                Ok(Some(Reply::Accepted { credits }))
             }
             Op::Stats => Ok(Some(Reply::Stats(self.shared.registry.stats()))),
             Op::Remove { name } => {

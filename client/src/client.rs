@@ -67,11 +67,36 @@ struct State {
     pending: HashMap<u64, Slot>,
     /// Set once the connection is unusable; every call fails with it from then on.
     dead: Option<Dead>,
+    /// Threads asleep on a condition variable. With none (one thread using the client),
+    /// waking is skipped: a notification costs a system call even when nobody waits.
+    sleepers: usize,
 }
 
 struct Slot {
     reply: Option<(Reply, Bytes)>,
     waker: Arc<Condvar>,
+    /// For a get: the handle whose buffer receives the items, in the order they arrive,
+    /// whoever reads them. For a detached request: the handle it serves.
+    fill: Option<Weak<Local>>,
+    /// A request nobody waits for: the reader settles it completely.
+    detached: Option<Detached>,
+}
+
+/// What a detached request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detached {
+    /// Items fetched ahead of `get`.
+    Prefetch,
+    /// Credits asked for ahead of `put`.
+    Reserve,
+}
+
+/// What the reader must do once it no longer holds the state lock.
+enum Followup {
+    /// Give the credits of this handle back.
+    Revoke(u32),
+    /// Deliveries for a handle that no longer exists: back to the queue.
+    Return { tag: u64, count: u32 },
 }
 
 #[derive(Clone)]
@@ -267,7 +292,7 @@ impl Client {
 
     /// Sends a request whose tail is `items` and waits for its answer.
     pub(crate) fn call(&self, op: Op, items: &[&[u8]]) -> Result<(Reply, Bytes)> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         let mut frame = Vec::with_capacity(32 + items.iter().map(|i| i.len()).sum::<usize>());
         self.encode(&ClientMsg::Request { id, op }, items, &mut frame)?;
         self.call_encoded(id, &frame)
@@ -301,29 +326,78 @@ impl Client {
     /// Sends an encoded request frame for `id` and waits for its answer. The slot is
     /// registered before the frame leaves, so the answer always finds it.
     pub(crate) fn call_encoded(&self, id: u64, frame: &[u8]) -> Result<(Reply, Bytes)> {
+        self.call_filling(id, frame, None)
+    }
+
+    /// As [`call_encoded`](Client::call_encoded); the items of a `GetMany` answer go to
+    /// `fill`'s buffer as they arrive, and the answer returned carries none.
+    pub(crate) fn call_filling(
+        &self,
+        id: u64,
+        frame: &[u8],
+        fill: Option<&Arc<Local>>,
+    ) -> Result<(Reply, Bytes)> {
         let waker = Arc::new(Condvar::new());
-        {
-            let mut state = self.inner.lock_state();
-            if let Some(dead) = &state.dead {
-                return Err(dead.error());
-            }
-            state.pending.insert(
-                id,
-                Slot {
-                    reply: None,
-                    waker: Arc::clone(&waker),
-                },
-            );
-        }
+        self.register(id, Arc::clone(&waker), fill, None)?;
         // A failed write means the broker closed the connection; what it sent before, such
         // as the reason it refused this client, is still there to read, so the wait below
         // reports that reason (or the end of the connection) rather than a bare write error.
         let _ = self.send(frame);
-        let (reply, tail) = self.inner.wait(id, &waker)?;
+        let (reply, tail) = self.inner.wait_until(
+            &waker,
+            |state| {
+                let reply = state
+                    .pending
+                    .get_mut(&id)
+                    .and_then(|slot| slot.reply.take())?;
+                state.pending.remove(&id);
+                Some(reply)
+            },
+            || {
+                self.inner.lock_state().pending.remove(&id);
+            },
+        )?;
         match reply {
             Reply::Error(err) => Err(Error::from_reply(err)),
             reply => Ok((reply, tail)),
         }
+    }
+
+    /// Registers the slot for request `id` before it is sent.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        waker: Arc<Condvar>,
+        fill: Option<&Arc<Local>>,
+        detached: Option<Detached>,
+    ) -> Result<()> {
+        let mut state = self.inner.lock_state();
+        if let Some(dead) = &state.dead {
+            return Err(dead.error());
+        }
+        state.pending.insert(
+            id,
+            Slot {
+                reply: None,
+                waker,
+                fill: fill.map(Arc::downgrade),
+                detached,
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits until the request `id` (a detached prefetch) has been answered.
+    pub(crate) fn wait_answered(&self, id: u64, waker: &Condvar) -> Result<()> {
+        self.inner.wait_until(
+            waker,
+            |state| (!state.pending.contains_key(&id)).then_some(()),
+            || {},
+        )
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Writes one or more whole frames. A failure is not final by itself: the reader finds
@@ -364,28 +438,33 @@ impl Client {
 }
 
 impl Inner {
-    /// Waits for the answer to `id`, reading the socket when no other thread is.
-    fn wait(&self, id: u64, waker: &Condvar) -> Result<(Reply, Bytes)> {
+    /// Waits until `done` finds what it waits for, reading the socket when no other thread
+    /// is. If the connection dies first, `give_up` runs and the connection's error is
+    /// returned.
+    fn wait_until<T>(
+        &self,
+        waker: &Condvar,
+        mut done: impl FnMut(&mut State) -> Option<T>,
+        give_up: impl FnOnce(),
+    ) -> Result<T> {
         let mut state = self.lock_state();
         loop {
-            if let Some(reply) = state
-                .pending
-                .get_mut(&id)
-                .and_then(|slot| slot.reply.take())
-            {
-                state.pending.remove(&id);
+            if let Some(value) = done(&mut state) {
                 // Someone else must take over the socket for the others still waiting.
                 if !state.reading {
                     wake_one(&state);
                 }
-                return Ok(reply);
+                return Ok(value);
             }
             if let Some(err) = state.dead.as_ref().map(Dead::error) {
-                state.pending.remove(&id);
+                drop(state);
+                give_up();
                 return Err(err);
             }
             if state.reading {
+                state.sleepers += 1;
                 state = waker.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.sleepers -= 1;
                 continue;
             }
             state.reading = true;
@@ -395,29 +474,51 @@ impl Inner {
             state.reading = false;
             match read {
                 Ok(messages) => {
-                    let mut revoked = Vec::new();
+                    let mut followups = Vec::new();
                     for (msg, tail) in messages {
-                        if let BrokerMsg::Revoke { handle } = msg {
-                            revoked.push(handle);
-                        } else {
-                            dispatch(&mut state, msg, tail);
-                        }
+                        dispatch(&mut state, msg, tail, &mut followups);
                     }
-                    if !revoked.is_empty() {
-                        // Give the credits back without holding the state: it takes a write.
+                    if !followups.is_empty() {
+                        // These take writes: not while holding the state.
                         drop(state);
-                        self.give_back_credits(&revoked);
+                        self.follow_up(followups);
                         state = self.lock_state();
                     }
                 }
                 Err(dead) => {
                     state.dead = Some(dead);
-                    for slot in state.pending.values() {
-                        slot.waker.notify_one();
+                    wake_all(&state);
+                }
+            }
+        }
+    }
+
+    fn follow_up(&self, followups: Vec<Followup>) {
+        let mut revoked = Vec::new();
+        let mut frame = Vec::new();
+        for followup in followups {
+            match followup {
+                Followup::Revoke(handle) => revoked.push(handle),
+                Followup::Return { tag, count } => {
+                    let mut msg = Vec::new();
+                    if ipcq_proto::encode(
+                        &ClientMsg::Return { tag, count },
+                        0,
+                        self.max_frame_len,
+                        &mut msg,
+                    )
+                    .is_ok()
+                    {
+                        frame.extend(msg);
                     }
                 }
             }
         }
+        if !frame.is_empty() {
+            let _write = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = (&self.stream).write_all(&frame);
+        }
+        self.give_back_credits(&revoked);
     }
 
     /// Answers `Revoke`: unused credits go back to the broker.
@@ -466,33 +567,81 @@ impl Inner {
     }
 }
 
-/// Hands a message to the thread waiting for it.
-fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes) {
+/// Hands a message to the thread waiting for it. Items of a get go to their handle's
+/// buffer here, in the order they arrived.
+fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes, followups: &mut Vec<Followup>) {
     match msg {
         BrokerMsg::Reply { id, body } => {
-            if let Some(slot) = state.pending.get_mut(&id) {
-                slot.reply = Some((body, tail));
-                slot.waker.notify_one();
+            let Some(slot) = state.pending.get_mut(&id) else {
+                // An answer nobody waits for cannot happen (requests are never abandoned);
+                // if it did, an item it carried stays unacknowledged and returns to its
+                // queue when this connection closes.
+                return;
+            };
+            let mut body = body;
+            let mut tail = tail;
+            if let (Some(fill), Reply::Items { tag, lens, ready }) = (&slot.fill, &body) {
+                match ipcq_proto::split_items(std::mem::take(&mut tail), lens) {
+                    Ok(items) => match fill.upgrade() {
+                        Some(local) => local.receive(*tag, items, *ready),
+                        None => followups.push(Followup::Return {
+                            tag: *tag,
+                            count: u32::try_from(items.len()).unwrap_or(u32::MAX),
+                        }),
+                    },
+                    Err(err) => {
+                        body = Reply::Error(ErrorReply::new(
+                            ipcq_proto::ErrorCode::Protocol,
+                            err.to_string(),
+                        ));
+                    }
+                }
             }
-            // An answer nobody waits for cannot happen (requests are never abandoned); if it
-            // did, an item it carried stays unacknowledged and returns to its queue when
-            // this connection closes.
+            let waker = if let Some(detached) = slot.detached {
+                let slot = state.pending.remove(&id).expect("the slot was just found");
+                if let Some(local) = slot.fill.as_ref().and_then(Weak::upgrade) {
+                    match (detached, &body) {
+                        (Detached::Reserve, Reply::Accepted { credits }) => {
+                            local.reserve_answered(*credits)
+                        }
+                        (Detached::Reserve, _) => local.reserve_answered(0),
+                        (Detached::Prefetch, _) => local.prefetch_answered(),
+                    }
+                }
+                slot.waker
+            } else {
+                slot.reply = Some((body, tail));
+                Arc::clone(&slot.waker)
+            };
+            if state.sleepers > 0 {
+                waker.notify_all();
+            }
         }
         BrokerMsg::Fatal(err) => {
             state.dead = Some(Dead::Refused(err));
-            for slot in state.pending.values() {
-                slot.waker.notify_one();
-            }
+            wake_all(state);
         }
-        // Handled by the reader before dispatch.
-        BrokerMsg::Revoke { .. } => {}
+        BrokerMsg::Revoke { handle } => followups.push(Followup::Revoke(handle)),
     }
 }
 
-/// Wakes one thread still waiting, so that it becomes the reader.
+/// Wakes the threads still waiting, so that one of them becomes the reader.
 fn wake_one(state: &State) {
-    if let Some(slot) = state.pending.values().find(|slot| slot.reply.is_none()) {
-        slot.waker.notify_one();
+    if state.sleepers == 0 {
+        return;
+    }
+    for slot in state.pending.values().filter(|slot| slot.reply.is_none()) {
+        slot.waker.notify_all();
+    }
+}
+
+/// Wakes every waiting thread (the connection died).
+fn wake_all(state: &State) {
+    if state.sleepers == 0 {
+        return;
+    }
+    for slot in state.pending.values() {
+        slot.waker.notify_all();
     }
 }
 

@@ -1,17 +1,17 @@
 //! Queue handles: raw bytes, and typed on top of them.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ipcq_proto::{ClientMsg, Op, QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::client::{unexpected, Client};
+use crate::client::{unexpected, Client, Detached};
 use crate::error::CodecError;
 use crate::{Error, Result};
 
@@ -24,7 +24,7 @@ const CREDIT_REQUEST: u32 = 256;
 
 /// How many items a `get` fetches at most in one round trip, unless set otherwise with
 /// [`RawQueue::set_prefetch`].
-pub const DEFAULT_PREFETCH: usize = 64;
+pub const DEFAULT_PREFETCH: usize = 256;
 
 /// What one connection knows of one queue, shared by every handle on it: credits (slots
 /// the broker reserved for this connection's puts) and prefetched items (delivered to this
@@ -33,9 +33,42 @@ pub(crate) struct Local {
     client: Client,
     handle: u32,
     credits: AtomicU64,
+    /// The most items to prefetch (`set_prefetch`).
     prefetch: AtomicUsize,
     /// Delivered items with their delivery tags, in queue order.
     buffer: Mutex<VecDeque<(u64, Bytes)>>,
+    /// The id of the prefetch request in flight, 0 if none.
+    outstanding: AtomicU64,
+    /// The id of the credit request in flight, 0 if none.
+    reserving: AtomicU64,
+    /// Threads waiting for that prefetch wait here.
+    waker: Arc<Condvar>,
+    /// The broker said items were left in the queue after the last delivery: a prefetch
+    /// would find some.
+    more: AtomicBool,
+    /// How fast the application takes items, to size prefetches.
+    pace: Mutex<Pace>,
+}
+
+/// The application's pace: a prefetch asks for what it takes in about [`PREFETCH_HORIZON`].
+struct Pace {
+    last: Option<Instant>,
+    /// Moving average of the time between gets, in nanoseconds.
+    interval: f64,
+}
+
+/// A prefetch fetches what the application is expected to take in this long, so that a
+/// slow consumer (a worker with long jobs) holds no more than it will soon process.
+const PREFETCH_HORIZON: Duration = Duration::from_millis(2);
+
+/// Items taken in [`PREFETCH_HORIZON`] at one item per `interval` nanoseconds, within
+/// `1..=max` (0 when prefetching is off).
+fn window(interval: f64, max: usize) -> usize {
+    if max <= 1 {
+        return 0;
+    }
+    let per_horizon = PREFETCH_HORIZON.as_nanos() as f64 / interval.max(1.0);
+    (per_horizon as usize).clamp(1, max)
 }
 
 impl Local {
@@ -46,16 +79,26 @@ impl Local {
             credits: AtomicU64::new(0),
             prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
             buffer: Mutex::new(VecDeque::new()),
+            outstanding: AtomicU64::new(0),
+            reserving: AtomicU64::new(0),
+            waker: Arc::new(Condvar::new()),
+            more: AtomicBool::new(false),
+            pace: Mutex::new(Pace {
+                last: None,
+                interval: f64::INFINITY,
+            }),
         }
     }
 
     /// Takes up to `n` credits; returns how many.
     fn take_credits(&self, n: u64) -> u64 {
         let mut taken = 0;
-        let _ = self.credits.fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
-            taken = have.min(n);
-            Some(have - taken)
-        });
+        let _ = self
+            .credits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
+                taken = have.min(n);
+                Some(have - taken)
+            });
         taken
     }
 
@@ -81,21 +124,157 @@ impl Local {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes up to `max` prefetched items and acknowledges them in one write.
-    fn take_buffered(&self, max: usize) -> Vec<Bytes> {
-        let taken: Vec<(u64, Bytes)> = {
+    /// Items delivered to this handle, in arrival order (called by the reader).
+    pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>, ready: u64) {
+        self.lock_buffer().extend((tag..).zip(items));
+        self.more.store(ready > 0, Ordering::Release);
+    }
+
+    /// The prefetch in flight has been answered (called by the reader).
+    pub(crate) fn prefetch_answered(&self) {
+        self.outstanding.store(0, Ordering::Release);
+    }
+
+    /// The credit request in flight has been answered (called by the reader).
+    pub(crate) fn reserve_answered(&self, credits: u32) {
+        self.credits.fetch_add(u64::from(credits), Ordering::AcqRel);
+        self.reserving.store(0, Ordering::Release);
+    }
+
+    /// After spending credits: if few are left, appends a request for more to `frame` (sent
+    /// with the puts), so that the answer is back before they run out.
+    fn encode_reserve(self: &Arc<Self>, frame: &mut Vec<u8>) {
+        if self.credits.load(Ordering::Acquire) >= u64::from(CREDIT_REQUEST / 2) {
+            return;
+        }
+        let id = self.client.next_id();
+        if self
+            .reserving
+            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let op = Op::Reserve {
+            handle: self.handle,
+            credits: CREDIT_REQUEST,
+        };
+        let registered = self
+            .client
+            .register(
+                id,
+                Arc::clone(&self.waker),
+                Some(self),
+                Some(Detached::Reserve),
+            )
+            .and_then(|()| {
+                self.client
+                    .encode(&ClientMsg::Request { id, op }, &[], frame)
+            });
+        if registered.is_err() {
+            self.reserving.store(0, Ordering::Release);
+        }
+    }
+
+    /// Waits for the credit request in flight, if any. Returns whether there was one.
+    fn await_reserve(&self) -> Result<bool> {
+        let reserving = self.reserving.load(Ordering::Acquire);
+        if reserving == 0 {
+            return Ok(false);
+        }
+        self.client.wait_answered(reserving, &self.waker)?;
+        Ok(true)
+    }
+
+    /// Takes up to `max` prefetched items. In one write, acknowledges them and, if the
+    /// buffer runs low, asks for more.
+    fn take_buffered(self: &Arc<Self>, max: usize) -> Vec<Bytes> {
+        let (taken, left): (Vec<(u64, Bytes)>, usize) = {
             let mut buffer = self.lock_buffer();
             let n = max.min(buffer.len());
-            buffer.drain(..n).collect()
+            (buffer.drain(..n).collect(), buffer.len())
         };
-        self.settle(taken.iter().map(|(tag, _)| *tag), true);
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let mut frame = Vec::new();
+        self.encode_settle(taken.iter().map(|(tag, _)| *tag), true, &mut frame);
+        let want = self.paced(taken.len());
+        if left < want && self.more.load(Ordering::Acquire) {
+            self.encode_prefetch(want - left, &mut frame);
+        }
+        // A failed write means the broker is gone, which the next call reports; the items
+        // are in hand.
+        let _ = self.client.send(&frame);
         taken.into_iter().map(|(_, item)| item).collect()
     }
 
-    /// Acknowledges (the application has them) or returns (back to the queue) deliveries,
-    /// one message per run of consecutive tags, all in one write.
-    fn settle(&self, tags: impl Iterator<Item = u64>, ack: bool) {
-        let mut frame = Vec::new();
+    /// Notes that the application took `n` items now, and returns how many items to keep
+    /// prefetched: what it takes in [`PREFETCH_HORIZON`] at its recent pace, within the
+    /// prefetch setting.
+    fn paced(&self, n: usize) -> usize {
+        let max = self.prefetch.load(Ordering::Relaxed);
+        if max <= 1 {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = pace.last {
+            let interval = now.duration_since(last).as_nanos() as f64 / n.max(1) as f64;
+            pace.interval = if pace.interval.is_finite() {
+                0.8 * pace.interval + 0.2 * interval
+            } else {
+                interval
+            };
+        }
+        pace.last = Some(now);
+        window(pace.interval, max)
+    }
+
+    /// How many items to fetch now, at the application's recent pace (at least 1).
+    fn window(&self) -> usize {
+        let max = self.prefetch.load(Ordering::Relaxed);
+        let interval = self.pace.lock().unwrap_or_else(|p| p.into_inner()).interval;
+        window(interval, max).max(1)
+    }
+
+    /// Appends a prefetch request for up to `n` items to `frame`, unless one is in flight.
+    /// The prefetch takes only what the queue holds now (it never waits), so it never
+    /// captures items that arrive later, while the application may not be asking.
+    fn encode_prefetch(self: &Arc<Self>, n: usize, frame: &mut Vec<u8>) {
+        let id = self.client.next_id();
+        if self
+            .outstanding
+            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let op = Op::GetMany {
+            handle: self.handle,
+            max: u32::try_from(n).unwrap_or(u32::MAX),
+            wait: Wait::NoWait,
+        };
+        let registered = self
+            .client
+            .register(
+                id,
+                Arc::clone(&self.waker),
+                Some(self),
+                Some(Detached::Prefetch),
+            )
+            .and_then(|()| {
+                self.client
+                    .encode(&ClientMsg::Request { id, op }, &[], frame)
+            });
+        if registered.is_err() {
+            self.outstanding.store(0, Ordering::Release);
+        }
+    }
+
+    /// Appends acknowledgements (the application has the items) or returns (back to the
+    /// queue) of deliveries to `frame`, one message per run of consecutive tags.
+    fn encode_settle(&self, tags: impl Iterator<Item = u64>, ack: bool, frame: &mut Vec<u8>) {
         let mut run: Option<(u64, u32)> = None;
         let flush = |frame: &mut Vec<u8>, (tag, count): (u64, u32)| {
             let msg = if ack {
@@ -108,21 +287,18 @@ impl Local {
         };
         for tag in tags {
             run = match run {
-                Some((first, count)) if first + u64::from(count) == tag && count < u32::MAX => Some((first, count + 1)),
+                Some((first, count)) if first + u64::from(count) == tag && count < u32::MAX => {
+                    Some((first, count + 1))
+                }
                 Some(done) => {
-                    flush(&mut frame, done);
+                    flush(frame, done);
                     Some((tag, 1))
                 }
                 None => Some((tag, 1)),
             };
         }
         if let Some(done) = run {
-            flush(&mut frame, done);
-        }
-        if !frame.is_empty() {
-            // A failed write means the broker is gone, which the next call reports; the
-            // items are in hand.
-            let _ = self.client.send(&frame);
+            flush(frame, done);
         }
     }
 }
@@ -132,7 +308,11 @@ impl Drop for Local {
     /// queue for other getters, and unused credits back to the broker.
     fn drop(&mut self) {
         let buffered: Vec<u64> = self.lock_buffer().drain(..).map(|(tag, _)| tag).collect();
-        self.settle(buffered.into_iter(), false);
+        let mut frame = Vec::new();
+        self.encode_settle(buffered.into_iter(), false, &mut frame);
+        if !frame.is_empty() {
+            let _ = self.client.send(&frame);
+        }
         self.release_credits();
     }
 }
@@ -234,15 +414,31 @@ impl RawQueue {
 
     fn put_wait(&self, item: &[u8], wait: Wait) -> Result<()> {
         self.check_item(item.len())?;
-        // A credit is a slot already reserved: the put needs no answer.
-        if self.local.take_credits(1) == 1 {
-            let mut frame = Vec::with_capacity(16 + item.len());
-            self.client()
-                .encode(&ClientMsg::Send { handle: self.handle() }, &[item], &mut frame)?;
-            return self.client().send_one_way(&frame);
+        loop {
+            // A credit is a slot already reserved: the put needs no answer.
+            if self.local.take_credits(1) == 1 {
+                let mut frame = Vec::with_capacity(32 + item.len());
+                self.client().encode(
+                    &ClientMsg::Send {
+                        handle: self.handle(),
+                    },
+                    &[item],
+                    &mut frame,
+                )?;
+                self.local.encode_reserve(&mut frame);
+                return self.client().send_one_way(&frame);
+            }
+            // Credits asked for earlier may be on their way: they come at once.
+            if !self.local.await_reserve()? {
+                break;
+            }
         }
         // A put that may wait asks for credits for the puts that follow it.
-        let credits = if wait == Wait::NoWait { 0 } else { CREDIT_REQUEST };
+        let credits = if wait == Wait::NoWait {
+            0
+        } else {
+            CREDIT_REQUEST
+        };
         let op = Op::Put {
             handle: self.handle(),
             wait,
@@ -254,7 +450,9 @@ impl RawQueue {
     fn accepted(&self, reply: Reply) -> Result<()> {
         match reply {
             Reply::Accepted { credits } => {
-                self.local.credits.fetch_add(u64::from(credits), Ordering::AcqRel);
+                self.local
+                    .credits
+                    .fetch_add(u64::from(credits), Ordering::AcqRel);
                 Ok(())
             }
             other => Err(unexpected(&other)),
@@ -306,26 +504,34 @@ impl RawQueue {
                 .map(|item| u32::try_from(item.len()).unwrap_or(u32::MAX))
                 .collect()
         };
-        let credited = self.local.take_credits(batch.len() as u64) as usize;
-        let (on_credit, rest) = batch.split_at(credited);
-        if !on_credit.is_empty() {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let credited = self.local.take_credits(rest.len() as u64) as usize;
+            if credited == 0 {
+                // Credits asked for earlier may be on their way: they come at once.
+                if self.local.await_reserve()? {
+                    continue;
+                }
+                let op = Op::PutMany {
+                    handle: self.handle(),
+                    lens: lens(rest),
+                    credits: CREDIT_REQUEST.max(u32::try_from(batch.len() * 4).unwrap_or(u32::MAX)),
+                };
+                return self.accepted(self.client().call(op, rest)?.0);
+            }
+            let (on_credit, after) = rest.split_at(credited);
             let msg = ClientMsg::SendMany {
                 handle: self.handle(),
                 lens: lens(on_credit),
             };
-            let mut frame = Vec::with_capacity(32 + on_credit.iter().map(|i| i.len() + 5).sum::<usize>());
+            let mut frame =
+                Vec::with_capacity(48 + on_credit.iter().map(|i| i.len() + 5).sum::<usize>());
             self.client().encode(&msg, on_credit, &mut frame)?;
+            self.local.encode_reserve(&mut frame);
             self.client().send_one_way(&frame)?;
+            rest = after;
         }
-        if rest.is_empty() {
-            return Ok(());
-        }
-        let op = Op::PutMany {
-            handle: self.handle(),
-            lens: lens(rest),
-            credits: CREDIT_REQUEST.max(u32::try_from(batch.len() * 4).unwrap_or(u32::MAX)),
-        };
-        self.accepted(self.client().call(op, rest)?.0)
+        Ok(())
     }
 
     /// Takes the item at the head, waiting while the queue is empty.
@@ -391,37 +597,43 @@ impl RawQueue {
     }
 
     /// Hands out up to `max` items (at least one): prefetched ones if there are any, else
-    /// the answer of one round trip that also fetches up to the prefetch window.
+    /// those of a round trip that waits as asked and fetches up to the prefetch window.
     fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
-        let buffered = self.local.take_buffered(max);
-        if !buffered.is_empty() {
-            return Ok(buffered);
-        }
-        let op = Op::GetMany {
-            handle: self.handle(),
-            max: u32::try_from(max.max(self.prefetch())).unwrap_or(u32::MAX),
-            wait,
-        };
-        let (tag, items) = match self.client().call(op, &[])? {
-            (Reply::Items { tag, lens }, tail) => {
-                let items = ipcq_proto::split_items(tail, &lens).map_err(|err| Error::Protocol(err.to_string()))?;
-                (tag, items)
+        loop {
+            let buffered = self.local.take_buffered(max);
+            if !buffered.is_empty() {
+                return Ok(buffered);
             }
-            (other, _) => return Err(unexpected(&other)),
-        };
-        if items.is_empty() {
-            return Err(Error::Protocol("the broker answered a get with no item".into()));
+            // A prefetch in flight is answered at once (it never waits in the broker): its
+            // items come before anything a new request could get.
+            let outstanding = self.local.outstanding.load(Ordering::Acquire);
+            if outstanding != 0 {
+                self.client()
+                    .wait_answered(outstanding, &self.local.waker)?;
+                continue;
+            }
+            let id = self.client().next_id();
+            let op = Op::GetMany {
+                handle: self.handle(),
+                max: u32::try_from(max.max(self.local.window())).unwrap_or(u32::MAX),
+                wait,
+            };
+            let mut frame = Vec::with_capacity(32);
+            self.client()
+                .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
+            match self.client().call_filling(id, &frame, Some(&self.local)) {
+                // The items are in the buffer now (unless another thread took them first).
+                Ok(_) => continue,
+                Err(err) => {
+                    // Items that arrived before the error still come first.
+                    let buffered = self.local.take_buffered(max);
+                    if !buffered.is_empty() {
+                        return Ok(buffered);
+                    }
+                    return Err(err);
+                }
+            }
         }
-        let mut items = items.into_iter().zip(tag..);
-        let mine: Vec<(Bytes, u64)> = items.by_ref().take(max).collect();
-        let rest: Vec<(u64, Bytes)> = items.map(|(item, tag)| (tag, item)).collect();
-        if !rest.is_empty() {
-            // Before acknowledging ours, so that they stay behind them in queue order for
-            // any other thread taking from this handle.
-            self.local.lock_buffer().extend(rest);
-        }
-        self.local.settle(mine.iter().map(|(_, tag)| *tag), true);
-        Ok(mine.into_iter().map(|(item, _)| item).collect())
     }
 
     /// Items put and not yet taken: those waiting in the queue plus those delivered to a
@@ -465,7 +677,16 @@ impl RawQueue {
     }
 
     fn info(&self) -> Result<QueueInfo> {
-        match self.client().call(Op::Info { handle: self.handle() }, &[])?.0 {
+        match self
+            .client()
+            .call(
+                Op::Info {
+                    handle: self.handle(),
+                },
+                &[],
+            )?
+            .0
+        {
             Reply::QueueInfo(info) => Ok(info),
             other => Err(unexpected(&other)),
         }
@@ -480,7 +701,16 @@ impl RawQueue {
     /// [`Error::BrokerGone`].
     pub fn close(&self) -> Result<()> {
         self.local.release_credits();
-        match self.client().call(Op::Close { handle: self.handle() }, &[])?.0 {
+        match self
+            .client()
+            .call(
+                Op::Close {
+                    handle: self.handle(),
+                },
+                &[],
+            )?
+            .0
+        {
             Reply::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -733,4 +963,3 @@ fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|err| Error::Codec(CodecError(err)))
 }
-

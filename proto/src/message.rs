@@ -213,6 +213,14 @@ pub enum Op {
         /// Object name.
         name: String,
     },
+    /// Ask for credits (slots reserved for later puts) without putting anything; answered
+    /// at once with [`Reply::Accepted`], granting what the broker can spare now (maybe 0).
+    Reserve {
+        /// Queue handle.
+        handle: u32,
+        /// Credits wanted.
+        credits: u32,
+    },
 }
 
 /// Broker to client, after the handshake.
@@ -260,6 +268,8 @@ pub enum Reply {
         tag: u64,
         /// Length of each item in the tail.
         lens: Vec<u32>,
+        /// Items left waiting in the queue after these: a hint for prefetching.
+        ready: u64,
     },
     /// Answer to [`Op::Info`], exact at the broker when it was taken.
     QueueInfo(QueueInfo),
@@ -267,7 +277,7 @@ pub enum Reply {
     Stats(Vec<ObjectStats>),
     /// The request failed.
     Error(ErrorReply),
-    /// Answer to [`Op::Put`] and [`Op::PutMany`]: the items are in the queue, and
+    /// Answer to [`Op::Put`], [`Op::PutMany`] and [`Op::Reserve`]: the items are in the queue, and
     /// `credits` slots are reserved for this connection's next puts
     /// ([`ClientMsg::Send`]).
     Accepted {

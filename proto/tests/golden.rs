@@ -88,6 +88,13 @@ fn client_messages() {
         request(Op::Remove { name: "q".into() }),
         [0, 0xac, 0x02, 9, 1, b'q']
     );
+    assert_eq!(
+        request(Op::Reserve {
+            handle: 2,
+            credits: 128
+        }),
+        [0, 0xac, 0x02, 10, 2, 0x80, 0x01]
+    );
     assert_eq!(bytes(&ClientMsg::Ack { tag: 5, count: 2 }), [1, 5, 2]);
     assert_eq!(bytes(&ClientMsg::Send { handle: 2 }), [2, 2]);
     assert_eq!(
@@ -117,9 +124,10 @@ fn broker_messages() {
     assert_eq!(
         reply(Reply::Items {
             tag: 9,
-            lens: vec![3, 4]
+            lens: vec![3, 4],
+            ready: 5
         }),
-        [0, 1, 4, 9, 2, 3, 4]
+        [0, 1, 4, 9, 2, 3, 4, 5]
     );
     assert_eq!(
         reply(Reply::QueueInfo(QueueInfo {

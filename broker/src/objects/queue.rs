@@ -129,7 +129,15 @@ impl Queue {
     /// `put` and `put_many`: the items enter in order, each as soon as there is room; the
     /// request is answered once the last one is in, with the credits granted for later
     /// puts (up to `want`).
-    pub(crate) fn put(&self, peer: &Arc<Peer>, handle: u32, request: u64, mut items: VecDeque<Bytes>, wait: Wait, want: u32) {
+    pub(crate) fn put(
+        &self,
+        peer: &Arc<Peer>,
+        handle: u32,
+        request: u64,
+        mut items: VecDeque<Bytes>,
+        wait: Wait,
+        want: u32,
+    ) {
         let mut state = self.lock();
         if state.closed {
             drop(state);
@@ -157,7 +165,11 @@ impl Queue {
         let deadline = match deadline(wait) {
             Deadline::Now => {
                 drop(state);
-                peer.reply_error(request, ErrorCode::Full, format!("queue '{}' is full", self.name));
+                peer.reply_error(
+                    request,
+                    ErrorCode::Full,
+                    format!("queue '{}' is full", self.name),
+                );
                 return;
             }
             Deadline::At(at) => Some(at),
@@ -211,6 +223,12 @@ impl Queue {
         Ok(())
     }
 
+    /// Credits asked for ahead of need: what the grant policy spares now, maybe none.
+    pub(crate) fn reserve(&self, peer: &Arc<Peer>, handle: u32, want: u32) -> u32 {
+        let mut state = self.lock();
+        self.grant(&mut state, peer, handle, want)
+    }
+
     /// Unused credits come back.
     pub(crate) fn release(&self, peer: u64, credits: u32) {
         let mut state = self.lock();
@@ -230,7 +248,8 @@ impl Queue {
         if !state.items.is_empty() {
             let items = take(&mut state.items, max, peer.max_frame_len());
             let count = items.len() as u64;
-            match peer.deliver(request, &self.arc(), items, many) {
+            let ready = state.items.len() as u64;
+            match peer.deliver(request, &self.arc(), items, many, ready) {
                 Ok(()) => state.in_flight += count,
                 Err(items) => return_to_front(&mut state.items, items),
             }
@@ -403,9 +422,7 @@ impl Queue {
                 0
             }
         } else {
-            let free = self
-                .capacity
-                .saturating_sub(state.len() + state.reserved);
+            let free = self.capacity.saturating_sub(state.len() + state.reserved);
             want.min(free / 2)
         };
         if credits == 0 {
@@ -436,7 +453,12 @@ impl Queue {
         for holder in &mut state.holders {
             if holder.peer.id != except && holder.credits > 0 && !holder.revoked {
                 holder.revoked = true;
-                holder.peer.send(&BrokerMsg::Revoke { handle: holder.handle }, Vec::new());
+                holder.peer.send(
+                    &BrokerMsg::Revoke {
+                        handle: holder.handle,
+                    },
+                    Vec::new(),
+                );
             }
         }
     }
@@ -549,7 +571,9 @@ impl Queue {
                     let putter = state.putters.pop_front().expect("front was just seen");
                     abort(&putter.timer);
                     let credits = self.grant(state, &putter.peer, putter.handle, putter.want);
-                    putter.peer.reply(putter.request, Reply::Accepted { credits });
+                    putter
+                        .peer
+                        .reply(putter.request, Reply::Accepted { credits });
                 }
             }
         }
@@ -562,9 +586,10 @@ impl Queue {
             };
             let items = take(&mut state.items, getter.max, getter.peer.max_frame_len());
             let count = items.len() as u64;
+            let ready = state.items.len() as u64;
             match getter
                 .peer
-                .deliver(getter.request, &self.arc(), items, getter.many)
+                .deliver(getter.request, &self.arc(), items, getter.many, ready)
             {
                 Ok(()) => {
                     state.in_flight += count;
