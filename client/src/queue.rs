@@ -68,7 +68,10 @@ fn window(interval: f64, max: usize) -> usize {
         return 0;
     }
     let per_horizon = PREFETCH_HORIZON.as_nanos() as f64 / interval.max(1.0);
-    (per_horizon as usize).clamp(1, max)
+    // Bounded by `max` before the conversion, so nothing is cut off.
+    #[allow(clippy::cast_possible_truncation)]
+    let items = per_horizon.min(max as f64) as usize;
+    items.clamp(1, max)
 }
 
 impl Local {
@@ -506,7 +509,8 @@ impl RawQueue {
         };
         let mut rest = batch;
         while !rest.is_empty() {
-            let credited = self.local.take_credits(rest.len() as u64) as usize;
+            // At most `rest.len()`, so it fits.
+            let credited = usize::try_from(self.local.take_credits(rest.len() as u64)).unwrap_or(0);
             if credited == 0 {
                 // Credits asked for earlier may be on their way: they come at once.
                 if self.local.await_reserve()? {
