@@ -78,8 +78,9 @@ struct Slot {
     /// For a get: the handle whose buffer receives the items, in the order they arrive,
     /// whoever reads them. For a detached request: the handle it serves.
     fill: Option<Weak<Local>>,
-    /// A request nobody waits for: the reader settles it completely.
-    detached: Option<Detached>,
+    /// A request nobody waits for, and the handle it is for: the reader settles it
+    /// completely.
+    detached: Option<(Detached, u32)>,
 }
 
 /// What a detached request was for.
@@ -97,6 +98,10 @@ enum Followup {
     Revoke(u32),
     /// Deliveries for a handle that no longer exists: back to the queue.
     Return { tag: u64, count: u32 },
+    /// Credits granted to a handle that no longer exists: back to the broker.
+    Release { handle: u32, credits: u32 },
+    /// A handle to let go of only after unlocking.
+    Keep(Arc<Local>),
 }
 
 #[derive(Clone)]
@@ -369,7 +374,7 @@ impl Client {
         id: u64,
         waker: Arc<Condvar>,
         fill: Option<&Arc<Local>>,
-        detached: Option<Detached>,
+        detached: Option<(Detached, u32)>,
     ) -> Result<()> {
         let mut state = self.inner.lock_state();
         if let Some(dead) = &state.dead {
@@ -496,22 +501,20 @@ impl Inner {
     fn follow_up(&self, followups: Vec<Followup>) {
         let mut revoked = Vec::new();
         let mut frame = Vec::new();
+        let mut kept: Vec<Arc<Local>> = Vec::new();
         for followup in followups {
+            // Each message is a few bytes: it always fits in a frame.
             match followup {
                 Followup::Revoke(handle) => revoked.push(handle),
                 Followup::Return { tag, count } => {
-                    let mut msg = Vec::new();
-                    if ipcq_proto::encode(
-                        &ClientMsg::Return { tag, count },
-                        0,
-                        self.max_frame_len,
-                        &mut msg,
-                    )
-                    .is_ok()
-                    {
-                        frame.extend(msg);
-                    }
+                    let msg = ClientMsg::Return { tag, count };
+                    let _ = ipcq_proto::encode(&msg, 0, self.max_frame_len, &mut frame);
                 }
+                Followup::Release { handle, credits } => {
+                    let msg = ClientMsg::Release { handle, credits };
+                    let _ = ipcq_proto::encode(&msg, 0, self.max_frame_len, &mut frame);
+                }
+                Followup::Keep(local) => kept.push(local),
             }
         }
         if !frame.is_empty() {
@@ -519,6 +522,7 @@ impl Inner {
             let _ = (&self.stream).write_all(&frame);
         }
         self.give_back_credits(&revoked);
+        drop(kept);
     }
 
     /// Answers `Revoke`: unused credits go back to the broker.
@@ -569,6 +573,9 @@ impl Inner {
 
 /// Hands a message to the thread waiting for it. Items of a get go to their handle's
 /// buffer here, in the order they arrived.
+///
+/// Handles upgraded here are pushed to `followups` rather than dropped: dropping the last
+/// one runs `Local::drop`, which must not run with the state locked.
 fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes, followups: &mut Vec<Followup>) {
     match msg {
         BrokerMsg::Reply { id, body } => {
@@ -578,12 +585,14 @@ fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes, followups: &mut Vec<
                 // queue when this connection closes.
                 return;
             };
+            let local = slot.fill.as_ref().and_then(Weak::upgrade);
             let mut body = body;
             let mut tail = tail;
-            if let (Some(fill), Reply::Items { tag, lens, ready }) = (&slot.fill, &body) {
+            if let (true, Reply::Items { tag, lens, ready }) = (slot.fill.is_some(), &body) {
                 match ipcq_proto::split_items(std::mem::take(&mut tail), lens) {
-                    Ok(items) => match fill.upgrade() {
+                    Ok(items) => match &local {
                         Some(local) => local.receive(*tag, items, *ready),
+                        // The handle is gone: the items go back to the queue.
                         None => followups.push(Followup::Return {
                             tag: *tag,
                             count: u32::try_from(items.len()).unwrap_or(u32::MAX),
@@ -597,22 +606,29 @@ fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes, followups: &mut Vec<
                     }
                 }
             }
-            let waker = if let Some(detached) = slot.detached {
+            let waker = if let Some((detached, handle)) = slot.detached {
                 let slot = state.pending.remove(&id).expect("the slot was just found");
-                if let Some(local) = slot.fill.as_ref().and_then(Weak::upgrade) {
-                    match (detached, &body) {
-                        (Detached::Reserve, Reply::Accepted { credits }) => {
-                            local.reserve_answered(*credits)
-                        }
-                        (Detached::Reserve, _) => local.reserve_answered(0),
-                        (Detached::Prefetch, _) => local.prefetch_answered(),
+                let credits = match &body {
+                    Reply::Accepted { credits } => *credits,
+                    _ => 0,
+                };
+                match (&local, detached) {
+                    (Some(local), Detached::Reserve) => local.reserve_answered(credits),
+                    (Some(local), Detached::Prefetch) => local.prefetch_answered(),
+                    // The handle is gone: so are the credits.
+                    (None, Detached::Reserve) if credits > 0 => {
+                        followups.push(Followup::Release { handle, credits });
                     }
+                    (None, _) => {}
                 }
                 slot.waker
             } else {
                 slot.reply = Some((body, tail));
                 Arc::clone(&slot.waker)
             };
+            if let Some(local) = local {
+                followups.push(Followup::Keep(local));
+            }
             if state.sleepers > 0 {
                 waker.notify_all();
             }

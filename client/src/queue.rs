@@ -168,7 +168,7 @@ impl Local {
                 id,
                 Arc::clone(&self.waker),
                 Some(self),
-                Some(Detached::Reserve),
+                Some((Detached::Reserve, self.handle)),
             )
             .and_then(|()| {
                 self.client
@@ -264,7 +264,7 @@ impl Local {
                 id,
                 Arc::clone(&self.waker),
                 Some(self),
-                Some(Detached::Prefetch),
+                Some((Detached::Prefetch, self.handle)),
             )
             .and_then(|()| {
                 self.client
@@ -310,6 +310,15 @@ impl Drop for Local {
     /// The last handle on this queue is gone: prefetched items go back to the head of the
     /// queue for other getters, and unused credits back to the broker.
     fn drop(&mut self) {
+        // Answers still on their way would come to a handle that no longer exists; wait for
+        // them (they never wait in the broker), and the reader sends their items and credits
+        // back.
+        for id in [&self.outstanding, &self.reserving] {
+            let id = id.load(Ordering::Acquire);
+            if id != 0 {
+                let _ = self.client.wait_answered(id, &self.waker);
+            }
+        }
         let buffered: Vec<u64> = self.lock_buffer().drain(..).map(|(tag, _)| tag).collect();
         let mut frame = Vec::new();
         self.encode_settle(buffered.into_iter(), false, &mut frame);

@@ -6,6 +6,8 @@
 //! ipcq-test-client consume ADDR QUEUE CAPACITY               get u64s until Closed, print each
 //! ipcq-test-client fifo ADDR QUEUE CAPACITY COUNT            get COUNT u64s, check they are 0, 1, ...
 //! ipcq-test-client get ADDR QUEUE CAPACITY                   one blocking get, print the item
+//! ipcq-test-client hold ADDR QUEUE CAPACITY COUNT             get COUNT u64s, print "holding",
+//!                                                             then wait to be killed
 //! ```
 
 use std::io::Write;
@@ -53,6 +55,18 @@ fn main() -> anyhow::Result<()> {
         "get" => {
             let id = queue.get()?;
             writeln!(out, "{id}")?;
+        }
+        "hold" => {
+            let count: u64 = arg(4)?.parse()?;
+            for _ in 0..count {
+                queue.get()?;
+            }
+            writeln!(out, "holding")?;
+            out.flush()?;
+            // Keep the connection, and whatever was prefetched, until killed.
+            loop {
+                std::thread::park();
+            }
         }
         other => bail!("unknown role {other}"),
     }
