@@ -10,7 +10,9 @@
 //! Workloads: `1p1c` (put/get one item at a time), `batch` (put_many/get_many of 64),
 //! `4p4c`, `pingpong` (latency over two queues), `sizes` (1p1c with 4 KiB and 1 MiB
 //! items), `rss` (broker memory with 1M queued 64 B items). Each figure is the median of
-//! `--runs` runs, with min and max.
+//! `--runs` runs, with min and max. `soak` (not run by default) moves a steady 20,000
+//! items/s for `--soak-secs` and reports how the broker's memory and file descriptors
+//! moved.
 
 // Counts and sizes here are small numbers moved between integer types for arithmetic.
 #![allow(clippy::cast_possible_truncation)]
@@ -59,6 +61,9 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Length of the `soak` workload (not in the default set), in seconds.
+    #[arg(long, default_value_t = 600)]
+    soak_secs: u64,
     /// Capacity of the benchmark queue (Python's peer uses `Queue(1000)`).
     #[arg(long, default_value_t = 1000)]
     capacity: usize,
@@ -241,6 +246,22 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
             measure("ipcq", "rss-overhead", "B/item", false, &mut || {
                 ipcq_rss(1_000_000)
             })?;
+        }
+        "soak" => {
+            let soak = Figure {
+                workload: "soak-rss-growth".into(),
+                system: "ipcq".into(),
+                unit: "KiB",
+                higher_is_better: false,
+                runs: Vec::new(),
+                detail: String::new(),
+            };
+            let (growth, detail) = ipcq_soak(Duration::from_secs(args.soak_secs), 20_000)?;
+            figures.push(Figure {
+                runs: vec![growth],
+                detail,
+                ..soak
+            });
         }
         other => bail!("unknown workload {other}"),
     }
@@ -546,6 +567,55 @@ fn ipcq_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
     latency(&lines)
 }
 
+/// A steady flow for `duration`: the broker's RSS and open file descriptors are sampled
+/// every 10 s after a warm-up; returns the RSS growth from the first sample to the last.
+fn ipcq_soak(duration: Duration, rate: u64) -> anyhow::Result<(f64, String)> {
+    let broker = Broker::start()?;
+    let seconds = duration.as_secs().max(20);
+    let roles = vec![
+        vec!["ipcq-paced".into(), broker.addr.clone(), rate.to_string(), seconds.to_string()],
+        vec!["ipcq-consume".into(), broker.addr.clone(), "1".into()],
+    ];
+    let addr = broker.addr.clone();
+    let pid = broker.child.id();
+    let sampler = std::thread::spawn(move || -> anyhow::Result<Vec<(u64, u64, usize)>> {
+        let mut samples = Vec::new();
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_secs(10));
+        while start.elapsed() < Duration::from_secs(seconds) {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let rss = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0);
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+            samples.push((start.elapsed().as_secs(), rss, fds));
+            eprint!("\rsoak {:>4} s: broker RSS {rss} KiB, {fds} fds   ", start.elapsed().as_secs());
+            std::thread::sleep(Duration::from_secs(10));
+        }
+        // Consumers stop at `Closed`.
+        Client::connect(&addr)?.raw_queue("bench", capacity())?.close()?;
+        Ok(samples)
+    });
+    let (_, lines) = run_workers(roles)?;
+    let samples = sampler.join().map_err(|_| anyhow::anyhow!("sampler panicked"))??;
+    let received: u64 = lines
+        .iter()
+        .filter(|l| l.starts_with("end "))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    let (first, last) = (samples.first().context("no samples")?, samples.last().context("no samples")?);
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    Ok((
+        last.1 as f64 - first.1 as f64,
+        format!(
+            "{received} items in {seconds} s; RSS {} -> {} KiB (max {max}), fds {} -> {}",
+            first.1, last.1, first.2, last.2
+        ),
+    ))
+}
+
 fn ipcq_rss(items: u64) -> anyhow::Result<(f64, String)> {
     let broker = Broker::start()?;
     let client = Client::connect(&broker.addr)?;
@@ -657,6 +727,25 @@ fn child(role: &[String]) -> anyhow::Result<()> {
                 pong.put(&ping.get()?)?;
             }
             println!("done");
+        }
+        "ipcq-paced" => {
+            let client = Client::connect(arg(1)?)?;
+            let queue = client.raw_queue("bench", capacity())?;
+            let (rate, seconds) = (num(2)?, num(3)?);
+            let item = [b'x'; 64];
+            wait_for_go()?;
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed() < Duration::from_secs(seconds) {
+                // Catch up with the schedule in bursts of at most 100 items.
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                for _ in 0..due.saturating_sub(sent).min(100) {
+                    queue.put(&item)?;
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            println!("sent {} {sent}", now_ns());
         }
         "ipcq-ping" => {
             let client = Client::connect(arg(1)?)?;
