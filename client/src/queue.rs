@@ -203,7 +203,7 @@ impl Local {
         let mut frame = Vec::new();
         self.encode_settle(taken.iter().map(|(tag, _)| *tag), true, &mut frame);
         let want = self.paced(taken.len());
-        if left < want && self.more.load(Ordering::Acquire) {
+        if left < want / 2 && self.more.load(Ordering::Acquire) {
             self.encode_prefetch(want - left, &mut frame);
         }
         // A failed write means the broker is gone, which the next call reports; the items
