@@ -573,7 +573,12 @@ fn ipcq_soak(duration: Duration, rate: u64) -> anyhow::Result<(f64, String)> {
     let broker = Broker::start()?;
     let seconds = duration.as_secs().max(20);
     let roles = vec![
-        vec!["ipcq-paced".into(), broker.addr.clone(), rate.to_string(), seconds.to_string()],
+        vec![
+            "ipcq-paced".into(),
+            broker.addr.clone(),
+            rate.to_string(),
+            seconds.to_string(),
+        ],
         vec!["ipcq-consume".into(), broker.addr.clone(), "1".into()],
     ];
     let addr = broker.addr.clone();
@@ -591,21 +596,31 @@ fn ipcq_soak(duration: Duration, rate: u64) -> anyhow::Result<(f64, String)> {
                 .unwrap_or(0);
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
             samples.push((start.elapsed().as_secs(), rss, fds));
-            eprint!("\rsoak {:>4} s: broker RSS {rss} KiB, {fds} fds   ", start.elapsed().as_secs());
+            eprint!(
+                "\rsoak {:>4} s: broker RSS {rss} KiB, {fds} fds   ",
+                start.elapsed().as_secs()
+            );
             std::thread::sleep(Duration::from_secs(10));
         }
         // Consumers stop at `Closed`.
-        Client::connect(&addr)?.raw_queue("bench", capacity())?.close()?;
+        Client::connect(&addr)?
+            .raw_queue("bench", capacity())?
+            .close()?;
         Ok(samples)
     });
     let (_, lines) = run_workers(roles)?;
-    let samples = sampler.join().map_err(|_| anyhow::anyhow!("sampler panicked"))??;
+    let samples = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))??;
     let received: u64 = lines
         .iter()
         .filter(|l| l.starts_with("end "))
         .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
         .sum();
-    let (first, last) = (samples.first().context("no samples")?, samples.last().context("no samples")?);
+    let (first, last) = (
+        samples.first().context("no samples")?,
+        samples.last().context("no samples")?,
+    );
     let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     Ok((
         last.1 as f64 - first.1 as f64,

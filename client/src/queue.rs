@@ -19,12 +19,23 @@ use crate::{Error, Result};
 /// later carries the item to a getter fits in a frame too.
 const ITEM_OVERHEAD: usize = 64;
 
-/// Credits a producer asks for when a put has to make a round trip.
-const CREDIT_REQUEST: u32 = 256;
+/// Most credits a producer asks for at a time.
+const CREDIT_REQUEST: u32 = 1024;
+
+/// Credits are asked for in proportion to item size, to keep about this many bytes in
+/// flight per producer: bytes sent on credits may overshoot a byte budget by as much.
+const CREDIT_BYTES: usize = 1 << 20;
+
+/// Credits to ask for when putting items of about `item_len` bytes.
+fn credit_request(item_len: usize) -> u32 {
+    u32::try_from(CREDIT_BYTES / item_len.max(64))
+        .unwrap_or(CREDIT_REQUEST)
+        .clamp(1, CREDIT_REQUEST)
+}
 
 /// How many items a `get` fetches at most in one round trip, unless set otherwise with
 /// [`RawQueue::set_prefetch`].
-pub const DEFAULT_PREFETCH: usize = 256;
+pub const DEFAULT_PREFETCH: usize = 1024;
 
 /// What one connection knows of one queue, shared by every handle on it: credits (slots
 /// the broker reserved for this connection's puts) and prefetched items (delivered to this
@@ -146,8 +157,9 @@ impl Local {
 
     /// After spending credits: if few are left, appends a request for more to `frame` (sent
     /// with the puts), so that the answer is back before they run out.
-    fn encode_reserve(self: &Arc<Self>, frame: &mut Vec<u8>) {
-        if self.credits.load(Ordering::Acquire) >= u64::from(CREDIT_REQUEST / 2) {
+    fn encode_reserve(self: &Arc<Self>, item_len: usize, frame: &mut Vec<u8>) {
+        let want = credit_request(item_len);
+        if self.credits.load(Ordering::Acquire) >= u64::from(want / 2) {
             return;
         }
         let id = self.client.next_id();
@@ -160,7 +172,7 @@ impl Local {
         }
         let op = Op::Reserve {
             handle: self.handle,
-            credits: CREDIT_REQUEST,
+            credits: want,
         };
         let registered = self
             .client
@@ -437,7 +449,7 @@ impl RawQueue {
                     &[item],
                     &mut frame,
                 )?;
-                self.local.encode_reserve(&mut frame);
+                self.local.encode_reserve(item.len(), &mut frame);
                 return self.client().send_one_way(&frame);
             }
             // Credits asked for earlier may be on their way: they come at once.
@@ -449,7 +461,7 @@ impl RawQueue {
         let credits = if wait == Wait::NoWait {
             0
         } else {
-            CREDIT_REQUEST
+            credit_request(item.len())
         };
         let op = Op::Put {
             handle: self.handle(),
@@ -528,7 +540,7 @@ impl RawQueue {
                 let op = Op::PutMany {
                     handle: self.handle(),
                     lens: lens(rest),
-                    credits: CREDIT_REQUEST.max(u32::try_from(batch.len() * 4).unwrap_or(u32::MAX)),
+                    credits: credit_request(average_len(batch)),
                 };
                 return self.accepted(self.client().call(op, rest)?.0);
             }
@@ -540,7 +552,8 @@ impl RawQueue {
             let mut frame =
                 Vec::with_capacity(48 + on_credit.iter().map(|i| i.len() + 5).sum::<usize>());
             self.client().encode(&msg, on_credit, &mut frame)?;
-            self.local.encode_reserve(&mut frame);
+            self.local
+                .encode_reserve(average_len(on_credit), &mut frame);
             self.client().send_one_way(&frame)?;
             rest = after;
         }
@@ -967,6 +980,10 @@ impl<T> fmt::Debug for Queue<T> {
             .field("capacity", &self.raw.capacity())
             .finish_non_exhaustive()
     }
+}
+
+fn average_len(items: &[&[u8]]) -> usize {
+    items.iter().map(|item| item.len()).sum::<usize>() / items.len().max(1)
 }
 
 fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {

@@ -26,6 +26,10 @@ use crate::budget::Budget;
 use crate::peer::Peer;
 use crate::session::FRAME_OVERHEAD;
 
+/// Most credits granted at once, whatever a client asks for: the bytes they may carry
+/// past a byte budget stay bounded.
+const MAX_GRANT: u32 = 4096;
+
 /// Waits longer than this are treated as waiting forever, so a deadline never overflows
 /// the clock.
 const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -413,7 +417,7 @@ impl Queue {
         if want == 0 || state.closed || state.removed || !state.putters.is_empty() {
             return 0;
         }
-        let want = u64::from(want);
+        let want = u64::from(want.min(MAX_GRANT));
         let credits = if self.capacity == 0 {
             let half_budget = state.bytes <= self.max_bytes / 2 && self.budget.below_half();
             if half_budget {
