@@ -1,18 +1,5 @@
-//! `ipcq-bench`: the multi-process benchmark. Producers, consumers and the broker are
-//! separate processes; peers run the same workloads in the same run.
-//!
-//! ```text
-//! cargo bench --bench ipcq-bench                         # every workload, ipcq only
-//! cargo bench --bench ipcq-bench -- --vs all --runs 5    # and Python, Redis, a raw relay
-//! cargo bench --bench ipcq-bench -- --workload 1p1c --json
-//! ```
-//!
-//! Workloads: `1p1c` (put/get one item at a time), `batch` (put_many/get_many of 64),
-//! `4p4c`, `pingpong` (latency over two queues), `sizes` (1p1c with 4 KiB and 1 MiB
-//! items), `rss` (broker memory with 1M queued 64 B items). Each figure is the median of
-//! `--runs` runs, with min and max. `soak` (not run by default) moves a steady 20,000
-//! items/s for `--soak-secs` and reports how the broker's memory and file descriptors
-//! moved.
+//! The benchmark proper: Unix only, since its peers (Redis, the raw relay) listen on Unix
+//! sockets.
 
 // Counts and sizes here are small numbers moved between integer types for arithmetic.
 #![allow(clippy::cast_possible_truncation)]
@@ -78,7 +65,7 @@ struct Args {
     role: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+pub(crate) fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.role.is_empty() {
         return child(&args.role);
