@@ -340,6 +340,12 @@ fn get_timeout_racing_a_put_never_loses_an_item() {
             start.wait();
         }
         putter.join().unwrap();
+        // A put that returned is in the broker's socket; wait until the broker has read the
+        // last ones (another connection than the consumer's) before draining.
+        let observer = broker.client();
+        wait_until(&observer, "race", "every put to reach the queue", |s| {
+            s.total_put == rounds
+        });
         // What the timed-out gets did not take is still in the queue, in order.
         while let Ok(item) = consumer.get_nowait() {
             got.push(item);

@@ -9,7 +9,7 @@ use crate::peer::Outgoing;
 
 /// Items at least this long are written straight from their `Bytes` rather than copied into
 /// the write buffer.
-const DIRECT_WRITE: usize = 16 * 1024;
+pub(crate) const DIRECT_WRITE: usize = 16 * 1024;
 
 /// Flush the write buffer once it holds this much.
 const WRITE_BATCH: usize = 256 * 1024;

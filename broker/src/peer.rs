@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, ErrorReply, Reply};
 use tokio::sync::mpsc;
 
+use crate::connection::DIRECT_WRITE;
 use crate::objects::Queue;
 
 /// A message for the connection's writer task: an encoded frame head and the item bytes
@@ -42,14 +43,17 @@ struct InFlight {
     /// ledger has been handed back, or its item would be lost.
     closed: bool,
     next_tag: u64,
-    entries: VecDeque<Delivery>,
+    /// Deliveries in tag order, as runs of consecutive tags from one queue: one entry per
+    /// delivery rather than per item.
+    runs: VecDeque<Run>,
 }
 
+/// Items of one queue delivered under consecutive tags `first ..`.
 #[derive(Debug)]
-pub(crate) struct Delivery {
-    tag: u64,
-    pub(crate) queue: Arc<Queue>,
-    pub(crate) item: Bytes,
+struct Run {
+    first: u64,
+    queue: Arc<Queue>,
+    items: VecDeque<Bytes>,
 }
 
 /// What an acknowledgement settled on one queue.
@@ -59,6 +63,9 @@ pub(crate) struct Settled {
     pub(crate) count: u64,
     pub(crate) bytes: usize,
 }
+
+/// Items taken from the ledger, grouped by queue, in tag order.
+pub(crate) type Taken = Vec<(Arc<Queue>, Vec<Bytes>)>;
 
 impl Peer {
     pub(crate) fn new(id: u64, out: mpsc::UnboundedSender<Outgoing>, max_frame_len: usize) -> Self {
@@ -134,14 +141,6 @@ impl Peer {
         }
         let tag = in_flight.next_tag;
         in_flight.next_tag += items.len() as u64;
-        for (offset, item) in items.iter().enumerate() {
-            in_flight.entries.push_back(Delivery {
-                tag: tag + offset as u64,
-                queue: Arc::clone(queue),
-                item: item.clone(),
-            });
-        }
-        drop(in_flight);
         let body = if many {
             Reply::Items {
                 tag,
@@ -151,47 +150,123 @@ impl Peer {
         } else {
             Reply::Item { tag }
         };
-        self.send(&BrokerMsg::Reply { id, body }, items);
+        // The frame is assembled here: small items are copied once, into it, and only
+        // large ones travel to the writer as `Bytes`.
+        let tail_len: usize = items.iter().map(Bytes::len).sum();
+        let mut head = Vec::with_capacity(32 + items.len() * 5 + tail_len.min(DIRECT_WRITE * 4));
+        let mut tail = Vec::new();
+        let encoded = ipcq_proto::encode(
+            &BrokerMsg::Reply { id, body },
+            tail_len,
+            self.max_frame_len() + 1024,
+            &mut head,
+        );
+        if let Err(err) = encoded {
+            tracing::error!(cause = %err, peer = self.id, "delivery could not be encoded");
+            return Err(items);
+        }
+        for item in &items {
+            if item.len() >= DIRECT_WRITE || !tail.is_empty() {
+                tail.push(item.clone());
+            } else {
+                head.extend_from_slice(item);
+            }
+        }
+        in_flight.runs.push_back(Run {
+            first: tag,
+            queue: Arc::clone(queue),
+            items: items.into(),
+        });
+        drop(in_flight);
+        let _ = self.out.send(Outgoing { head, tail });
         Ok(())
     }
 
-    /// Settles the deliveries `tag .. tag + count`. Unknown tags are ignored: acknowledging
-    /// twice cannot settle an item twice.
+    /// Settles the deliveries `tag .. tag + count`: their items leave for good. Unknown
+    /// tags are ignored, so acknowledging twice cannot settle an item twice. Returns, per
+    /// queue, how many items and bytes were settled.
     pub(crate) fn ack(&self, tag: u64, count: u32) -> Vec<Settled> {
-        let mut settled: Vec<Settled> = Vec::new();
-        for delivery in self.take(tag, count) {
-            match settled.last_mut() {
-                Some(last) if Arc::ptr_eq(&last.queue, &delivery.queue) => {
-                    last.count += 1;
-                    last.bytes += delivery.item.len();
-                }
-                _ => settled.push(Settled {
-                    queue: delivery.queue,
-                    count: 1,
-                    bytes: delivery.item.len(),
-                }),
-            }
-        }
-        settled
+        self.take(tag, count)
+            .into_iter()
+            .map(|(queue, items)| Settled {
+                queue,
+                count: items.len() as u64,
+                bytes: items.iter().map(Bytes::len).sum(),
+            })
+            .collect()
     }
 
-    /// Removes the deliveries `tag .. tag + count` from the ledger, oldest first. Unknown
-    /// tags are ignored.
-    pub(crate) fn take(&self, tag: u64, count: u32) -> Vec<Delivery> {
+    /// Removes the deliveries `tag .. tag + count` from the ledger. Unknown tags are
+    /// ignored.
+    pub(crate) fn take(&self, tag: u64, count: u32) -> Taken {
         let end = tag.saturating_add(u64::from(count));
         let mut in_flight = self.lock();
-        // Entries are in tag order, and the oldest are usually the ones settled, so the
-        // search is almost always at the front.
-        let start = in_flight.entries.partition_point(|d| d.tag < tag);
-        let stop = in_flight.entries.partition_point(|d| d.tag < end);
-        in_flight.entries.drain(start..stop).collect()
+        let mut taken: Taken = Vec::new();
+        let mut at = 0;
+        // Acknowledgements usually settle whole runs from the front, in order.
+        while let Some(run) = in_flight.runs.get_mut(at) {
+            let run_end = run.first + run.items.len() as u64;
+            if run_end <= tag {
+                at += 1;
+                continue;
+            }
+            if run.first >= end {
+                break;
+            }
+            let low = usize::try_from(tag.saturating_sub(run.first)).unwrap_or(usize::MAX);
+            let high = usize::try_from(end.min(run_end) - run.first).unwrap_or(usize::MAX);
+            let queue = Arc::clone(&run.queue);
+            let items: Vec<Bytes> = if low == 0 && high == run.items.len() {
+                let run = in_flight.runs.remove(at).expect("the run was just seen");
+                run.items.into()
+            } else if low == 0 {
+                let items = run.items.drain(..high).collect();
+                run.first += high as u64;
+                at += 1;
+                items
+            } else {
+                // Take the middle (or the end) and keep what follows as a run of its own.
+                let rest: VecDeque<Bytes> = run.items.split_off(high);
+                let items = run.items.split_off(low).into();
+                let rest_first = run.first + high as u64;
+                at += 1;
+                if !rest.is_empty() {
+                    let queue = Arc::clone(&run.queue);
+                    in_flight.runs.insert(
+                        at,
+                        Run {
+                            first: rest_first,
+                            queue,
+                            items: rest,
+                        },
+                    );
+                    at += 1;
+                }
+                items
+            };
+            match taken.last_mut() {
+                Some((last, more)) if Arc::ptr_eq(last, &queue) => more.extend(items),
+                _ => taken.push((queue, items)),
+            }
+        }
+        taken
     }
 
-    /// Closes the ledger and returns what was in flight, oldest first.
-    pub(crate) fn close(&self) -> VecDeque<Delivery> {
-        let mut in_flight = self.lock();
-        in_flight.closed = true;
-        std::mem::take(&mut in_flight.entries)
+    /// Closes the ledger and returns what was in flight, grouped by queue, oldest first.
+    pub(crate) fn close(&self) -> Taken {
+        let runs = {
+            let mut in_flight = self.lock();
+            in_flight.closed = true;
+            std::mem::take(&mut in_flight.runs)
+        };
+        let mut taken: Taken = Vec::new();
+        for run in runs {
+            match taken.last_mut() {
+                Some((last, more)) if Arc::ptr_eq(last, &run.queue) => more.extend(run.items),
+                _ => taken.push((run.queue, run.items.into())),
+            }
+        }
+        taken
     }
 
     fn lock(&self) -> MutexGuard<'_, InFlight> {

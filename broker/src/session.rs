@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::connection::{read_frame, write_loop, ReadError};
 use crate::objects::{Object, Queue};
-use crate::peer::{Delivery, Peer};
+use crate::peer::{Peer, Taken};
 use crate::registry::Registry;
 
 /// A client that has not finished its handshake by then is not an ipcq client.
@@ -326,15 +326,8 @@ impl<R> Session<R> {
 }
 
 /// Gives deliveries back to the heads of their queues, in their order.
-fn restore(deliveries: impl IntoIterator<Item = Delivery>) {
-    let mut returned: Vec<(Arc<Queue>, Vec<Bytes>)> = Vec::new();
-    for Delivery { queue, item, .. } in deliveries {
-        match returned.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
-            Some((_, items)) => items.push(item),
-            None => returned.push((queue, vec![item])),
-        }
-    }
-    for (queue, items) in returned {
+fn restore(taken: Taken) {
+    for (queue, items) in taken {
         tracing::debug!(queue = %queue.name, count = items.len(), "returning in-flight items");
         queue.restore(items);
     }

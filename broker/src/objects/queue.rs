@@ -217,10 +217,10 @@ impl Queue {
         if state.removed {
             return Ok(());
         }
+        // The slots were reserved; the bytes are counted now, even past the budget, by at
+        // most the credits outstanding (see `grant`).
+        self.budget.force(items.iter().map(Bytes::len).sum());
         for item in items {
-            // The slot was reserved; the bytes are counted now, even past the budget, by
-            // at most the credits outstanding (see `grant`).
-            self.budget.force(item.len());
             self.push(&mut state, item);
         }
         self.feed_getters(&mut state);
