@@ -1,6 +1,6 @@
-use std::fmt;
 use std::io;
 
+pub use ipcq_proto::CodecError;
 use ipcq_proto::{ErrorCode, ErrorReply};
 
 /// Everything that can go wrong talking to a broker.
@@ -114,18 +114,6 @@ impl Error {
         }
     }
 }
-
-/// A value that could not be encoded to or decoded from an item's bytes.
-#[derive(Debug)]
-pub struct CodecError(pub(crate) postcard::Error);
-
-impl fmt::Display for CodecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for CodecError {}
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

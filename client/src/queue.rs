@@ -12,7 +12,6 @@ use ipcq_proto::{ClientMsg, Op, QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::client::{unexpected, Client, Detached};
-use crate::error::CodecError;
 use crate::{Error, Result};
 
 /// Room kept in a `put` frame for the request in front of the item, so that the reply that
@@ -162,32 +161,43 @@ impl Local {
         if self.credits.load(Ordering::Acquire) >= u64::from(want / 2) {
             return;
         }
+        let op = Op::Reserve {
+            handle: self.handle,
+            credits: want,
+        };
+        self.encode_detached(Detached::Reserve, &self.reserving, op, frame);
+    }
+
+    /// Appends a request whose answer nobody waits for (the reader settles it into this
+    /// handle) to `frame`, unless one of its kind is in flight: `in_flight` holds its id.
+    fn encode_detached(
+        self: &Arc<Self>,
+        kind: Detached,
+        in_flight: &AtomicU64,
+        op: Op,
+        frame: &mut Vec<u8>,
+    ) {
         let id = self.client.next_id();
-        if self
-            .reserving
+        if in_flight
             .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return;
         }
-        let op = Op::Reserve {
-            handle: self.handle,
-            credits: want,
-        };
         let registered = self
             .client
             .register(
                 id,
                 Arc::clone(&self.waker),
                 Some(self),
-                Some((Detached::Reserve, self.handle)),
+                Some((kind, self.handle)),
             )
             .and_then(|()| {
                 self.client
                     .encode(&ClientMsg::Request { id, op }, &[], frame)
             });
         if registered.is_err() {
-            self.reserving.store(0, Ordering::Release);
+            in_flight.store(0, Ordering::Release);
         }
     }
 
@@ -257,34 +267,12 @@ impl Local {
     /// The prefetch takes only what the queue holds now (it never waits), so it never
     /// captures items that arrive later, while the application may not be asking.
     fn encode_prefetch(self: &Arc<Self>, n: usize, frame: &mut Vec<u8>) {
-        let id = self.client.next_id();
-        if self
-            .outstanding
-            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return;
-        }
         let op = Op::GetMany {
             handle: self.handle,
             max: u32::try_from(n).unwrap_or(u32::MAX),
             wait: Wait::NoWait,
         };
-        let registered = self
-            .client
-            .register(
-                id,
-                Arc::clone(&self.waker),
-                Some(self),
-                Some((Detached::Prefetch, self.handle)),
-            )
-            .and_then(|()| {
-                self.client
-                    .encode(&ClientMsg::Request { id, op }, &[], frame)
-            });
-        if registered.is_err() {
-            self.outstanding.store(0, Ordering::Release);
-        }
+        self.encode_detached(Detached::Prefetch, &self.outstanding, op, frame);
     }
 
     /// Appends acknowledgements (the application has the items) or returns (back to the
@@ -987,9 +975,9 @@ fn average_len(items: &[&[u8]]) -> usize {
 }
 
 fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(item).map_err(|err| Error::Codec(CodecError(err)))
+    postcard::to_stdvec(item).map_err(|err| Error::Codec(err.into()))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|err| Error::Codec(CodecError(err)))
+    postcard::from_bytes(bytes).map_err(|err| Error::Codec(err.into()))
 }
