@@ -7,8 +7,8 @@
 //!
 //! # Layout
 //!
-//! - [`Client`], [`Queue`], [`RawQueue`], [`Error`]: the blocking client (crate
-//!   `ipcq-client`);
+//! - [`Client`], [`Queue`], [`RawQueue`], [`PipeEnd`], [`RawPipeEnd`], [`Error`]: the
+//!   blocking client (crate `ipcq-client`);
 //! - [`broker`] (feature `broker`, on by default): the embeddable broker (crate
 //!   `ipcq-broker`);
 //! - binaries `ipcq-broker` (the broker process) and `ipcq` (the command line).
@@ -30,7 +30,8 @@
 #![forbid(unsafe_code)]
 
 pub use ipcq_client::{
-    default_addr, stats, Client, CodecError, Error, Queue, RawQueue, Result, ADDR_ENV,
+    default_addr, stats, Client, CodecError, End, Error, PipeEnd, PipeOptions, Queue, RawPipeEnd,
+    RawQueue, Result, ADDR_ENV, DEFAULT_PIPE_CAPACITY, DEFAULT_PREFETCH,
 };
 
 /// The embeddable broker: [`Broker`](broker::Broker) runs one on its own thread,

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use ipcq_proto::{ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
 
 use crate::budget::Budget;
-use crate::objects::{Object, Queue};
+use crate::objects::{Object, Pipe, Queue};
 use crate::Config;
 
 #[derive(Debug)]
@@ -40,20 +40,28 @@ impl Registry {
         match self.objects.entry(name) {
             Entry::Occupied(entry) => {
                 let object = entry.get();
-                match (object, kind) {
-                    (Object::Queue(queue), Kind::Queue { capacity })
-                        if queue.capacity == capacity =>
-                    {
-                        Ok(object.clone())
-                    }
-                    (Object::Queue(queue), Kind::Queue { capacity }) => Err(ErrorReply::new(
+                let existing = match object {
+                    Object::Queue(queue) => Kind::Queue {
+                        capacity: queue.capacity,
+                    },
+                    Object::Pipe(pipe) => Kind::PipeEnd {
+                        duplex: pipe.duplex,
+                        capacity: pipe.capacity,
+                        end: 0,
+                    },
+                };
+                if same_parameters(existing, kind) {
+                    Ok(object.clone())
+                } else {
+                    Err(ErrorReply::new(
                         ErrorCode::Conflict,
                         format!(
-                            "queue '{}' exists with capacity {}, not {capacity}",
+                            "'{}' exists as {}, not {}",
                             entry.key(),
-                            queue.capacity
+                            describe(existing),
+                            describe(kind)
                         ),
-                    )),
+                    ))
                 }
             }
             Entry::Vacant(entry) => {
@@ -63,12 +71,22 @@ impl Registry {
                         format!("the broker holds its limit of {} objects", self.max_objects),
                     ));
                 }
+                let name = entry.key().clone();
                 let object = match kind {
                     Kind::Queue { capacity } => Object::Queue(Queue::new(
-                        entry.key().clone(),
+                        name,
                         capacity,
                         self.max_queue_bytes,
                         Arc::clone(&self.budget),
+                    )),
+                    Kind::PipeEnd {
+                        duplex, capacity, ..
+                    } => Object::Pipe(Pipe::new(
+                        name,
+                        duplex,
+                        capacity,
+                        self.max_queue_bytes,
+                        &self.budget,
                     )),
                 };
                 self.count.fetch_add(1, Ordering::SeqCst);
@@ -89,6 +107,7 @@ impl Registry {
         self.count.fetch_sub(1, Ordering::SeqCst);
         match object {
             Object::Queue(queue) => queue.remove(),
+            Object::Pipe(pipe) => pipe.remove(),
         }
         tracing::debug!(name, "object removed");
         Ok(())
@@ -103,6 +122,7 @@ impl Registry {
                 name,
                 detail: match object {
                     Object::Queue(queue) => ObjectDetail::Queue(queue.stats()),
+                    Object::Pipe(pipe) => ObjectDetail::Pipe(pipe.stats()),
                 },
             })
             .collect();
@@ -115,6 +135,7 @@ impl Registry {
         for (_, object) in self.snapshot() {
             match object {
                 Object::Queue(queue) => queue.shut_down(),
+                Object::Pipe(pipe) => pipe.shut_down(),
             }
         }
     }
@@ -129,5 +150,38 @@ impl Registry {
             .iter()
             .map(|entry| (entry.key().clone(), entry.value().clone()))
             .collect()
+    }
+}
+
+/// Whether an existing object's kind and parameters match what an open asks for (a pipe's
+/// end is not a parameter of the pipe).
+fn same_parameters(existing: Kind, wanted: Kind) -> bool {
+    match (existing, wanted) {
+        (Kind::Queue { capacity: a }, Kind::Queue { capacity: b }) => a == b,
+        (
+            Kind::PipeEnd {
+                duplex: a,
+                capacity: c,
+                ..
+            },
+            Kind::PipeEnd {
+                duplex: b,
+                capacity: d,
+                ..
+            },
+        ) => a == b && c == d,
+        _ => false,
+    }
+}
+
+fn describe(kind: Kind) -> String {
+    match kind {
+        Kind::Queue { capacity } => format!("a queue of capacity {capacity}"),
+        Kind::PipeEnd {
+            duplex, capacity, ..
+        } => format!(
+            "a {} pipe of capacity {capacity}",
+            if duplex { "duplex" } else { "simplex" }
+        ),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ipcq_proto::{ClientMsg, ErrorCode, ErrorReply, Hello, Op, Reply, Wait};
+use ipcq_proto::{ClientMsg, ErrorCode, ErrorReply, Hello, Kind, Op, Reply, Wait};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
@@ -74,10 +74,18 @@ struct Session<R> {
     shared: Arc<Shared>,
     /// Objects opened on this connection, indexed by handle: a hot-path request costs one
     /// bounds check, not a map lookup.
-    handles: Vec<Object>,
-    by_name: HashMap<String, u32>,
+    handles: Vec<Opened>,
+    /// Handles by name (and pipe end), so that reopening returns the same handle.
+    by_name: HashMap<(String, u8), u32>,
     reader: R,
     buf: BytesMut,
+}
+
+/// An object opened on this connection: for a pipe, the end this connection holds.
+#[derive(Debug)]
+struct Opened {
+    object: Object,
+    end: u8,
 }
 
 /// Why a session ended early.
@@ -209,7 +217,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     fn one_way_queue(&self, handle: u32) -> Result<&Arc<Queue>, String> {
-        self.queue(handle).map_err(|err| err.message)
+        self.send_queue(handle).map_err(|err| err.message)
     }
 
     /// Carries out one request. `Ok(None)` means the object answers, now or later.
@@ -218,13 +226,27 @@ impl<R: AsyncRead + Unpin> Session<R> {
         match op {
             Op::Ping => Ok(Some(Reply::Pong)),
             Op::Open { name, kind } => {
+                let end = match kind {
+                    Kind::Queue { .. } => 0,
+                    Kind::PipeEnd { end, .. } if end < 2 => end,
+                    Kind::PipeEnd { end, .. } => {
+                        return Err(ErrorReply::new(
+                            ErrorCode::InvalidArgument,
+                            format!("a pipe has ends 0 and 1, not {end}"),
+                        ))
+                    }
+                };
                 let object = self.shared.registry.open(name.clone(), kind)?;
                 // Reopening on the same connection returns the same handle, unless the name
                 // now stands for a new object (the old one was removed).
-                if let Some(&handle) = self.by_name.get(&name) {
-                    if self.handles[handle as usize].same(&object) {
+                let key = (name, end);
+                if let Some(&handle) = self.by_name.get(&key) {
+                    if self.handles[handle as usize].object.same(&object) {
                         return Ok(Some(Reply::Opened { handle }));
                     }
+                }
+                if let Object::Pipe(pipe) = &object {
+                    pipe.claim(end, self.peer.id)?;
                 }
                 let handle = u32::try_from(self.handles.len()).map_err(|_| {
                     ErrorReply::new(
@@ -232,8 +254,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
                         "too many objects open on this connection",
                     )
                 })?;
-                self.handles.push(object);
-                self.by_name.insert(name, handle);
+                self.handles.push(Opened { object, end });
+                self.by_name.insert(key, handle);
                 Ok(Some(Reply::Opened { handle }))
             }
             Op::Put {
@@ -242,7 +264,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 credits,
             } => {
                 let items = VecDeque::from([tail]);
-                self.queue(handle)?
+                self.send_queue(handle)?
                     .put(peer, handle, id, items, wait, credits);
                 Ok(None)
             }
@@ -253,12 +275,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
             } => {
                 let items = ipcq_proto::split_items(tail, &lens)
                     .map_err(|err| ErrorReply::new(ErrorCode::InvalidArgument, err.to_string()))?;
-                self.queue(handle)?
+                self.send_queue(handle)?
                     .put(peer, handle, id, items.into(), Wait::Block, credits);
                 Ok(None)
             }
             Op::Get { handle, wait } => {
-                self.queue(handle)?.get(peer, id, wait, 1, false);
+                self.recv_queue(handle)?.get(peer, id, wait, 1, false);
                 Ok(None)
             }
             Op::GetMany { handle, max, wait } => {
@@ -268,18 +290,27 @@ impl<R: AsyncRead + Unpin> Session<R> {
                         "get_many needs max >= 1",
                     ));
                 }
-                self.queue(handle)?.get(peer, id, wait, max as usize, true);
+                self.recv_queue(handle)?
+                    .get(peer, id, wait, max as usize, true);
                 Ok(None)
             }
-            Op::Info { handle } => Ok(Some(Reply::QueueInfo(self.queue(handle)?.info()))),
+            Op::Info { handle } => {
+                // A pipe end reports what waits for it, or, if it only sends, what it sent.
+                let queue = self
+                    .recv_queue(handle)
+                    .or_else(|_| self.send_queue(handle))?;
+                Ok(Some(Reply::QueueInfo(queue.info())))
+            }
             Op::Close { handle } => {
-                match self.object(handle)? {
+                let opened = self.opened(handle)?;
+                match &opened.object {
                     Object::Queue(queue) => queue.close(),
+                    Object::Pipe(pipe) => pipe.close_end(opened.end),
                 }
                 Ok(Some(Reply::Done))
             }
             Op::Reserve { handle, credits } => {
-                let credits = self.queue(handle)?.reserve(peer, handle, credits);
+                let credits = self.send_queue(handle)?.reserve(peer, handle, credits);
                 Ok(Some(Reply::Accepted { credits }))
             }
             Op::Stats => Ok(Some(Reply::Stats(self.shared.registry.stats()))),
@@ -290,7 +321,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
-    fn object(&self, handle: u32) -> Result<&Object, ErrorReply> {
+    fn opened(&self, handle: u32) -> Result<&Opened, ErrorReply> {
         self.handles.get(handle as usize).ok_or_else(|| {
             ErrorReply::new(
                 ErrorCode::UnknownHandle,
@@ -299,14 +330,22 @@ impl<R: AsyncRead + Unpin> Session<R> {
         })
     }
 
-    fn queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
-        match self.object(handle)? {
+    /// The queue that puts on `handle` go to: the queue itself, or the inbox of the other
+    /// end of a pipe.
+    fn send_queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
+        let opened = self.opened(handle)?;
+        match &opened.object {
             Object::Queue(queue) => Ok(queue),
-            #[allow(unreachable_patterns)]
-            other => Err(ErrorReply::new(
-                ErrorCode::WrongKind,
-                format!("handle {handle} is a {}, not a queue", other.kind_name()),
-            )),
+            Object::Pipe(pipe) => pipe.send_queue(opened.end),
+        }
+    }
+
+    /// The queue that gets on `handle` take from: the queue itself, or this end's inbox.
+    fn recv_queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
+        let opened = self.opened(handle)?;
+        match &opened.object {
+            Object::Queue(queue) => Ok(queue),
+            Object::Pipe(pipe) => pipe.recv_queue(opened.end),
         }
     }
 }
@@ -316,9 +355,10 @@ impl<R> Session<R> {
     /// back to the head of each queue, in order.
     fn clean_up(&mut self) {
         let in_flight = self.peer.close();
-        for object in &self.handles {
-            match object {
+        for opened in &self.handles {
+            match &opened.object {
                 Object::Queue(queue) => queue.forget(self.peer.id),
+                Object::Pipe(pipe) => pipe.forget(self.peer.id),
             }
         }
         restore(in_flight);

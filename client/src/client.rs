@@ -11,6 +11,7 @@ use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced,
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Hello, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, RawQueue};
 use crate::{Error, Result};
 
@@ -246,6 +247,71 @@ impl Client {
         };
         match self.call(op, &[])?.0 {
             Reply::Opened { handle } => Ok(RawQueue::new(self.local(handle), name, capacity)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Opens end `end` of the duplex pipe `name`, creating the pipe (with
+    /// [`PipeOptions::default`]) if it does not exist, and holds that end for this client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] when another client holds that end; [`Error::Closed`] when the end
+    /// was closed (pipes are not reopened); [`Error::Conflict`] when `name` exists as
+    /// something else; [`Error::Invalid`] for a bad name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ipcq_client::{Client, End};
+    ///
+    /// let client = Client::connect_default()?;
+    /// let end = client.pipe::<u32>("numbers", End::One)?;
+    /// end.send(&42)?;
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn pipe<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        end: End,
+    ) -> Result<PipeEnd<T>> {
+        self.pipe_with(name, end, PipeOptions::default())
+    }
+
+    /// Opens end `end` of the pipe `name` created with `options` (duplex or simplex,
+    /// buffer per direction). Typed as [`Client::pipe`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::pipe`]; [`Error::Conflict`] when the pipe exists with other options.
+    pub fn pipe_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        end: End,
+        options: PipeOptions,
+    ) -> Result<PipeEnd<T>> {
+        self.raw_pipe(name, end, options).map(PipeEnd::from_raw)
+    }
+
+    /// Opens end `end` of the pipe `name` for raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::pipe_with`].
+    pub fn raw_pipe(&self, name: &str, end: End, options: PipeOptions) -> Result<RawPipeEnd> {
+        let op = Op::Open {
+            name: name.to_owned(),
+            kind: Kind::PipeEnd {
+                duplex: options.is_duplex(),
+                capacity: options.get_capacity() as u64,
+                end: end.index(),
+            },
+        };
+        match self.call(op, &[])?.0 {
+            Reply::Opened { handle } => {
+                let queue = RawQueue::new(self.local(handle), name, options.get_capacity());
+                Ok(RawPipeEnd::new(queue, end, options))
+            }
             other => Err(unexpected(&other)),
         }
     }

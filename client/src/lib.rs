@@ -9,6 +9,7 @@
 //! - [`Client`]: one connection to a broker, shared by threads;
 //! - [`Queue<T>`]: a typed queue handle (postcard-encoded items); [`RawQueue`]: the same
 //!   over raw bytes, as the `ipcq` command line uses;
+//! - [`PipeEnd<T>`] / [`RawPipeEnd`]: one end of a two-ended pipe ([`End`], [`PipeOptions`]);
 //! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
 //!
 //! # Hello, world!
@@ -28,15 +29,17 @@
 
 mod client;
 mod error;
+mod pipe;
 mod queue;
 
 pub use client::Client;
 pub use error::{CodecError, Error, Result};
+pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
 pub use queue::{Queue, RawQueue, DEFAULT_PREFETCH};
 
 /// Broker figures as [`Client::stats`] returns them.
 pub mod stats {
-    pub use ipcq_proto::{ObjectDetail, ObjectStats, QueueStats};
+    pub use ipcq_proto::{ObjectDetail, ObjectStats, PipeStats, QueueStats};
 }
 
 pub use ipcq_proto::{default_addr, ADDR_ENV};

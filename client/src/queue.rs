@@ -650,6 +650,39 @@ impl RawQueue {
         }
     }
 
+    /// Waits up to `timeout` until a `get` would return at once: an item is prefetched
+    /// (fetching one if needed; it stays for the next `get`) or the queue is closed and
+    /// drained.
+    pub(crate) fn poll(&self, timeout: Duration) -> Result<bool> {
+        let wait = Wait::timeout(timeout);
+        loop {
+            if !self.local.lock_buffer().is_empty() {
+                return Ok(true);
+            }
+            let outstanding = self.local.outstanding.load(Ordering::Acquire);
+            if outstanding != 0 {
+                self.client()
+                    .wait_answered(outstanding, &self.local.waker)?;
+                continue;
+            }
+            let id = self.client().next_id();
+            let op = Op::GetMany {
+                handle: self.handle(),
+                max: u32::try_from(self.local.window()).unwrap_or(u32::MAX),
+                wait,
+            };
+            let mut frame = Vec::with_capacity(32);
+            self.client()
+                .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
+            match self.client().call_filling(id, &frame, Some(&self.local)) {
+                Ok(_) => continue,
+                Err(Error::Empty) => return Ok(!self.local.lock_buffer().is_empty()),
+                Err(Error::Closed) => return Ok(true),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// Items put and not yet taken: those waiting in the queue plus those delivered to a
     /// getter (including items prefetched by a client) that has not yet handed them to its
     /// application. Exact at the broker at the moment it answers.
@@ -974,10 +1007,10 @@ fn average_len(items: &[&[u8]]) -> usize {
     items.iter().map(|item| item.len()).sum::<usize>() / items.len().max(1)
 }
 
-fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(item).map_err(|err| Error::Codec(err.into()))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|err| Error::Codec(err.into()))
 }

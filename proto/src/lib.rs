@@ -41,6 +41,6 @@ pub use error::{CodecError, Error};
 pub use frame::{decode_frame, frame_prefix, DEFAULT_MAX_FRAME_LEN, MAX_HANDSHAKE_LEN, PREFIX_LEN};
 pub use message::{
     check_name, decode, encode, split_items, BrokerMsg, ClientMsg, ErrorCode, ErrorReply, Hello,
-    Kind, ObjectDetail, ObjectStats, Op, QueueInfo, QueueStats, Reply, Wait, MAGIC, MAX_NAME_LEN,
-    VERSION,
+    Kind, ObjectDetail, ObjectStats, Op, PipeStats, QueueInfo, QueueStats, Reply, Wait, MAGIC,
+    MAX_NAME_LEN, VERSION,
 };

@@ -97,6 +97,16 @@ pub enum Kind {
         /// Maximum number of items, 0 for unbounded.
         capacity: u64,
     },
+    /// One end of a two-ended pipe, claimed for this connection alone. Requests on the
+    /// handle act on the end: puts send to the other end, gets receive from it.
+    PipeEnd {
+        /// Both ends send and receive; otherwise end 0 only receives and end 1 only sends.
+        duplex: bool,
+        /// Items buffered per direction, 0 for unbounded.
+        capacity: u64,
+        /// Which end: 0 or 1.
+        end: u8,
+    },
 }
 
 /// Client to broker, after the handshake.
@@ -314,6 +324,23 @@ pub struct ObjectStats {
 pub enum ObjectDetail {
     /// A queue.
     Queue(QueueStats),
+    /// A pipe.
+    Pipe(PipeStats),
+}
+
+/// A pipe's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeStats {
+    /// Both ends send and receive.
+    pub duplex: bool,
+    /// Items buffered per direction at most, 0 for unbounded.
+    pub capacity: u64,
+    /// Whether each end is held by a connection.
+    pub held: [bool; 2],
+    /// Whether each end has been closed (by its holder, or because its holder went away).
+    pub closed: [bool; 2],
+    /// Items sent to each end and not yet received by it (waiting or in flight).
+    pub buffered: [u64; 2],
 }
 
 /// A queue's figures.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ipcq::stats::{ObjectDetail, ObjectStats};
+use ipcq::stats::{ObjectDetail, ObjectStats, PipeStats, QueueStats};
 use ipcq::{Client, Error};
 
 #[derive(Debug, Parser)]
@@ -162,8 +162,10 @@ fn open(client: &Client, name: &str) -> Result<ipcq::RawQueue, Failure> {
         .iter()
         .find(|object| object.name == name)
         .map(|object| match &object.detail {
-            ObjectDetail::Queue(queue) => usize::try_from(queue.capacity).unwrap_or(usize::MAX),
+            ObjectDetail::Queue(queue) => Ok(usize::try_from(queue.capacity).unwrap_or(usize::MAX)),
+            _ => Err(Failure::Other(format!("'{name}' is not a queue"))),
         })
+        .transpose()?
         .unwrap_or(0);
     client
         .raw_queue(name, capacity)
@@ -180,42 +182,94 @@ fn print_stats(stats: &[ObjectStats]) {
         println!("no objects");
         return;
     }
-    println!(
-        "{:<24} {:<6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  state",
-        "name",
-        "kind",
-        "depth",
-        "capacity",
-        "in-flight",
-        "getters",
-        "putters",
-        "put",
-        "got",
-        "bytes"
-    );
-    for object in stats {
-        match &object.detail {
-            ObjectDetail::Queue(q) => {
-                let capacity = if q.capacity == 0 {
-                    "-".to_string()
-                } else {
-                    q.capacity.to_string()
-                };
-                println!(
-                    "{:<24} {:<6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  {}",
-                    object.name,
-                    "queue",
-                    q.ready,
-                    capacity,
-                    q.in_flight,
-                    q.getters,
-                    q.putters,
-                    q.total_put,
-                    q.total_got,
-                    q.bytes,
-                    if q.closed { "closed" } else { "open" }
-                );
-            }
+    let queues: Vec<(&str, &QueueStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Queue(q) => Some((object.name.as_str(), q)),
+            _ => None,
+        })
+        .collect();
+    let pipes: Vec<(&str, &PipeStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Pipe(p) => Some((object.name.as_str(), p)),
+            _ => None,
+        })
+        .collect();
+    let limit = |capacity: u64| {
+        if capacity == 0 {
+            "-".to_string()
+        } else {
+            capacity.to_string()
+        }
+    };
+    if !queues.is_empty() {
+        let columns = [
+            "queue",
+            "depth",
+            "capacity",
+            "in-flight",
+            "reserved",
+            "getters",
+            "putters",
+            "put",
+            "got",
+            "bytes",
+        ];
+        println!(
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  state",
+            columns[0],
+            columns[1],
+            columns[2],
+            columns[3],
+            columns[4],
+            columns[5],
+            columns[6],
+            columns[7],
+            columns[8],
+            columns[9]
+        );
+        for (name, q) in queues {
+            println!(
+                "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  {}",
+                name,
+                q.ready,
+                limit(q.capacity),
+                q.in_flight,
+                q.reserved,
+                q.getters,
+                q.putters,
+                q.total_put,
+                q.total_got,
+                q.bytes,
+                if q.closed { "closed" } else { "open" }
+            );
+        }
+    }
+    if !pipes.is_empty() {
+        let columns = [
+            "pipe", "mode", "capacity", "to end 0", "to end 1", "end 0", "end 1",
+        ];
+        println!(
+            "{:<24} {:<7} {:>9} {:>9} {:>9}  {:<7} {:<7}",
+            columns[0], columns[1], columns[2], columns[3], columns[4], columns[5], columns[6]
+        );
+        let end = |held: bool, closed: bool| match (held, closed) {
+            (_, true) => "closed",
+            (true, false) => "held",
+            (false, false) => "free",
+        };
+        for (name, p) in pipes {
+            println!(
+                "{:<24} {:<7} {:>9} {:>9} {:>9}  {:<7} {:<7}",
+                name,
+                if p.duplex { "duplex" } else { "simplex" },
+                limit(p.capacity),
+                p.buffered[0],
+                p.buffered[1],
+                end(p.held[0], p.closed[0]),
+                end(p.held[1], p.closed[1]),
+            );
         }
     }
 }
@@ -236,6 +290,16 @@ fn stats_json(stats: &[ObjectStats]) -> serde_json::Value {
                 "total_put": q.total_put,
                 "total_got": q.total_got,
                 "closed": q.closed,
+                "reserved": q.reserved,
+            }),
+            ObjectDetail::Pipe(p) => serde_json::json!({
+                "name": object.name,
+                "kind": "pipe",
+                "duplex": p.duplex,
+                "capacity": p.capacity,
+                "buffered": p.buffered,
+                "held": p.held,
+                "closed": p.closed,
             }),
         })
         .collect();

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipcq::stats::{ObjectDetail, QueueStats};
+use ipcq::stats::{ObjectDetail, PipeStats, QueueStats};
 use ipcq::Client;
 
 #[cfg(unix)]
@@ -139,11 +139,24 @@ pub fn queue_stats(client: &Client, name: &str) -> QueueStats {
         .stats()
         .expect("stats")
         .into_iter()
-        .find(|object| object.name == name)
-        .map(|object| match object.detail {
-            ObjectDetail::Queue(stats) => stats,
+        .find_map(|object| match object.detail {
+            ObjectDetail::Queue(stats) if object.name == name => Some(stats),
+            _ => None,
         })
         .unwrap_or_else(|| panic!("no queue named {name}"))
+}
+
+/// The figures of pipe `name`.
+pub fn pipe_stats(client: &Client, name: &str) -> PipeStats {
+    client
+        .stats()
+        .expect("stats")
+        .into_iter()
+        .find_map(|object| match object.detail {
+            ObjectDetail::Pipe(stats) if object.name == name => Some(stats),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no pipe named {name}"))
 }
 
 /// Waits until the broker's figures for queue `name` satisfy `condition`. This asks the

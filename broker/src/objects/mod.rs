@@ -1,8 +1,10 @@
 //! The objects a broker serves. Object state never touches a socket: answers go to the
 //! client's [`Peer`](crate::peer::Peer), whose writer task owns the socket.
 
+mod pipe;
 mod queue;
 
+pub(crate) use pipe::Pipe;
 pub(crate) use queue::Queue;
 
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub(crate) enum Object {
     Queue(Arc<Queue>),
+    Pipe(Arc<Pipe>),
 }
 
 impl Object {
@@ -18,12 +21,15 @@ impl Object {
     pub(crate) fn same(&self, other: &Object) -> bool {
         match (self, other) {
             (Object::Queue(a), Object::Queue(b)) => Arc::ptr_eq(a, b),
+            (Object::Pipe(a), Object::Pipe(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 
     pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             Object::Queue(_) => "queue",
+            Object::Pipe(_) => "pipe",
         }
     }
 }
