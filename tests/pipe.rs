@@ -68,6 +68,12 @@ fn simplex_pipe_has_one_direction() {
         }
         assert!(reader.recv().unwrap_err().is_closed());
         finish(writer);
+        // The end its holder closed stays closed.
+        let err = broker
+            .client()
+            .pipe_with::<u64>("one-way", End::One, options)
+            .unwrap_err();
+        assert!(err.is_closed(), "{err}");
 
         // The sending end of another simplex pipe cannot receive.
         let sender = client
