@@ -158,6 +158,8 @@ fn idle_credits_are_revoked_when_another_producer_waits() {
                 .put_timeout(&i, Duration::from_secs(20))
                 .unwrap_or_else(|err| panic!("put {i}: {err}"));
         }
+        // B's last puts may have been on credits: wait until the broker has read them.
+        wait_until(&observer, "jobs", "the queue to fill", |s| s.ready == 8);
         let s = queue_stats(&observer, "jobs");
         assert_eq!((s.ready, s.reserved), (8, 0), "{s:?}");
 

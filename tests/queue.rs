@@ -301,8 +301,17 @@ fn killed_getter_loses_nothing() {
         queue.put(&42).unwrap();
         let survivor = helper(&["get", &broker.addr, "precious", "0"]);
         assert_eq!(finish(survivor).trim(), "42");
+        // The survivor acknowledged it before exiting; the broker reads that on the
+        // survivor's connection, so wait for it rather than race it.
+        wait_until(&client, "precious", "the survivor's acknowledgement", |s| {
+            s.total_got == 1
+        });
         let stats = queue_stats(&client, "precious");
         assert_eq!((stats.ready, stats.in_flight, stats.total_got), (0, 0, 1));
+        assert!(
+            queue.get_nowait().unwrap_err().is_empty(),
+            "taken exactly once"
+        );
     });
 }
 

@@ -670,9 +670,13 @@ impl State {
         self.items.len() as u64 + self.in_flight
     }
 
-    /// Closed, and nothing left that could still reach a getter.
+    /// Closed, and nothing left that could still reach a getter: no item waiting, none in
+    /// flight (it would come back if its getter died), and no slot reserved for a producer
+    /// (an item put on it may still be on its way: its `put` has returned).
+    /// A removed queue is drained at once: its items are gone.
     fn drained(&self) -> bool {
-        self.closed && self.items.is_empty() && self.in_flight == 0
+        self.removed
+            || (self.closed && self.items.is_empty() && self.in_flight == 0 && self.reserved == 0)
     }
 
     fn next_waiter(&mut self) -> u64 {
