@@ -91,6 +91,9 @@ pub(crate) enum Detached {
     Prefetch,
     /// Credits asked for ahead of `put`.
     Reserve,
+    /// A get whose thread went on with items another answer brought: its own items join
+    /// the buffer when they come.
+    Fetch,
 }
 
 /// What the reader must do once it no longer holds the state lock.
@@ -397,19 +400,8 @@ impl Client {
     /// Sends an encoded request frame for `id` and waits for its answer. The slot is
     /// registered before the frame leaves, so the answer always finds it.
     pub(crate) fn call_encoded(&self, id: u64, frame: &[u8]) -> Result<(Reply, Bytes)> {
-        self.call_filling(id, frame, None)
-    }
-
-    /// As [`call_encoded`](Client::call_encoded); the items of a `GetMany` answer go to
-    /// `fill`'s buffer as they arrive, and the answer returned carries none.
-    pub(crate) fn call_filling(
-        &self,
-        id: u64,
-        frame: &[u8],
-        fill: Option<&Arc<Local>>,
-    ) -> Result<(Reply, Bytes)> {
         let waker = Arc::new(Condvar::new());
-        self.register(id, Arc::clone(&waker), fill, None)?;
+        self.register(id, Arc::clone(&waker), None, None)?;
         // A failed write means the broker closed the connection; what it sent before, such
         // as the reason it refused this client, is still there to read, so the wait below
         // reports that reason (or the end of the connection) rather than a bare write error.
@@ -431,6 +423,49 @@ impl Client {
         match reply {
             Reply::Error(err) => Err(Error::from_reply(err)),
             reply => Ok((reply, tail)),
+        }
+    }
+
+    /// Sends a get for `local` and waits until its answer comes or `local`'s buffer has
+    /// items, whichever is first: another thread's answer may have brought items while this
+    /// request was on its way, and waiting on for a new item would leave those idle. A
+    /// request left behind that way stays outstanding; its items, when they come, join the
+    /// buffer like a prefetch's. Returns `Ok(None)` when the buffer had items first.
+    pub(crate) fn fetch_into(
+        &self,
+        id: u64,
+        frame: &[u8],
+        local: &Arc<Local>,
+    ) -> Result<Option<Reply>> {
+        let waker = local.waker();
+        self.register(id, Arc::clone(&waker), Some(local), None)?;
+        let _ = self.send(frame);
+        let reply = self.inner.wait_until(
+            &waker,
+            |state| {
+                if let Some((reply, _)) = state
+                    .pending
+                    .get_mut(&id)
+                    .and_then(|slot| slot.reply.take())
+                {
+                    state.pending.remove(&id);
+                    return Some(Some(reply));
+                }
+                if local.has_buffered() {
+                    if let Some(slot) = state.pending.get_mut(&id) {
+                        slot.detached = Some((Detached::Fetch, local.handle()));
+                    }
+                    return Some(None);
+                }
+                None
+            },
+            || {
+                self.inner.lock_state().pending.remove(&id);
+            },
+        )?;
+        match reply {
+            Some(Reply::Error(err)) => Err(Error::from_reply(err)),
+            other => Ok(other),
         }
     }
 
@@ -681,6 +716,7 @@ fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes, followups: &mut Vec<
                 match (&local, detached) {
                     (Some(local), Detached::Reserve) => local.reserve_answered(credits),
                     (Some(local), Detached::Prefetch) => local.prefetch_answered(),
+                    (_, Detached::Fetch) => {}
                     // The handle is gone: so are the credits.
                     (None, Detached::Reserve) if credits > 0 => {
                         followups.push(Followup::Release { handle, credits });

@@ -137,6 +137,20 @@ impl Local {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn waker(&self) -> Arc<Condvar> {
+        Arc::clone(&self.waker)
+    }
+
+    pub(crate) fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Whether items wait in the buffer (called with the client's state locked: the buffer
+    /// lock is always taken after it, never before).
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.lock_buffer().is_empty()
+    }
+
     /// Items delivered to this handle, in arrival order (called by the reader).
     pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>, ready: u64) {
         self.lock_buffer().extend((tag..).zip(items));
@@ -635,7 +649,7 @@ impl RawQueue {
             let mut frame = Vec::with_capacity(32);
             self.client()
                 .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
-            match self.client().call_filling(id, &frame, Some(&self.local)) {
+            match self.client().fetch_into(id, &frame, &self.local) {
                 // The items are in the buffer now (unless another thread took them first).
                 Ok(_) => continue,
                 Err(err) => {
@@ -674,7 +688,7 @@ impl RawQueue {
             let mut frame = Vec::with_capacity(32);
             self.client()
                 .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
-            match self.client().call_filling(id, &frame, Some(&self.local)) {
+            match self.client().fetch_into(id, &frame, &self.local) {
                 Ok(_) => continue,
                 Err(Error::Empty) => return Ok(!self.local.lock_buffer().is_empty()),
                 Err(Error::Closed) => return Ok(true),
