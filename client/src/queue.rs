@@ -632,34 +632,14 @@ impl RawQueue {
             if !buffered.is_empty() {
                 return Ok(buffered);
             }
-            // A prefetch in flight is answered at once (it never waits in the broker): its
-            // items come before anything a new request could get.
-            let outstanding = self.local.outstanding.load(Ordering::Acquire);
-            if outstanding != 0 {
-                self.client()
-                    .wait_answered(outstanding, &self.local.waker)?;
-                continue;
-            }
-            let id = self.client().next_id();
-            let op = Op::GetMany {
-                handle: self.handle(),
-                max: u32::try_from(max.max(self.local.window())).unwrap_or(u32::MAX),
-                wait,
-            };
-            let mut frame = Vec::with_capacity(32);
-            self.client()
-                .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
-            match self.client().fetch_into(id, &frame, &self.local) {
-                // The items are in the buffer now (unless another thread took them first).
-                Ok(_) => continue,
-                Err(err) => {
-                    // Items that arrived before the error still come first.
-                    let buffered = self.local.take_buffered(max);
-                    if !buffered.is_empty() {
-                        return Ok(buffered);
-                    }
-                    return Err(err);
-                }
+            if let Err(err) = self.refill(max.max(self.local.window()), wait) {
+                // Items that arrived before the error still come first.
+                let buffered = self.local.take_buffered(max);
+                return if buffered.is_empty() {
+                    Err(err)
+                } else {
+                    Ok(buffered)
+                };
             }
         }
     }
@@ -670,31 +650,39 @@ impl RawQueue {
     pub(crate) fn poll(&self, timeout: Duration) -> Result<bool> {
         let wait = Wait::timeout(timeout);
         loop {
-            if !self.local.lock_buffer().is_empty() {
+            if self.local.has_buffered() {
                 return Ok(true);
             }
-            let outstanding = self.local.outstanding.load(Ordering::Acquire);
-            if outstanding != 0 {
-                self.client()
-                    .wait_answered(outstanding, &self.local.waker)?;
-                continue;
-            }
-            let id = self.client().next_id();
-            let op = Op::GetMany {
-                handle: self.handle(),
-                max: u32::try_from(self.local.window()).unwrap_or(u32::MAX),
-                wait,
-            };
-            let mut frame = Vec::with_capacity(32);
-            self.client()
-                .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
-            match self.client().fetch_into(id, &frame, &self.local) {
-                Ok(_) => continue,
-                Err(Error::Empty) => return Ok(!self.local.lock_buffer().is_empty()),
+            match self.refill(self.local.window(), wait) {
+                Ok(()) => {}
+                Err(Error::Empty) => return Ok(self.local.has_buffered()),
                 Err(Error::Closed) => return Ok(true),
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// With the buffer empty: waits for the prefetch in flight, if any (it is answered at
+    /// once, and its items come before anything a new request could get); otherwise asks
+    /// for up to `max` items, waiting as `wait` says, until they or other items are in the
+    /// buffer.
+    fn refill(&self, max: usize, wait: Wait) -> Result<()> {
+        let outstanding = self.local.outstanding.load(Ordering::Acquire);
+        if outstanding != 0 {
+            return self.client().wait_answered(outstanding, &self.local.waker);
+        }
+        let id = self.client().next_id();
+        let op = Op::GetMany {
+            handle: self.handle(),
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+            wait,
+        };
+        let mut frame = Vec::with_capacity(32);
+        self.client()
+            .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
+        self.client()
+            .fetch_into(id, &frame, &self.local)
+            .map(|_| ())
     }
 
     /// Items put and not yet taken: those waiting in the queue plus those delivered to a
