@@ -819,7 +819,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
             while left > 0 {
                 let n = left.min(batch.max(1));
                 let mut cmd: Vec<&[u8]> = vec![b"RPUSH", b"bench"];
-                cmd.extend(std::iter::repeat(&item[..]).take(n));
+                cmd.extend(std::iter::repeat_n(&item[..], n));
                 redis.call(&cmd)?;
                 left -= n;
             }
