@@ -707,7 +707,8 @@ impl RawQueue {
 
     /// Whether a put that needs room now would fail: the items and the slots reserved for
     /// producers' credits fill the capacity, or the queue's or the broker's byte budget is
-    /// used up, or putters are already waiting.
+    /// used up, or putters are already waiting. A queue short of its byte budget may still
+    /// refuse an item larger than what is left of it.
     ///
     /// # Errors
     ///
