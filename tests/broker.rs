@@ -156,3 +156,54 @@ fn connection_limit_gives_a_clear_error() {
         }
     });
 }
+
+#[test]
+fn serve_runs_on_the_callers_runtime() {
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = dir
+            .path()
+            .join("served.sock")
+            .to_string_lossy()
+            .into_owned();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = ipcq::broker::Config::new().addr(&addr);
+        let served = runtime.spawn(ipcq::broker::serve(config, async {
+            let _ = stopped.await;
+        }));
+        // The socket appears once the serving task has run; ask until it answers.
+        let client = loop {
+            match ipcq::Client::connect(&addr) {
+                Ok(client) => break client,
+                Err(Error::NoBroker { .. }) => std::thread::yield_now(),
+                Err(err) => panic!("{err}"),
+            }
+        };
+        let queue = client.queue::<String>("q", 0).unwrap();
+        let getter = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.get())
+        };
+        queue.put(&"served".to_string()).unwrap();
+        assert_eq!(getter.join().unwrap().unwrap(), "served");
+        let waiting = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.get())
+        };
+        wait_until(
+            &ipcq::Client::connect(&addr).unwrap(),
+            "q",
+            "a parked getter",
+            |s| s.getters == 1,
+        );
+        stop.send(()).unwrap();
+        runtime.block_on(served).unwrap().unwrap();
+        assert!(waiting.join().unwrap().unwrap_err().is_broker_gone());
+        assert!(!std::path::Path::new(&addr).exists());
+    });
+}
