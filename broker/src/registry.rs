@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use ipcq_proto::{ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
 
 use crate::budget::Budget;
-use crate::objects::{Object, Pipe, Queue};
+use crate::objects::{Event, Object, Permits, Pipe, Queue};
 use crate::Config;
 
 #[derive(Debug)]
@@ -49,6 +49,11 @@ impl Registry {
                         capacity: pipe.capacity,
                         end: 0,
                     },
+                    Object::Permits(permits) if permits.is_lock() => Kind::Lock,
+                    Object::Permits(permits) => Kind::Semaphore {
+                        permits: permits.permits,
+                    },
+                    Object::Event(_) => Kind::Event,
                 };
                 if same_parameters(existing, kind) {
                     Ok(object.clone())
@@ -88,6 +93,17 @@ impl Registry {
                         self.max_queue_bytes,
                         &self.budget,
                     )),
+                    Kind::Lock => Object::Permits(Permits::new(name, 1, true)),
+                    Kind::Semaphore { permits } => {
+                        if permits == 0 {
+                            return Err(ErrorReply::new(
+                                ErrorCode::InvalidArgument,
+                                "a semaphore needs at least one permit",
+                            ));
+                        }
+                        Object::Permits(Permits::new(name, permits, false))
+                    }
+                    Kind::Event => Object::Event(Event::new(name)),
                 };
                 self.count.fetch_add(1, Ordering::SeqCst);
                 tracing::debug!(name = %entry.key(), kind = object.kind_name(), "object created");
@@ -108,6 +124,8 @@ impl Registry {
         match object {
             Object::Queue(queue) => queue.remove(),
             Object::Pipe(pipe) => pipe.remove(),
+            Object::Permits(permits) => permits.remove(),
+            Object::Event(event) => event.remove(),
         }
         tracing::debug!(name, "object removed");
         Ok(())
@@ -123,6 +141,11 @@ impl Registry {
                 detail: match object {
                     Object::Queue(queue) => ObjectDetail::Queue(queue.stats()),
                     Object::Pipe(pipe) => ObjectDetail::Pipe(pipe.stats()),
+                    Object::Permits(permits) if permits.is_lock() => {
+                        ObjectDetail::Lock(permits.stats())
+                    }
+                    Object::Permits(permits) => ObjectDetail::Semaphore(permits.stats()),
+                    Object::Event(event) => ObjectDetail::Event(event.stats()),
                 },
             })
             .collect();
@@ -136,6 +159,8 @@ impl Registry {
             match object {
                 Object::Queue(queue) => queue.shut_down(),
                 Object::Pipe(pipe) => pipe.shut_down(),
+                Object::Permits(permits) => permits.shut_down(),
+                Object::Event(event) => event.shut_down(),
             }
         }
     }
@@ -158,6 +183,8 @@ impl Registry {
 fn same_parameters(existing: Kind, wanted: Kind) -> bool {
     match (existing, wanted) {
         (Kind::Queue { capacity: a }, Kind::Queue { capacity: b }) => a == b,
+        (Kind::Semaphore { permits: a }, Kind::Semaphore { permits: b }) => a == b,
+        (Kind::Lock, Kind::Lock) | (Kind::Event, Kind::Event) => true,
         (
             Kind::PipeEnd {
                 duplex: a,
@@ -183,5 +210,8 @@ fn describe(kind: Kind) -> String {
             "a {} pipe of capacity {capacity}",
             if duplex { "duplex" } else { "simplex" }
         ),
+        Kind::Lock => "a lock".into(),
+        Kind::Semaphore { permits } => format!("a semaphore of {permits} permits"),
+        Kind::Event => "an event".into(),
     }
 }

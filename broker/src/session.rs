@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use crate::connection::{read_frame, write_loop, ReadError};
-use crate::objects::{Object, Queue};
+use crate::objects::{Event, Object, Permits, Queue};
 use crate::peer::{Peer, Taken};
 use crate::registry::Registry;
 
@@ -227,7 +227,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             Op::Ping => Ok(Some(Reply::Pong)),
             Op::Open { name, kind } => {
                 let end = match kind {
-                    Kind::Queue { .. } => 0,
+                    Kind::Queue { .. } | Kind::Lock | Kind::Semaphore { .. } | Kind::Event => 0,
                     Kind::PipeEnd { end, .. } if end < 2 => end,
                     Kind::PipeEnd { end, .. } => {
                         return Err(ErrorReply::new(
@@ -306,12 +306,35 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 match &opened.object {
                     Object::Queue(queue) => queue.close(),
                     Object::Pipe(pipe) => pipe.close_end(opened.end),
+                    other => return Err(wrong_kind(handle, other, "a queue or pipe")),
                 }
                 Ok(Some(Reply::Done))
             }
             Op::Reserve { handle, credits } => {
                 let credits = self.send_queue(handle)?.reserve(peer, handle, credits);
                 Ok(Some(Reply::Accepted { credits }))
+            }
+            Op::Acquire { handle, wait } => {
+                self.permits(handle)?.acquire(peer, id, wait);
+                Ok(None)
+            }
+            Op::ReleasePermit { handle } => {
+                self.permits(handle)?
+                    .release(peer.id)
+                    .map_err(|msg| ErrorReply::new(ErrorCode::InvalidArgument, msg))?;
+                Ok(Some(Reply::Done))
+            }
+            Op::SetEvent { handle } => {
+                self.event(handle)?.set();
+                Ok(Some(Reply::Done))
+            }
+            Op::ClearEvent { handle } => {
+                self.event(handle)?.clear();
+                Ok(Some(Reply::Done))
+            }
+            Op::WaitEvent { handle, wait } => {
+                self.event(handle)?.wait(peer, id, wait);
+                Ok(None)
             }
             Op::Stats => Ok(Some(Reply::Stats(self.shared.registry.stats()))),
             Op::Remove { name } => {
@@ -330,6 +353,20 @@ impl<R: AsyncRead + Unpin> Session<R> {
         })
     }
 
+    fn permits(&self, handle: u32) -> Result<&Arc<Permits>, ErrorReply> {
+        match &self.opened(handle)?.object {
+            Object::Permits(permits) => Ok(permits),
+            other => Err(wrong_kind(handle, other, "a lock or semaphore")),
+        }
+    }
+
+    fn event(&self, handle: u32) -> Result<&Arc<Event>, ErrorReply> {
+        match &self.opened(handle)?.object {
+            Object::Event(event) => Ok(event),
+            other => Err(wrong_kind(handle, other, "an event")),
+        }
+    }
+
     /// The queue that puts on `handle` go to: the queue itself, or the inbox of the other
     /// end of a pipe.
     fn send_queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
@@ -337,6 +374,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         match &opened.object {
             Object::Queue(queue) => Ok(queue),
             Object::Pipe(pipe) => pipe.send_queue(opened.end),
+            other => Err(wrong_kind(handle, other, "a queue or pipe")),
         }
     }
 
@@ -346,6 +384,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         match &opened.object {
             Object::Queue(queue) => Ok(queue),
             Object::Pipe(pipe) => pipe.recv_queue(opened.end),
+            other => Err(wrong_kind(handle, other, "a queue or pipe")),
         }
     }
 }
@@ -359,10 +398,19 @@ impl<R> Session<R> {
             match &opened.object {
                 Object::Queue(queue) => queue.forget(self.peer.id),
                 Object::Pipe(pipe) => pipe.forget(self.peer.id),
+                Object::Permits(permits) => permits.forget(self.peer.id),
+                Object::Event(event) => event.forget(self.peer.id),
             }
         }
         restore(in_flight);
     }
+}
+
+fn wrong_kind(handle: u32, object: &Object, wanted: &str) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::WrongKind,
+        format!("handle {handle} is a {}, not {wanted}", object.kind_name()),
+    )
 }
 
 /// Gives deliveries back to the heads of their queues, in their order.

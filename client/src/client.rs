@@ -319,6 +319,18 @@ impl Client {
         }
     }
 
+    /// Opens `name` as `kind`; returns its handle.
+    pub(crate) fn open(&self, name: &str, kind: Kind) -> Result<u32> {
+        let op = Op::Open {
+            name: name.to_owned(),
+            kind,
+        };
+        match self.call(op, &[])?.0 {
+            Reply::Opened { handle } => Ok(handle),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Checks that the broker answers.
     ///
     /// # Errors

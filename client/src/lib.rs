@@ -10,6 +10,8 @@
 //! - [`Queue<T>`]: a typed queue handle (postcard-encoded items); [`RawQueue`]: the same
 //!   over raw bytes, as the `ipcq` command line uses;
 //! - [`PipeEnd<T>`] / [`RawPipeEnd`]: one end of a two-ended pipe ([`End`], [`PipeOptions`]);
+//! - [`Lock`], [`Semaphore`], [`Event`]: synchronisation that a dead process never leaves
+//!   stuck;
 //! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
 //!
 //! # Hello, world!
@@ -31,15 +33,19 @@ mod client;
 mod error;
 mod pipe;
 mod queue;
+mod sync;
 
 pub use client::Client;
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
 pub use queue::{Queue, RawQueue, DEFAULT_PREFETCH};
+pub use sync::{Acquired, Event, Lock, LockGuard, Semaphore};
 
 /// Broker figures as [`Client::stats`] returns them.
 pub mod stats {
-    pub use ipcq_proto::{ObjectDetail, ObjectStats, PipeStats, QueueStats};
+    pub use ipcq_proto::{
+        EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
+    };
 }
 
 pub use ipcq_proto::{default_addr, ADDR_ENV};

@@ -107,6 +107,15 @@ pub enum Kind {
         /// Which end: 0 or 1.
         end: u8,
     },
+    /// A lock: a semaphore of one permit whose holder is told apart.
+    Lock,
+    /// A semaphore of `permits` permits.
+    Semaphore {
+        /// Permits in all.
+        permits: u64,
+    },
+    /// An event: a flag that waiters wait to see set.
+    Event,
 }
 
 /// Client to broker, after the handshake.
@@ -231,6 +240,37 @@ pub enum Op {
         /// Credits wanted.
         credits: u32,
     },
+    /// Take a permit of a lock or semaphore; answered with [`Reply::Acquired`], or `Busy`
+    /// when none came before the wait ran out.
+    Acquire {
+        /// Lock or semaphore handle.
+        handle: u32,
+        /// How long to wait for a permit.
+        wait: Wait,
+    },
+    /// Give back a permit this connection holds; answered with [`Reply::Done`].
+    ReleasePermit {
+        /// Lock or semaphore handle.
+        handle: u32,
+    },
+    /// Set an event, waking every waiter; answered with [`Reply::Done`].
+    SetEvent {
+        /// Event handle.
+        handle: u32,
+    },
+    /// Clear an event; answered with [`Reply::Done`].
+    ClearEvent {
+        /// Event handle.
+        handle: u32,
+    },
+    /// Wait until an event is set; answered with [`Reply::Flag`]: whether it is set
+    /// (false only when the wait ran out).
+    WaitEvent {
+        /// Event handle.
+        handle: u32,
+        /// How long to wait.
+        wait: Wait,
+    },
 }
 
 /// Broker to client, after the handshake.
@@ -294,6 +334,14 @@ pub enum Reply {
         /// Credits granted.
         credits: u32,
     },
+    /// Answer to [`Op::Acquire`]: a permit is held.
+    Acquired {
+        /// The permit came back from a holder whose connection went away without releasing
+        /// it (as a robust mutex's `EOWNERDEAD`): what it guarded may be half-done.
+        owner_died: bool,
+    },
+    /// A yes-or-no answer ([`Op::WaitEvent`]).
+    Flag(bool),
 }
 
 /// A queue's state as [`Op::Info`] reports it.
@@ -326,6 +374,34 @@ pub enum ObjectDetail {
     Queue(QueueStats),
     /// A pipe.
     Pipe(PipeStats),
+    /// A lock.
+    Lock(PermitStats),
+    /// A semaphore.
+    Semaphore(PermitStats),
+    /// An event.
+    Event(EventStats),
+}
+
+/// A lock's or semaphore's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermitStats {
+    /// Permits in all (1 for a lock).
+    pub permits: u64,
+    /// Permits free now.
+    pub free: u64,
+    /// The connections holding permits (a connection may hold several of a semaphore).
+    pub holders: Vec<u64>,
+    /// Requests waiting for a permit.
+    pub waiters: u64,
+}
+
+/// An event's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventStats {
+    /// Whether the event is set.
+    pub set: bool,
+    /// Requests waiting for it to be set.
+    pub waiters: u64,
 }
 
 /// A pipe's figures.

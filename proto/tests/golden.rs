@@ -95,6 +95,29 @@ fn client_messages() {
         }),
         [0, 0xac, 0x02, 10, 2, 0x80, 0x01]
     );
+    assert_eq!(
+        request(Op::Acquire {
+            handle: 2,
+            wait: Wait::Block
+        }),
+        [0, 0xac, 0x02, 11, 2, 0]
+    );
+    assert_eq!(
+        request(Op::ReleasePermit { handle: 2 }),
+        [0, 0xac, 0x02, 12, 2]
+    );
+    assert_eq!(request(Op::SetEvent { handle: 2 }), [0, 0xac, 0x02, 13, 2]);
+    assert_eq!(
+        request(Op::ClearEvent { handle: 2 }),
+        [0, 0xac, 0x02, 14, 2]
+    );
+    assert_eq!(
+        request(Op::WaitEvent {
+            handle: 2,
+            wait: Wait::NoWait
+        }),
+        [0, 0xac, 0x02, 15, 2, 1]
+    );
     assert_eq!(bytes(&ClientMsg::Ack { tag: 5, count: 2 }), [1, 5, 2]);
     assert_eq!(bytes(&ClientMsg::Send { handle: 2 }), [2, 2]);
     assert_eq!(

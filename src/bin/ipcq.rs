@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ipcq::stats::{ObjectDetail, ObjectStats, PipeStats, QueueStats};
+use ipcq::stats::{EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats};
 use ipcq::{Client, Error};
 
 #[derive(Debug, Parser)]
@@ -246,6 +246,55 @@ fn print_stats(stats: &[ObjectStats]) {
             );
         }
     }
+    let permits: Vec<(&str, &str, &PermitStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Lock(p) => Some((object.name.as_str(), "lock", p)),
+            ObjectDetail::Semaphore(p) => Some((object.name.as_str(), "semaphore", p)),
+            _ => None,
+        })
+        .collect();
+    if !permits.is_empty() {
+        let columns = ["lock or semaphore", "kind", "permits", "free", "waiters"];
+        println!(
+            "{:<24} {:<10} {:>8} {:>8} {:>8}  holders (connection ids)",
+            columns[0], columns[1], columns[2], columns[3], columns[4]
+        );
+        for (name, kind, p) in permits {
+            let holders: Vec<String> = p.holders.iter().map(u64::to_string).collect();
+            println!(
+                "{:<24} {:<10} {:>8} {:>8} {:>8}  {}",
+                name,
+                kind,
+                p.permits,
+                p.free,
+                p.waiters,
+                if holders.is_empty() {
+                    "-".to_string()
+                } else {
+                    holders.join(" ")
+                }
+            );
+        }
+    }
+    let events: Vec<(&str, &EventStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Event(e) => Some((object.name.as_str(), e)),
+            _ => None,
+        })
+        .collect();
+    if !events.is_empty() {
+        println!("{:<24} {:<6} {:>8}", "event", "state", "waiters");
+        for (name, e) in events {
+            println!(
+                "{:<24} {:<6} {:>8}",
+                name,
+                if e.set { "set" } else { "clear" },
+                e.waiters
+            );
+        }
+    }
     if !pipes.is_empty() {
         let columns = [
             "pipe", "mode", "capacity", "to end 0", "to end 1", "end 0", "end 1",
@@ -300,6 +349,20 @@ fn stats_json(stats: &[ObjectStats]) -> serde_json::Value {
                 "buffered": p.buffered,
                 "held": p.held,
                 "closed": p.closed,
+            }),
+            ObjectDetail::Lock(p) | ObjectDetail::Semaphore(p) => serde_json::json!({
+                "name": object.name,
+                "kind": if matches!(object.detail, ObjectDetail::Lock(_)) { "lock" } else { "semaphore" },
+                "permits": p.permits,
+                "free": p.free,
+                "holders": p.holders,
+                "waiters": p.waiters,
+            }),
+            ObjectDetail::Event(e) => serde_json::json!({
+                "name": object.name,
+                "kind": "event",
+                "set": e.set,
+                "waiters": e.waiters,
             }),
         })
         .collect();

@@ -12,6 +12,14 @@
 //!                                                             back COUNT u64s, then exit
 //! ipcq-test-client pipe-send ADDR PIPE DUPLEX COUNT THEN      on end 1, send 0..COUNT, then
 //!                                                             `close`, `exit` or `hold`
+//! ipcq-test-client lock-count ADDR LOCK FILE COUNT            COUNT times under LOCK: read the
+//!                                                             number in FILE, write it + 1
+//! ipcq-test-client lock-hold ADDR LOCK                        acquire, print "held", wait to
+//!                                                             be killed
+//! ipcq-test-client sem-room ADDR SEM PERMITS LOCK FILE        enter the room (SEM), count the
+//!                                                             guests inside in FILE under LOCK
+//! ipcq-test-client sem-hold ADDR SEM PERMITS                  take a permit, print "held", wait
+//! ipcq-test-client event-wait ADDR EVENT                      print "set" once EVENT is set
 //! ```
 
 use std::io::Write;
@@ -29,6 +37,11 @@ fn main() -> anyhow::Result<()> {
     let role = arg(0)?;
     let client = Client::connect(arg(1)?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(done) = sync_role(&client, role, &args)? {
+        writeln!(out, "{done}")?;
+        out.flush()?;
+        return Ok(());
+    }
     if let Some(pipe_role) = role.strip_prefix("pipe-") {
         let name = arg(2)?;
         match pipe_role {
@@ -106,4 +119,73 @@ fn main() -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Roles on locks, semaphores and events; `None` for other roles.
+fn sync_role(client: &Client, role: &str, args: &[String]) -> anyhow::Result<Option<String>> {
+    let arg = |i: usize| -> anyhow::Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .with_context(|| format!("missing argument {i}"))
+    };
+    let park = || -> ! {
+        loop {
+            std::thread::park();
+        }
+    };
+    let announce = |line: &str| -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        Ok(())
+    };
+    Ok(Some(match role {
+        "lock-count" => {
+            let lock = client.lock(arg(2)?)?;
+            let file = arg(3)?;
+            for _ in 0..arg(4)?.parse::<u64>()? {
+                let _guard = lock.lock()?;
+                let value: u64 = std::fs::read_to_string(file)?.trim().parse()?;
+                std::fs::write(file, (value + 1).to_string())?;
+            }
+            "counted".into()
+        }
+        "lock-hold" => {
+            let _held = client.lock(arg(2)?)?.acquire()?;
+            announce("held")?;
+            park()
+        }
+        "sem-room" => {
+            let room = client.semaphore(arg(2)?, arg(3)?.parse()?)?;
+            let lock = client.lock(arg(4)?)?;
+            let file = arg(5)?;
+            // FILE holds "inside most": guests in the room now, and the most ever seen.
+            let update = |change: i64| -> anyhow::Result<()> {
+                let _guard = lock.lock()?;
+                let text = std::fs::read_to_string(file)?;
+                let mut numbers = text.split_whitespace().map(str::parse::<i64>);
+                let inside = numbers.next().context("inside")?? + change;
+                let most = numbers.next().context("most")??.max(inside);
+                std::fs::write(file, format!("{inside} {most}"))?;
+                Ok(())
+            };
+            let _permit = room.acquire()?;
+            update(1)?;
+            // Stay a moment, so that guests overlap.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            update(-1)?;
+            room.release()?;
+            "left".into()
+        }
+        "sem-hold" => {
+            let _held = client.semaphore(arg(2)?, arg(3)?.parse()?)?.acquire()?;
+            announce("held")?;
+            park()
+        }
+        "event-wait" => {
+            client.event(arg(2)?)?.wait()?;
+            "set".into()
+        }
+        _ => return Ok(None),
+    }))
 }

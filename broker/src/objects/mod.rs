@@ -1,19 +1,74 @@
 //! The objects a broker serves. Object state never touches a socket: answers go to the
 //! client's [`Peer`](crate::peer::Peer), whose writer task owns the socket.
 
+mod event;
+mod permits;
 mod pipe;
 mod queue;
 
+pub(crate) use event::Event;
+pub(crate) use permits::Permits;
 pub(crate) use pipe::Pipe;
 pub(crate) use queue::Queue;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use ipcq_proto::Wait;
+use tokio::task::AbortHandle;
+
+/// Waits longer than this are treated as waiting forever, so a deadline never overflows
+/// the clock.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When a parked request gives up.
+pub(crate) enum Deadline {
+    Now,
+    At(tokio::time::Instant),
+    Never,
+}
+
+pub(crate) fn deadline(wait: Wait) -> Deadline {
+    match wait {
+        Wait::NoWait | Wait::Micros(0) => Deadline::Now,
+        Wait::Block => Deadline::Never,
+        Wait::Micros(micros) => {
+            let wait = Duration::from_micros(micros);
+            if wait > MAX_WAIT {
+                Deadline::Never
+            } else {
+                Deadline::At(tokio::time::Instant::now() + wait)
+            }
+        }
+    }
+}
+
+/// Runs `expire` at `at`, unless the returned handle aborts it first.
+pub(crate) fn timer(
+    at: tokio::time::Instant,
+    expire: impl FnOnce() + Send + 'static,
+) -> AbortHandle {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        expire();
+    })
+    .abort_handle()
+}
+
+pub(crate) fn abort(timer: &Option<AbortHandle>) {
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+}
 
 /// An object as the registry and the sessions hold it.
 #[derive(Debug, Clone)]
 pub(crate) enum Object {
     Queue(Arc<Queue>),
     Pipe(Arc<Pipe>),
+    /// A lock or a semaphore.
+    Permits(Arc<Permits>),
+    Event(Arc<Event>),
 }
 
 impl Object {
@@ -22,6 +77,8 @@ impl Object {
         match (self, other) {
             (Object::Queue(a), Object::Queue(b)) => Arc::ptr_eq(a, b),
             (Object::Pipe(a), Object::Pipe(b)) => Arc::ptr_eq(a, b),
+            (Object::Permits(a), Object::Permits(b)) => Arc::ptr_eq(a, b),
+            (Object::Event(a), Object::Event(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -30,6 +87,9 @@ impl Object {
         match self {
             Object::Queue(_) => "queue",
             Object::Pipe(_) => "pipe",
+            Object::Permits(permits) if permits.is_lock() => "lock",
+            Object::Permits(_) => "semaphore",
+            Object::Event(_) => "event",
         }
     }
 }

@@ -16,12 +16,12 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait};
 use tokio::task::AbortHandle;
 
+use super::{abort, deadline, Deadline};
 use crate::budget::Budget;
 use crate::peer::Peer;
 use crate::session::FRAME_OVERHEAD;
@@ -29,10 +29,6 @@ use crate::session::FRAME_OVERHEAD;
 /// Most credits granted at once, whatever a client asks for: the bytes they may carry
 /// past a byte budget stay bounded.
 const MAX_GRANT: u32 = 4096;
-
-/// Waits longer than this are treated as waiting forever, so a deadline never overflows
-/// the clock.
-const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug)]
 pub(crate) struct Queue {
@@ -635,13 +631,11 @@ impl Queue {
 
     fn timer(&self, at: tokio::time::Instant, waiter: u64, expire: fn(&Queue, u64)) -> AbortHandle {
         let queue = self.this.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
+        super::timer(at, move || {
             if let Some(queue) = queue.upgrade() {
                 expire(&queue, waiter);
             }
         })
-        .abort_handle()
     }
 
     fn arc(&self) -> Arc<Queue> {
@@ -685,27 +679,6 @@ impl State {
     }
 }
 
-enum Deadline {
-    Now,
-    At(tokio::time::Instant),
-    Never,
-}
-
-fn deadline(wait: Wait) -> Deadline {
-    match wait {
-        Wait::NoWait | Wait::Micros(0) => Deadline::Now,
-        Wait::Block => Deadline::Never,
-        Wait::Micros(micros) => {
-            let wait = Duration::from_micros(micros);
-            if wait > MAX_WAIT {
-                Deadline::Never
-            } else {
-                Deadline::At(tokio::time::Instant::now() + wait)
-            }
-        }
-    }
-}
-
 /// Takes up to `max` items (at least one) that fit together in one frame.
 fn take(items: &mut VecDeque<Bytes>, max: usize, max_frame_len: usize) -> Vec<Bytes> {
     let budget = max_frame_len.saturating_sub(FRAME_OVERHEAD);
@@ -726,11 +699,5 @@ fn take(items: &mut VecDeque<Bytes>, max: usize, max_frame_len: usize) -> Vec<By
 fn return_to_front(items: &mut VecDeque<Bytes>, returned: Vec<Bytes>) {
     for item in returned.into_iter().rev() {
         items.push_front(item);
-    }
-}
-
-fn abort(timer: &Option<AbortHandle>) {
-    if let Some(timer) = timer {
-        timer.abort();
     }
 }

@@ -1,0 +1,227 @@
+//! Locks and semaphores: permits held by connections.
+//!
+//! The broker knows which connection holds each permit, so a process that dies never keeps
+//! one: its permits come back, and the next acquirer is told (`owner_died`), as a robust
+//! mutex's `EOWNERDEAD`: what the dead holder guarded may be half-done. Only a holder can
+//! release, which also bounds a semaphore: nobody can release it above its permits.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use ipcq_proto::{ErrorCode, PermitStats, Reply, Wait};
+use tokio::task::AbortHandle;
+
+use super::{abort, deadline, timer, Deadline};
+use crate::peer::Peer;
+
+#[derive(Debug)]
+pub(crate) struct Permits {
+    pub(crate) name: String,
+    pub(crate) permits: u64,
+    /// A lock, as opposed to a semaphore of one permit: only a name in messages.
+    lock: bool,
+    this: Weak<Permits>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    free: u64,
+    /// Connections holding permits, with how many.
+    holders: Vec<(u64, u64)>,
+    waiters: VecDeque<Waiter>,
+    /// A holder died holding permits: the next acquirer is told.
+    owner_died: bool,
+    next_waiter: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    peer: Arc<Peer>,
+    request: u64,
+    timer: Option<AbortHandle>,
+}
+
+impl Permits {
+    pub(crate) fn new(name: String, permits: u64, lock: bool) -> Arc<Self> {
+        Arc::new_cyclic(|this| Permits {
+            name,
+            permits,
+            lock,
+            this: this.clone(),
+            state: Mutex::new(State {
+                free: permits,
+                ..State::default()
+            }),
+        })
+    }
+
+    pub(crate) fn is_lock(&self) -> bool {
+        self.lock
+    }
+
+    /// Takes a permit for `peer`, now or when one is free (FIFO among waiters); answers
+    /// `Busy` when none came before the wait ran out.
+    pub(crate) fn acquire(&self, peer: &Arc<Peer>, request: u64, wait: Wait) {
+        let mut state = self.lock_state();
+        if state.waiters.is_empty() && state.free > 0 {
+            let owner_died = grant(&mut state, peer.id);
+            drop(state);
+            peer.reply(request, Reply::Acquired { owner_died });
+            return;
+        }
+        let at = match deadline(wait) {
+            Deadline::Now => {
+                drop(state);
+                peer.reply_error(request, ErrorCode::Busy, self.busy_message());
+                return;
+            }
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+        };
+        state.next_waiter += 1;
+        let id = state.next_waiter;
+        let timer = at.map(|at| {
+            let this = self.this.clone();
+            timer(at, move || {
+                if let Some(this) = this.upgrade() {
+                    this.expire(id);
+                }
+            })
+        });
+        state.waiters.push_back(Waiter {
+            id,
+            peer: Arc::clone(peer),
+            request,
+            timer,
+        });
+    }
+
+    /// Gives back a permit `peer` holds.
+    ///
+    /// # Errors
+    ///
+    /// When `peer` holds none: releasing what one does not hold is an error.
+    pub(crate) fn release(&self, peer: u64) -> Result<(), String> {
+        let mut state = self.lock_state();
+        let Some(at) = state.holders.iter().position(|&(holder, _)| holder == peer) else {
+            return Err(format!(
+                "{} '{}' is not held by this client",
+                self.kind(),
+                self.name
+            ));
+        };
+        state.holders[at].1 -= 1;
+        if state.holders[at].1 == 0 {
+            state.holders.swap_remove(at);
+        }
+        state.free += 1;
+        serve(&mut state);
+        Ok(())
+    }
+
+    /// The connection `peer` went away: its waits end and its permits come back.
+    pub(crate) fn forget(&self, peer: u64) {
+        let mut state = self.lock_state();
+        state.waiters.retain(|waiter| {
+            let keep = waiter.peer.id != peer;
+            if !keep {
+                abort(&waiter.timer);
+            }
+            keep
+        });
+        if let Some(at) = state.holders.iter().position(|&(holder, _)| holder == peer) {
+            let (_, held) = state.holders.swap_remove(at);
+            state.free += held;
+            state.owner_died = true;
+            tracing::info!(name = %self.name, held, "permits of a client that went away are back");
+        }
+        serve(&mut state);
+    }
+
+    /// Broker shutdown: every waiter learns it at once.
+    pub(crate) fn shut_down(&self) {
+        self.fail_waiters(
+            ErrorCode::ShuttingDown,
+            "the broker is shutting down".into(),
+        );
+    }
+
+    /// `rm`: every waiter gets `Closed`.
+    pub(crate) fn remove(&self) {
+        self.fail_waiters(ErrorCode::Closed, format!("'{}' was removed", self.name));
+    }
+
+    fn fail_waiters(&self, code: ErrorCode, message: String) {
+        let waiters = std::mem::take(&mut self.lock_state().waiters);
+        for waiter in waiters {
+            abort(&waiter.timer);
+            waiter
+                .peer
+                .reply_error(waiter.request, code, message.clone());
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PermitStats {
+        let state = self.lock_state();
+        PermitStats {
+            permits: self.permits,
+            free: state.free,
+            holders: state.holders.iter().map(|&(holder, _)| holder).collect(),
+            waiters: state.waiters.len() as u64,
+        }
+    }
+
+    fn expire(&self, id: u64) {
+        let mut state = self.lock_state();
+        if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
+            let waiter = state.waiters.remove(at).expect("position is in range");
+            drop(state);
+            waiter
+                .peer
+                .reply_error(waiter.request, ErrorCode::Busy, self.busy_message());
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.lock {
+            "lock"
+        } else {
+            "semaphore"
+        }
+    }
+
+    fn busy_message(&self) -> String {
+        format!("{} '{}' has no free permit", self.kind(), self.name)
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // Every change is completed before anything that could panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Gives a free permit to `peer`; returns whether the last holder died holding one.
+fn grant(state: &mut State, peer: u64) -> bool {
+    state.free -= 1;
+    match state.holders.iter_mut().find(|(holder, _)| *holder == peer) {
+        Some((_, held)) => *held += 1,
+        None => state.holders.push((peer, 1)),
+    }
+    std::mem::take(&mut state.owner_died)
+}
+
+/// Hands free permits to waiters, oldest first.
+fn serve(state: &mut State) {
+    while state.free > 0 {
+        let Some(waiter) = state.waiters.pop_front() else {
+            return;
+        };
+        abort(&waiter.timer);
+        let owner_died = grant(state, waiter.peer.id);
+        waiter
+            .peer
+            .reply(waiter.request, Reply::Acquired { owner_died });
+    }
+}

@@ -1,0 +1,412 @@
+//! Locks, semaphores and events held by the broker, safe when a process dies.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipcq_proto::{Op, Reply, Wait};
+
+use crate::client::{unexpected, Client};
+use crate::{Error, Result};
+
+/// A permit of a [`Lock`] or [`Semaphore`] was acquired.
+#[must_use = "check owner_died: the previous holder may have left its work half-done"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    owner_died: bool,
+}
+
+impl Acquired {
+    /// Whether the permit came back from a holder whose client went away without releasing
+    /// it (as a robust mutex's `EOWNERDEAD`): what it guarded may be half-done.
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+/// What locks and semaphores share: permits held by this client's connection.
+#[derive(Clone)]
+struct Permits {
+    client: Client,
+    handle: u32,
+    name: Arc<str>,
+}
+
+impl Permits {
+    fn acquire(&self, wait: Wait) -> Result<Option<Acquired>> {
+        let op = Op::Acquire {
+            handle: self.handle,
+            wait,
+        };
+        match self.client.call(op, &[]) {
+            Ok((Reply::Acquired { owner_died }, _)) => Ok(Some(Acquired { owner_died })),
+            Ok((other, _)) => Err(unexpected(&other)),
+            Err(Error::Busy(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn release(&self) -> Result<()> {
+        match self
+            .client
+            .call(
+                Op::ReleasePermit {
+                    handle: self.handle,
+                },
+                &[],
+            )?
+            .0
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// A lock between processes, as Python's `multiprocessing.Lock`, that a dead process never
+/// leaves held.
+///
+/// The broker knows which client holds the lock. If that client's connection goes away
+/// without releasing it (the process exited or was killed), the lock is released and the
+/// next acquirer is told through [`Acquired::owner_died`]. Only the holder may release it.
+/// `Lock` is `Clone + Send + Sync`; clones share the client, and so the ownership.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = ipcq_client::Client::connect_default()?;
+/// let lock = client.lock("tickets")?;
+/// let guard = lock.lock()?; // released when `guard` is dropped
+/// if guard.owner_died() {
+///     // the previous holder died mid-way: check what it was doing
+/// }
+/// # Ok::<(), ipcq_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    permits: Permits,
+}
+
+impl Lock {
+    /// Acquires the lock, waiting as long as it takes (FIFO among waiters).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`]; [`Error::Closed`] if the lock was removed.
+    pub fn acquire(&self) -> Result<Acquired> {
+        self.permits
+            .acquire(Wait::Block)?
+            .ok_or_else(|| Error::Protocol("the broker refused a blocking acquire".into()))
+    }
+
+    /// Acquires the lock if it comes within `timeout`; `None` if it did not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::acquire`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<Acquired>> {
+        self.permits.acquire(Wait::timeout(timeout))
+    }
+
+    /// Acquires the lock if it is free now; `None` if it is not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::acquire`].
+    pub fn try_acquire(&self) -> Result<Option<Acquired>> {
+        self.permits.acquire(Wait::NoWait)
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if this client does not hold it; [`Error::BrokerGone`].
+    pub fn release(&self) -> Result<()> {
+        self.permits.release()
+    }
+
+    /// Acquires the lock and returns a guard that releases it when dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::acquire`].
+    pub fn lock(&self) -> Result<LockGuard<'_>> {
+        let acquired = self.acquire()?;
+        Ok(LockGuard {
+            lock: self,
+            acquired,
+        })
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.permits.name
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds a [`Lock`] until dropped.
+#[derive(Debug)]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+    acquired: Acquired,
+}
+
+impl LockGuard<'_> {
+    /// Whether the previous holder died holding the lock (see [`Acquired::owner_died`]).
+    pub fn owner_died(&self) -> bool {
+        self.acquired.owner_died()
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // If the broker is gone, so is the lock; nothing is left to release.
+        let _ = self.lock.release();
+    }
+}
+
+/// A bounded semaphore between processes, as Python's `multiprocessing.BoundedSemaphore`,
+/// whose permits come back when a holder dies.
+///
+/// Each permit is held by the client that acquired it; only a holder may release one (so
+/// nobody can release above the count), and a client whose connection goes away gives its
+/// permits back, the next acquirer being told through [`Acquired::owner_died`].
+/// `Semaphore` is `Clone + Send + Sync`.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = ipcq_client::Client::connect_default()?;
+/// let room = client.semaphore("room", 4)?;
+/// room.acquire()?;
+/// // at most 4 clients here at once
+/// room.release()?;
+/// # Ok::<(), ipcq_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Semaphore {
+    permits: Permits,
+    count: u64,
+}
+
+impl Semaphore {
+    /// Takes a permit, waiting as long as it takes (FIFO among waiters).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`]; [`Error::Closed`] if the semaphore was removed.
+    pub fn acquire(&self) -> Result<Acquired> {
+        self.permits
+            .acquire(Wait::Block)?
+            .ok_or_else(|| Error::Protocol("the broker refused a blocking acquire".into()))
+    }
+
+    /// Takes a permit if one comes within `timeout`; `None` if none did.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::acquire`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<Acquired>> {
+        self.permits.acquire(Wait::timeout(timeout))
+    }
+
+    /// Takes a permit if one is free now; `None` if none is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::acquire`].
+    pub fn try_acquire(&self) -> Result<Option<Acquired>> {
+        self.permits.acquire(Wait::NoWait)
+    }
+
+    /// Gives back a permit this client holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if this client holds none; [`Error::BrokerGone`].
+    pub fn release(&self) -> Result<()> {
+        self.permits.release()
+    }
+
+    /// Permits in all.
+    pub fn permits(&self) -> u64 {
+        self.count
+    }
+
+    /// The semaphore's name.
+    pub fn name(&self) -> &str {
+        &self.permits.name
+    }
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("name", &self.name())
+            .field("permits", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event between processes, as Python's `multiprocessing.Event`: a flag that waiters
+/// wait to see set. `Event` is `Clone + Send + Sync`.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = ipcq_client::Client::connect_default()?;
+/// let green = client.event("green-light")?;
+/// if !green.wait_timeout(std::time::Duration::from_secs(1))? {
+///     println!("still red");
+/// }
+/// # Ok::<(), ipcq_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    client: Client,
+    handle: u32,
+    name: Arc<str>,
+}
+
+impl Event {
+    /// Sets the flag, waking every waiter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`].
+    pub fn set(&self) -> Result<()> {
+        self.done(Op::SetEvent {
+            handle: self.handle,
+        })
+    }
+
+    /// Clears the flag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`].
+    pub fn clear(&self) -> Result<()> {
+        self.done(Op::ClearEvent {
+            handle: self.handle,
+        })
+    }
+
+    /// Whether the flag is set now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`].
+    pub fn is_set(&self) -> Result<bool> {
+        self.wait_for(Wait::NoWait)
+    }
+
+    /// Waits until the flag is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`]; [`Error::Closed`] if the event was removed.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_for(Wait::Block).map(|_| ())
+    }
+
+    /// Waits at most `timeout` for the flag; returns whether it is set.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::wait`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_for(Wait::timeout(timeout))
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wait_for(&self, wait: Wait) -> Result<bool> {
+        let op = Op::WaitEvent {
+            handle: self.handle,
+            wait,
+        };
+        match self.client.call(op, &[])?.0 {
+            Reply::Flag(set) => Ok(set),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn done(&self, op: Op) -> Result<()> {
+        match self.client.call(op, &[])?.0 {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens the lock `name`, creating it if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` is another kind of object; [`Error::Invalid`] for a
+    /// bad name.
+    pub fn lock(&self, name: &str) -> Result<Lock> {
+        let handle = self.open(name, ipcq_proto::Kind::Lock)?;
+        Ok(Lock {
+            permits: Permits {
+                client: self.clone(),
+                handle,
+                name: name.into(),
+            },
+        })
+    }
+
+    /// Opens the semaphore `name` of `permits` permits, creating it if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` exists with another count or kind;
+    /// [`Error::Invalid`] for a bad name or 0 permits.
+    pub fn semaphore(&self, name: &str, permits: u64) -> Result<Semaphore> {
+        let handle = self.open(name, ipcq_proto::Kind::Semaphore { permits })?;
+        Ok(Semaphore {
+            permits: Permits {
+                client: self.clone(),
+                handle,
+                name: name.into(),
+            },
+            count: permits,
+        })
+    }
+
+    /// Opens the event `name`, creating it (clear) if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` is another kind of object; [`Error::Invalid`] for a
+    /// bad name.
+    pub fn event(&self, name: &str) -> Result<Event> {
+        let handle = self.open(name, ipcq_proto::Kind::Event)?;
+        Ok(Event {
+            client: self.clone(),
+            handle,
+            name: name.into(),
+        })
+    }
+}

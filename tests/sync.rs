@@ -1,0 +1,250 @@
+//! Locks, semaphores and events between real processes, and what happens when a process
+//! dies holding one.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipcq::stats::ObjectDetail;
+use ipcq::Error;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits for a helper's first line.
+fn expect_line(child: &mut Child, expected: &str) {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), expected);
+}
+
+fn permit_stats(client: &ipcq::Client, name: &str) -> ipcq::stats::PermitStats {
+    client
+        .stats()
+        .unwrap()
+        .into_iter()
+        .find_map(|object| match object.detail {
+            ObjectDetail::Lock(stats) | ObjectDetail::Semaphore(stats) if object.name == name => {
+                Some(stats)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no lock or semaphore named {name}"))
+}
+
+fn event_waiters(client: &ipcq::Client, name: &str) -> u64 {
+    client
+        .stats()
+        .unwrap()
+        .into_iter()
+        .find_map(|object| match object.detail {
+            ObjectDetail::Event(stats) if object.name == name => Some(stats.waiters),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no event named {name}"))
+}
+
+#[test]
+fn a_lock_makes_a_shared_counter_exact() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let file = broker.dir.path().join("counter");
+        std::fs::write(&file, "0").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let counters: Vec<_> = (0..8)
+            .map(|_| helper(&["lock-count", &broker.addr, "counter-lock", &path, "1000"]))
+            .collect();
+        for counter in counters {
+            assert_eq!(finish(counter).trim(), "counted");
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "8000");
+    });
+}
+
+#[test]
+fn a_held_lock_excludes_everyone_else() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let mut holder = helper(&["lock-hold", &broker.addr, "excl"]);
+        expect_line(&mut holder, "held");
+        let lock = broker.client().lock("excl").unwrap();
+        assert!(lock.try_acquire().unwrap().is_none());
+        let start = Instant::now();
+        assert!(lock
+            .acquire_timeout(Duration::from_millis(50))
+            .unwrap()
+            .is_none());
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // Releasing a lock one does not hold is an error.
+        let err = lock.release().unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(ref m) if m.contains("not held")),
+            "{err}"
+        );
+        let stats = permit_stats(&broker.client(), "excl");
+        assert_eq!((stats.permits, stats.free, stats.holders.len()), (1, 0, 1));
+        signal(&holder, "KILL");
+        holder.wait().unwrap();
+    });
+}
+
+#[test]
+fn a_killed_holder_hands_the_lock_on_and_the_next_owner_is_told() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let mut holder = helper(&["lock-hold", &broker.addr, "robust"]);
+        expect_line(&mut holder, "held");
+        let lock = broker.client().lock("robust").unwrap();
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || lock.acquire())
+        };
+        let observer = broker.client();
+        while permit_stats(&observer, "robust").waiters != 1 {
+            std::thread::yield_now();
+        }
+        signal(&holder, "KILL");
+        holder.wait().unwrap();
+        let acquired = waiter.join().unwrap().unwrap();
+        assert!(
+            acquired.owner_died(),
+            "the next owner learns the last one died"
+        );
+        // The flag is for that acquirer only.
+        lock.release().unwrap();
+        let again = lock.lock().unwrap();
+        assert!(!again.owner_died());
+    });
+}
+
+#[test]
+fn a_semaphore_admits_at_most_its_permits() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let file = broker.dir.path().join("room");
+        std::fs::write(&file, "0 0").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let guests: Vec<_> = (0..10)
+            .map(|_| helper(&["sem-room", &broker.addr, "room", "4", "room-lock", &path]))
+            .collect();
+        for guest in guests {
+            assert_eq!(finish(guest).trim(), "left");
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let numbers: Vec<i64> = text
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(numbers[0], 0, "everyone left");
+        assert!(
+            (1..=4).contains(&numbers[1]),
+            "at most 4 inside at once: {text}"
+        );
+        assert_eq!(permit_stats(&broker.client(), "room").free, 4);
+    });
+}
+
+#[test]
+fn permits_of_a_killed_process_come_back() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let sem = client.semaphore("pool", 2).unwrap();
+        let mut holders: Vec<_> = (0..2)
+            .map(|_| {
+                let mut holder = helper(&["sem-hold", &broker.addr, "pool", "2"]);
+                expect_line(&mut holder, "held");
+                holder
+            })
+            .collect();
+        assert!(sem.try_acquire().unwrap().is_none());
+        for holder in &mut holders {
+            signal(holder, "KILL");
+            holder.wait().unwrap();
+        }
+        let first = sem.acquire().unwrap();
+        assert!(first.owner_died());
+        let _second = sem
+            .acquire_timeout(Duration::from_secs(20))
+            .unwrap()
+            .expect("a permit");
+        assert!(sem.try_acquire().unwrap().is_none(), "bounded at 2");
+        sem.release().unwrap();
+        sem.release().unwrap();
+        let err = sem.release().unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(_)),
+            "no release above the count: {err}"
+        );
+        assert_eq!(permit_stats(&client, "pool").free, 2);
+        // Another count for the same name is a conflict.
+        assert!(client.semaphore("pool", 3).unwrap_err().is_conflict());
+    });
+}
+
+#[test]
+fn one_set_releases_every_waiting_process() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let event = client.event("go").unwrap();
+        assert!(!event.is_set().unwrap());
+        let start = Instant::now();
+        assert!(!event.wait_timeout(Duration::from_millis(50)).unwrap());
+        assert!(start.elapsed() >= Duration::from_millis(50));
+
+        let waiters: Vec<_> = (0..10)
+            .map(|_| helper(&["event-wait", &broker.addr, "go"]))
+            .collect();
+        while event_waiters(&client, "go") != 10 {
+            std::thread::yield_now();
+        }
+        event.set().unwrap();
+        for waiter in waiters {
+            assert_eq!(finish(waiter).trim(), "set");
+        }
+        assert!(event.is_set().unwrap());
+        assert!(event.wait_timeout(Duration::from_secs(60)).unwrap());
+        event.clear().unwrap();
+        assert!(!event.is_set().unwrap());
+    });
+}
+
+#[test]
+fn stats_show_locks_semaphores_and_events() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let lock = client.lock("l").unwrap();
+        let _held = lock.lock().unwrap();
+        let _permit = client.semaphore("s", 3).unwrap().acquire().unwrap();
+        client.event("e").unwrap().set().unwrap();
+        let output = cli(&broker.addr, &["stats"]);
+        let table = String::from_utf8_lossy(&output.stdout).into_owned();
+        let row = |name: &str| -> Vec<String> {
+            table
+                .lines()
+                .find(|line| line.split_whitespace().next() == Some(name))
+                .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(row("l")[..5], ["l", "lock", "1", "0", "0"], "{table}");
+        assert_eq!(row("s")[..5], ["s", "semaphore", "3", "2", "0"], "{table}");
+        assert_eq!(row("e"), ["e", "set", "0"], "{table}");
+        let json = cli(&broker.addr, &["stats", "--json"]);
+        let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let kinds: Vec<&str> = value["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["event", "lock", "semaphore"]);
+    });
+}
