@@ -248,3 +248,118 @@ fn stats_show_locks_semaphores_and_events() {
         assert_eq!(kinds, ["event", "lock", "semaphore"]);
     });
 }
+
+/// The barrier's figures; all zero until some party has opened it.
+fn barrier_stats(client: &ipcq::Client, name: &str) -> ipcq::stats::BarrierStats {
+    client
+        .stats()
+        .unwrap()
+        .into_iter()
+        .find_map(|object| match object.detail {
+            ObjectDetail::Barrier(stats) if object.name == name => Some(stats),
+            _ => None,
+        })
+        .unwrap_or(ipcq::stats::BarrierStats {
+            parties: 0,
+            waiting: 0,
+            broken: false,
+        })
+}
+
+#[test]
+fn a_barrier_lets_all_parties_pass_together() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let mut parties: Vec<_> = (0..3)
+            .map(|_| helper(&["barrier-wait", &broker.addr, "meet", "4"]))
+            .collect();
+        while barrier_stats(&client, "meet").waiting != 3 {
+            std::thread::yield_now();
+        }
+        for party in &mut parties {
+            assert!(
+                party.try_wait().unwrap().is_none(),
+                "nobody passes before the last comes"
+            );
+        }
+        parties.push(helper(&["barrier-wait", &broker.addr, "meet", "4"]));
+        let mut places: Vec<u64> = parties
+            .into_iter()
+            .map(|party| finish(party).trim().parse().unwrap())
+            .collect();
+        places.sort_unstable();
+        assert_eq!(places, [0, 1, 2, 3]);
+        assert_eq!(barrier_stats(&client, "meet").waiting, 0);
+    });
+}
+
+#[test]
+fn a_party_killed_while_waiting_breaks_the_barrier() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let mut doomed = helper(&["barrier-wait", &broker.addr, "fragile", "3"]);
+        let survivor = helper(&["barrier-wait", &broker.addr, "fragile", "3"]);
+        while barrier_stats(&client, "fragile").waiting != 2 {
+            std::thread::yield_now();
+        }
+        signal(&doomed, "KILL");
+        doomed.wait().unwrap();
+        assert_eq!(finish(survivor).trim(), "broken");
+        let barrier = client.barrier("fragile", 3).unwrap();
+        let err = barrier.wait().unwrap_err();
+        assert!(err.is_broken(), "{err}");
+        assert!(barrier_stats(&client, "fragile").broken);
+        // A reset mends it for the next round.
+        barrier.reset().unwrap();
+        let others: Vec<_> = (0..2)
+            .map(|_| helper(&["barrier-wait", &broker.addr, "fragile", "3"]))
+            .collect();
+        barrier.wait().unwrap();
+        for other in others {
+            assert_ne!(finish(other).trim(), "broken");
+        }
+        // A wait that runs out breaks it too.
+        let err = barrier.wait_timeout(Duration::from_millis(30)).unwrap_err();
+        assert!(err.is_broken(), "{err}");
+    });
+}
+
+#[test]
+fn join_returns_when_the_last_job_is_done() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<u64>("jobs", 0).unwrap();
+        assert!(
+            jobs.join_timeout(Duration::ZERO).unwrap(),
+            "nothing put, nothing to wait for"
+        );
+        jobs.put_many(&(0..20).collect::<Vec<u64>>()).unwrap();
+        assert!(!jobs.join_timeout(Duration::from_millis(20)).unwrap());
+        let joiner = {
+            let jobs = broker.client().queue::<u64>("jobs", 0).unwrap();
+            std::thread::spawn(move || jobs.join())
+        };
+        assert_eq!(
+            finish(helper(&["task", &broker.addr, "jobs", "19"])).trim(),
+            "done"
+        );
+        // One job is still not done: join keeps waiting.
+        assert!(!jobs.join_timeout(Duration::from_millis(50)).unwrap());
+        assert!(!joiner.is_finished());
+        assert_eq!(
+            finish(helper(&["task", &broker.addr, "jobs", "1"])).trim(),
+            "done"
+        );
+        joiner.join().unwrap().unwrap();
+        assert!(jobs.join_timeout(Duration::ZERO).unwrap());
+        // More task_done than items put is an error.
+        let err = jobs.task_done().unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(ref m) if m.contains("more times")),
+            "{err}"
+        );
+    });
+}

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use ipcq_proto::{ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
 
 use crate::budget::Budget;
-use crate::objects::{Event, Object, Permits, Pipe, Queue};
+use crate::objects::{Barrier, Event, Object, Permits, Pipe, Queue};
 use crate::Config;
 
 #[derive(Debug)]
@@ -54,6 +54,9 @@ impl Registry {
                         permits: permits.permits,
                     },
                     Object::Event(_) => Kind::Event,
+                    Object::Barrier(barrier) => Kind::Barrier {
+                        parties: barrier.parties,
+                    },
                 };
                 if same_parameters(existing, kind) {
                     Ok(object.clone())
@@ -104,6 +107,15 @@ impl Registry {
                         Object::Permits(Permits::new(name, permits, false))
                     }
                     Kind::Event => Object::Event(Event::new(name)),
+                    Kind::Barrier { parties } => {
+                        if parties == 0 {
+                            return Err(ErrorReply::new(
+                                ErrorCode::InvalidArgument,
+                                "a barrier needs at least one party",
+                            ));
+                        }
+                        Object::Barrier(Barrier::new(name, parties))
+                    }
                 };
                 self.count.fetch_add(1, Ordering::SeqCst);
                 tracing::debug!(name = %entry.key(), kind = object.kind_name(), "object created");
@@ -126,6 +138,7 @@ impl Registry {
             Object::Pipe(pipe) => pipe.remove(),
             Object::Permits(permits) => permits.remove(),
             Object::Event(event) => event.remove(),
+            Object::Barrier(barrier) => barrier.remove(),
         }
         tracing::debug!(name, "object removed");
         Ok(())
@@ -146,6 +159,7 @@ impl Registry {
                     }
                     Object::Permits(permits) => ObjectDetail::Semaphore(permits.stats()),
                     Object::Event(event) => ObjectDetail::Event(event.stats()),
+                    Object::Barrier(barrier) => ObjectDetail::Barrier(barrier.stats()),
                 },
             })
             .collect();
@@ -161,6 +175,7 @@ impl Registry {
                 Object::Pipe(pipe) => pipe.shut_down(),
                 Object::Permits(permits) => permits.shut_down(),
                 Object::Event(event) => event.shut_down(),
+                Object::Barrier(barrier) => barrier.shut_down(),
             }
         }
     }
@@ -185,6 +200,7 @@ fn same_parameters(existing: Kind, wanted: Kind) -> bool {
         (Kind::Queue { capacity: a }, Kind::Queue { capacity: b }) => a == b,
         (Kind::Semaphore { permits: a }, Kind::Semaphore { permits: b }) => a == b,
         (Kind::Lock, Kind::Lock) | (Kind::Event, Kind::Event) => true,
+        (Kind::Barrier { parties: a }, Kind::Barrier { parties: b }) => a == b,
         (
             Kind::PipeEnd {
                 duplex: a,
@@ -213,5 +229,6 @@ fn describe(kind: Kind) -> String {
         Kind::Lock => "a lock".into(),
         Kind::Semaphore { permits } => format!("a semaphore of {permits} permits"),
         Kind::Event => "an event".into(),
+        Kind::Barrier { parties } => format!("a barrier of {parties} parties"),
     }
 }

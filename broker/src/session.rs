@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use crate::connection::{read_frame, write_loop, ReadError};
-use crate::objects::{Event, Object, Permits, Queue};
+use crate::objects::{Barrier, Event, Object, Permits, Queue};
 use crate::peer::{Peer, Taken};
 use crate::registry::Registry;
 
@@ -227,7 +227,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
             Op::Ping => Ok(Some(Reply::Pong)),
             Op::Open { name, kind } => {
                 let end = match kind {
-                    Kind::Queue { .. } | Kind::Lock | Kind::Semaphore { .. } | Kind::Event => 0,
+                    Kind::Queue { .. }
+                    | Kind::Lock
+                    | Kind::Semaphore { .. }
+                    | Kind::Event
+                    | Kind::Barrier { .. } => 0,
                     Kind::PipeEnd { end, .. } if end < 2 => end,
                     Kind::PipeEnd { end, .. } => {
                         return Err(ErrorReply::new(
@@ -336,6 +340,24 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 self.event(handle)?.wait(peer, id, wait);
                 Ok(None)
             }
+            Op::WaitBarrier { handle, wait } => {
+                self.barrier(handle)?.wait(peer, id, wait);
+                Ok(None)
+            }
+            Op::ResetBarrier { handle } => {
+                self.barrier(handle)?.reset();
+                Ok(Some(Reply::Done))
+            }
+            Op::TaskDone { handle } => {
+                self.recv_queue(handle)?
+                    .task_done()
+                    .map_err(|msg| ErrorReply::new(ErrorCode::InvalidArgument, msg))?;
+                Ok(Some(Reply::Done))
+            }
+            Op::Join { handle, wait } => {
+                self.recv_queue(handle)?.join(peer, id, wait);
+                Ok(None)
+            }
             Op::Stats => Ok(Some(Reply::Stats(self.shared.registry.stats()))),
             Op::Remove { name } => {
                 self.shared.registry.remove(&name)?;
@@ -357,6 +379,13 @@ impl<R: AsyncRead + Unpin> Session<R> {
         match &self.opened(handle)?.object {
             Object::Permits(permits) => Ok(permits),
             other => Err(wrong_kind(handle, other, "a lock or semaphore")),
+        }
+    }
+
+    fn barrier(&self, handle: u32) -> Result<&Arc<Barrier>, ErrorReply> {
+        match &self.opened(handle)?.object {
+            Object::Barrier(barrier) => Ok(barrier),
+            other => Err(wrong_kind(handle, other, "a barrier")),
         }
     }
 
@@ -400,6 +429,7 @@ impl<R> Session<R> {
                 Object::Pipe(pipe) => pipe.forget(self.peer.id),
                 Object::Permits(permits) => permits.forget(self.peer.id),
                 Object::Event(event) => event.forget(self.peer.id),
+                Object::Barrier(barrier) => barrier.forget(self.peer.id),
             }
         }
         restore(in_flight);

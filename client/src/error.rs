@@ -40,6 +40,10 @@ pub enum Error {
     /// argument out of range).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A barrier is broken: a party gave up or went away while waiting, or it was reset
+    /// (Python's `BrokenBarrierError`).
+    #[error("broken barrier: {0}")]
+    Broken(String),
     /// A broker limit was reached (connections, objects).
     #[error("limit reached: {0}")]
     LimitReached(String),
@@ -84,6 +88,11 @@ impl Error {
         matches!(self, Error::Conflict(_))
     }
 
+    /// `true` for [`Error::Broken`].
+    pub fn is_broken(&self) -> bool {
+        matches!(self, Error::Broken(_))
+    }
+
     /// `true` for [`Error::TooLarge`].
     pub fn is_too_large(&self) -> bool {
         matches!(self, Error::TooLarge { .. })
@@ -104,6 +113,7 @@ impl Error {
             ErrorCode::Conflict => Error::Conflict(message),
             ErrorCode::Busy => Error::Busy(message),
             ErrorCode::NotFound => Error::NotFound(message),
+            ErrorCode::Broken => Error::Broken(message),
             ErrorCode::LimitReached => Error::LimitReached(message),
             ErrorCode::ShuttingDown => Error::BrokerGone(message),
             ErrorCode::Protocol | ErrorCode::TooLarge => Error::Protocol(message),

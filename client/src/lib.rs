@@ -10,8 +10,8 @@
 //! - [`Queue<T>`]: a typed queue handle (postcard-encoded items); [`RawQueue`]: the same
 //!   over raw bytes, as the `ipcq` command line uses;
 //! - [`PipeEnd<T>`] / [`RawPipeEnd`]: one end of a two-ended pipe ([`End`], [`PipeOptions`]);
-//! - [`Lock`], [`Semaphore`], [`Event`]: synchronisation that a dead process never leaves
-//!   stuck;
+//! - [`Lock`], [`Semaphore`], [`Event`], [`Barrier`]: synchronisation that a dead process
+//!   never leaves stuck; joinable queues (`task_done`, `join`);
 //! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
 //!
 //! # Hello, world!
@@ -39,12 +39,12 @@ pub use client::Client;
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
 pub use queue::{Queue, RawQueue, DEFAULT_PREFETCH};
-pub use sync::{Acquired, Event, Lock, LockGuard, Semaphore};
+pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore};
 
 /// Broker figures as [`Client::stats`] returns them.
 pub mod stats {
     pub use ipcq_proto::{
-        EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
+        BarrierStats, EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
     };
 }
 

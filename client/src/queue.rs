@@ -685,6 +685,60 @@ impl RawQueue {
             .map(|_| ())
     }
 
+    /// Marks one item as processed, as `JoinableQueue.task_done`: once every item put has
+    /// been marked, [`join`](RawQueue::join) returns. Any client may mark items of the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when called more times than items were put;
+    /// [`Error::BrokerGone`].
+    pub fn task_done(&self) -> Result<()> {
+        match self
+            .client()
+            .call(
+                Op::TaskDone {
+                    handle: self.handle(),
+                },
+                &[],
+            )?
+            .0
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits until every item put on the queue has been marked done
+    /// ([`task_done`](RawQueue::task_done)), as `JoinableQueue.join`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`]; [`Error::Closed`] if the queue is removed.
+    pub fn join(&self) -> Result<()> {
+        self.join_for(Wait::Block).map(|_| ())
+    }
+
+    /// Waits at most `timeout` for [`join`](RawQueue::join); returns whether every item
+    /// was marked done.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawQueue::join`].
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.join_for(Wait::timeout(timeout))
+    }
+
+    fn join_for(&self, wait: Wait) -> Result<bool> {
+        let op = Op::Join {
+            handle: self.handle(),
+            wait,
+        };
+        match self.client().call(op, &[])?.0 {
+            Reply::Flag(done) => Ok(done),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Items put and not yet taken: those waiting in the queue plus those delivered to a
     /// getter (including items prefetched by a client) that has not yet handed them to its
     /// application. Exact at the broker at the moment it answers.
@@ -940,6 +994,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .iter()
             .map(|item| decode(item))
             .collect()
+    }
+
+    /// Marks one item as processed (see [`RawQueue::task_done`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RawQueue::task_done`].
+    pub fn task_done(&self) -> Result<()> {
+        self.raw.task_done()
+    }
+
+    /// Waits until every item put has been marked done (see [`RawQueue::join`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RawQueue::join`].
+    pub fn join(&self) -> Result<()> {
+        self.raw.join()
+    }
+
+    /// Waits at most `timeout` for [`join`](Queue::join); returns whether it completed.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawQueue::join`].
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.raw.join_timeout(timeout)
     }
 
     /// Items put and not yet taken (see [`RawQueue::len`]).

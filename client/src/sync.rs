@@ -359,7 +359,118 @@ impl fmt::Debug for Event {
     }
 }
 
+/// A barrier between processes, as Python's `multiprocessing.Barrier`: `parties` waits
+/// release it, and all go on together.
+///
+/// A party whose wait runs out, or whose client goes away while waiting, breaks the
+/// barrier: everyone waiting gets [`Error::Broken`] (Python's `BrokenBarrierError`), and
+/// so does every later wait until [`reset`](Barrier::reset). `Barrier` is
+/// `Clone + Send + Sync`.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = ipcq_client::Client::connect_default()?;
+/// let start = client.barrier("start", 3)?;
+/// let place = start.wait()?; // 0, 1 or 2: the order of arrival
+/// # Ok::<(), ipcq_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    client: Client,
+    handle: u32,
+    name: Arc<str>,
+    parties: u64,
+}
+
+impl Barrier {
+    /// Waits until every party has come; returns this party's place in arrival order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`]; [`Error::BrokerGone`].
+    pub fn wait(&self) -> Result<u64> {
+        self.wait_for(Wait::Block)
+    }
+
+    /// Waits at most `timeout`; running out breaks the barrier for everyone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`] (also when this wait ran out); [`Error::BrokerGone`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
+        self.wait_for(Wait::timeout(timeout))
+    }
+
+    /// Mends a broken barrier; parties waiting now get [`Error::Broken`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`].
+    pub fn reset(&self) -> Result<()> {
+        match self
+            .client
+            .call(
+                Op::ResetBarrier {
+                    handle: self.handle,
+                },
+                &[],
+            )?
+            .0
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Parties that release the barrier.
+    pub fn parties(&self) -> u64 {
+        self.parties
+    }
+
+    /// The barrier's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wait_for(&self, wait: Wait) -> Result<u64> {
+        let op = Op::WaitBarrier {
+            handle: self.handle,
+            wait,
+        };
+        match self.client.call(op, &[])?.0 {
+            Reply::Passed { index } => Ok(index),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("name", &self.name)
+            .field("parties", &self.parties)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
+    /// Opens the barrier `name` for `parties` parties, creating it if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` exists with another count or kind;
+    /// [`Error::Invalid`] for a bad name or 0 parties.
+    pub fn barrier(&self, name: &str, parties: u64) -> Result<Barrier> {
+        let handle = self.open(name, ipcq_proto::Kind::Barrier { parties })?;
+        Ok(Barrier {
+            client: self.clone(),
+            handle,
+            name: name.into(),
+            parties,
+        })
+    }
+
     /// Opens the lock `name`, creating it if it does not exist.
     ///
     /// # Errors

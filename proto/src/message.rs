@@ -116,6 +116,11 @@ pub enum Kind {
     },
     /// An event: a flag that waiters wait to see set.
     Event,
+    /// A barrier for `parties` parties.
+    Barrier {
+        /// How many waits release the barrier.
+        parties: u64,
+    },
 }
 
 /// Client to broker, after the handshake.
@@ -271,6 +276,33 @@ pub enum Op {
         /// How long to wait.
         wait: Wait,
     },
+    /// Wait at a barrier until all parties have come; answered with [`Reply::Passed`], or
+    /// `Broken` when a party gave up (its wait ran out) or went away, or the barrier was
+    /// reset.
+    WaitBarrier {
+        /// Barrier handle.
+        handle: u32,
+        /// How long to wait; running out breaks the barrier for everyone.
+        wait: Wait,
+    },
+    /// Reset a barrier: waiting parties get `Broken`, later waits start afresh.
+    ResetBarrier {
+        /// Barrier handle.
+        handle: u32,
+    },
+    /// Mark one item of a queue as processed (`JoinableQueue.task_done`).
+    TaskDone {
+        /// Queue handle.
+        handle: u32,
+    },
+    /// Wait until every item put on a queue has been marked done; answered with
+    /// [`Reply::Flag`] (false when the wait ran out).
+    Join {
+        /// Queue handle.
+        handle: u32,
+        /// How long to wait.
+        wait: Wait,
+    },
 }
 
 /// Broker to client, after the handshake.
@@ -340,8 +372,13 @@ pub enum Reply {
         /// it (as a robust mutex's `EOWNERDEAD`): what it guarded may be half-done.
         owner_died: bool,
     },
-    /// A yes-or-no answer ([`Op::WaitEvent`]).
+    /// A yes-or-no answer ([`Op::WaitEvent`], [`Op::Join`]).
     Flag(bool),
+    /// Answer to [`Op::WaitBarrier`]: every party came.
+    Passed {
+        /// This party's place in arrival order, from 0.
+        index: u64,
+    },
 }
 
 /// A queue's state as [`Op::Info`] reports it.
@@ -380,6 +417,19 @@ pub enum ObjectDetail {
     Semaphore(PermitStats),
     /// An event.
     Event(EventStats),
+    /// A barrier.
+    Barrier(BarrierStats),
+}
+
+/// A barrier's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BarrierStats {
+    /// Parties that release it.
+    pub parties: u64,
+    /// Parties waiting now.
+    pub waiting: u64,
+    /// Whether it is broken.
+    pub broken: bool,
 }
 
 /// A lock's or semaphore's figures.
@@ -494,6 +544,8 @@ pub enum ErrorCode {
     LimitReached,
     /// An argument is out of range.
     InvalidArgument,
+    /// A barrier is broken.
+    Broken,
 }
 
 /// Appends a frame holding `msg` to `out`, leaving room for a tail of `tail_len` bytes that

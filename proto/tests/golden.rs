@@ -118,6 +118,25 @@ fn client_messages() {
         }),
         [0, 0xac, 0x02, 15, 2, 1]
     );
+    assert_eq!(
+        request(Op::WaitBarrier {
+            handle: 2,
+            wait: Wait::Block
+        }),
+        [0, 0xac, 0x02, 16, 2, 0]
+    );
+    assert_eq!(
+        request(Op::ResetBarrier { handle: 2 }),
+        [0, 0xac, 0x02, 17, 2]
+    );
+    assert_eq!(request(Op::TaskDone { handle: 2 }), [0, 0xac, 0x02, 18, 2]);
+    assert_eq!(
+        request(Op::Join {
+            handle: 2,
+            wait: Wait::NoWait
+        }),
+        [0, 0xac, 0x02, 19, 2, 1]
+    );
     assert_eq!(bytes(&ClientMsg::Ack { tag: 5, count: 2 }), [1, 5, 2]);
     assert_eq!(bytes(&ClientMsg::Send { handle: 2 }), [2, 2]);
     assert_eq!(
@@ -210,6 +229,7 @@ fn error_codes_keep_their_numbers() {
         ErrorCode::ShuttingDown,
         ErrorCode::LimitReached,
         ErrorCode::InvalidArgument,
+        ErrorCode::Broken,
     ];
     for (number, code) in codes.into_iter().enumerate() {
         assert_eq!(

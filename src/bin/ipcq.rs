@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ipcq::stats::{EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats};
+use ipcq::stats::{
+    BarrierStats, EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
+};
 use ipcq::{Client, Error};
 
 #[derive(Debug, Parser)]
@@ -295,6 +297,25 @@ fn print_stats(stats: &[ObjectStats]) {
             );
         }
     }
+    let barriers: Vec<(&str, &BarrierStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Barrier(b) => Some((object.name.as_str(), b)),
+            _ => None,
+        })
+        .collect();
+    if !barriers.is_empty() {
+        println!("{:<24} {:>8} {:>8}  state", "barrier", "parties", "waiting");
+        for (name, b) in barriers {
+            println!(
+                "{:<24} {:>8} {:>8}  {}",
+                name,
+                b.parties,
+                b.waiting,
+                if b.broken { "broken" } else { "ok" }
+            );
+        }
+    }
     if !pipes.is_empty() {
         let columns = [
             "pipe", "mode", "capacity", "to end 0", "to end 1", "end 0", "end 1",
@@ -363,6 +384,13 @@ fn stats_json(stats: &[ObjectStats]) -> serde_json::Value {
                 "kind": "event",
                 "set": e.set,
                 "waiters": e.waiters,
+            }),
+            ObjectDetail::Barrier(b) => serde_json::json!({
+                "name": object.name,
+                "kind": "barrier",
+                "parties": b.parties,
+                "waiting": b.waiting,
+                "broken": b.broken,
             }),
         })
         .collect();

@@ -20,6 +20,8 @@
 //!                                                             guests inside in FILE under LOCK
 //! ipcq-test-client sem-hold ADDR SEM PERMITS                  take a permit, print "held", wait
 //! ipcq-test-client event-wait ADDR EVENT                      print "set" once EVENT is set
+//! ipcq-test-client barrier-wait ADDR BARRIER PARTIES          wait at BARRIER, print the place
+//! ipcq-test-client task ADDR QUEUE COUNT                      get COUNT u64s, task_done each
 //! ```
 
 use std::io::Write;
@@ -185,6 +187,23 @@ fn sync_role(client: &Client, role: &str, args: &[String]) -> anyhow::Result<Opt
         "event-wait" => {
             client.event(arg(2)?)?.wait()?;
             "set".into()
+        }
+        "barrier-wait" => {
+            let barrier = client.barrier(arg(2)?, arg(3)?.parse()?)?;
+            match barrier.wait() {
+                Ok(place) => place.to_string(),
+                Err(err) if err.is_broken() => "broken".into(),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        "task" => {
+            let queue = client.queue::<u64>(arg(2)?, 0)?;
+            queue.set_prefetch(1);
+            for _ in 0..arg(3)?.parse::<u64>()? {
+                queue.get()?;
+                queue.task_done()?;
+            }
+            "done".into()
         }
         _ => return Ok(None),
     }))

@@ -1,11 +1,13 @@
 //! The objects a broker serves. Object state never touches a socket: answers go to the
 //! client's [`Peer`](crate::peer::Peer), whose writer task owns the socket.
 
+mod barrier;
 mod event;
 mod permits;
 mod pipe;
 mod queue;
 
+pub(crate) use barrier::Barrier;
 pub(crate) use event::Event;
 pub(crate) use permits::Permits;
 pub(crate) use pipe::Pipe;
@@ -69,6 +71,7 @@ pub(crate) enum Object {
     /// A lock or a semaphore.
     Permits(Arc<Permits>),
     Event(Arc<Event>),
+    Barrier(Arc<Barrier>),
 }
 
 impl Object {
@@ -79,6 +82,7 @@ impl Object {
             (Object::Pipe(a), Object::Pipe(b)) => Arc::ptr_eq(a, b),
             (Object::Permits(a), Object::Permits(b)) => Arc::ptr_eq(a, b),
             (Object::Event(a), Object::Event(b)) => Arc::ptr_eq(a, b),
+            (Object::Barrier(a), Object::Barrier(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -90,6 +94,7 @@ impl Object {
             Object::Permits(permits) if permits.is_lock() => "lock",
             Object::Permits(_) => "semaphore",
             Object::Event(_) => "event",
+            Object::Barrier(_) => "barrier",
         }
     }
 }

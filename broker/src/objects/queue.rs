@@ -62,6 +62,19 @@ struct State {
     next_waiter: u64,
     total_put: u64,
     total_got: u64,
+    /// Items put and not yet marked done (`task_done`), as `JoinableQueue` counts them.
+    unfinished: u64,
+    /// Parked `join`s, woken when `unfinished` reaches 0.
+    joiners: Vec<Joiner>,
+}
+
+/// A parked `join`.
+#[derive(Debug)]
+struct Joiner {
+    waiter: u64,
+    peer: Arc<Peer>,
+    request: u64,
+    timer: Option<AbortHandle>,
 }
 
 /// A parked `get`/`get_many`.
@@ -324,6 +337,13 @@ impl Queue {
             }
             keep
         });
+        state.joiners.retain(|joiner| {
+            let keep = joiner.peer.id != peer;
+            if !keep {
+                abort(&joiner.timer);
+            }
+            keep
+        });
         let before = state.putters.len();
         state.putters.retain(|putter| {
             let keep = putter.peer.id != peer;
@@ -367,6 +387,12 @@ impl Queue {
         let dropped: usize = state.items.drain(..).map(|item| item.len()).sum();
         state.bytes -= dropped;
         self.budget.release(dropped);
+        for joiner in std::mem::take(&mut state.joiners) {
+            abort(&joiner.timer);
+            joiner
+                .peer
+                .reply_error(joiner.request, ErrorCode::Closed, self.closed_message());
+        }
         drop(state);
         self.close();
         self.budget.wake_waiting();
@@ -390,6 +416,74 @@ impl Queue {
                 ErrorCode::ShuttingDown,
                 "the broker is shutting down",
             );
+        }
+        for joiner in std::mem::take(&mut state.joiners) {
+            abort(&joiner.timer);
+            joiner.peer.reply_error(
+                joiner.request,
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            );
+        }
+    }
+
+    /// `task_done`: one more item processed.
+    ///
+    /// # Errors
+    ///
+    /// When every item put has already been marked done.
+    pub(crate) fn task_done(&self) -> Result<(), String> {
+        let mut state = self.lock();
+        if state.unfinished == 0 {
+            return Err(format!(
+                "task_done on queue '{}' called more times than items were put",
+                self.name
+            ));
+        }
+        state.unfinished -= 1;
+        if state.unfinished == 0 {
+            for joiner in std::mem::take(&mut state.joiners) {
+                abort(&joiner.timer);
+                joiner.peer.reply(joiner.request, Reply::Flag(true));
+            }
+        }
+        Ok(())
+    }
+
+    /// `join`: answers `Flag(true)` once every item put has been marked done, `Flag(false)`
+    /// when the wait runs out.
+    pub(crate) fn join(&self, peer: &Arc<Peer>, request: u64, wait: Wait) {
+        let mut state = self.lock();
+        if state.unfinished == 0 {
+            drop(state);
+            peer.reply(request, Reply::Flag(true));
+            return;
+        }
+        let at = match deadline(wait) {
+            Deadline::Now => {
+                drop(state);
+                peer.reply(request, Reply::Flag(false));
+                return;
+            }
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+        };
+        let waiter = state.next_waiter();
+        let timer = at.map(|at| self.timer(at, waiter, Self::expire_joiner));
+        state.joiners.push(Joiner {
+            waiter,
+            peer: Arc::clone(peer),
+            request,
+            timer,
+        });
+    }
+
+    fn expire_joiner(&self, waiter: u64) {
+        let mut state = self.lock();
+        if let Some(at) = state.joiners.iter().position(|j| j.waiter == waiter) {
+            let joiner = state.joiners.swap_remove(at);
+            drop(state);
+            joiner.peer.reply(joiner.request, Reply::Flag(false));
         }
     }
 
@@ -548,6 +642,7 @@ impl Queue {
     fn push(&self, state: &mut State, item: Bytes) {
         state.bytes += item.len();
         state.total_put += 1;
+        state.unfinished += 1;
         state.items.push_back(item);
     }
 
