@@ -10,12 +10,14 @@
 //! If no broker answers at the address (`IPCQ_ADDR`, else the platform default), the
 //! parent starts one inside itself and says so.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ipcq::broker::{Broker, Config};
 use ipcq::{Client, End, Error};
 use serde::{Deserialize, Serialize};
 
@@ -59,15 +61,7 @@ fn child(pipe: &str, rounds: u64) -> anyhow::Result<()> {
 }
 
 fn parent(rounds: u64) -> anyhow::Result<()> {
-    let addr = ipcq::default_addr();
-    let _embedded = match Client::connect(&addr) {
-        Ok(_) => None,
-        Err(Error::NoBroker { .. }) => {
-            println!("no broker at {addr}: started one in this process");
-            Some(Broker::start(Config::new().addr(&addr)).context("starting an embedded broker")?)
-        }
-        Err(err) => return Err(err.into()),
-    };
+    let (addr, _embedded) = common::broker()?;
     let client = Client::connect(&addr)?;
     let name = format!("ping-pong-{}", std::process::id());
     let end = client.pipe::<Message>(&name, End::Zero)?;

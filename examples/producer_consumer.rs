@@ -16,12 +16,14 @@
 //! If no broker answers at the address (`IPCQ_ADDR`, else the platform default), the
 //! parent starts one inside itself and says so.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ipcq::broker::{Broker, Config};
 use ipcq::{Client, Error};
 use serde::{Deserialize, Serialize};
 
@@ -121,21 +123,8 @@ fn parent(args: &Args) -> anyhow::Result<()> {
     if args.producers == 0 || args.consumers == 0 {
         bail!("need at least one producer and one consumer");
     }
-    let addr = ipcq::default_addr();
     // Use the broker at the address if one answers, else embed one for this run.
-    let _embedded = match Client::connect(&addr) {
-        Ok(_) => {
-            println!("using the broker at {addr}");
-            None
-        }
-        Err(Error::NoBroker { .. }) => {
-            let broker =
-                Broker::start(Config::new().addr(&addr)).context("starting an embedded broker")?;
-            println!("no broker at {addr}: started one in this process");
-            Some(broker)
-        }
-        Err(err) => return Err(err.into()),
-    };
+    let (addr, _embedded) = common::broker()?;
     let client = Client::connect(&addr)?;
     let run = format!("producer-consumer-{}", std::process::id());
     let (jobs, done) = queues(&client, &run, args.capacity)?;
