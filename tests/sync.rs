@@ -223,6 +223,7 @@ fn stats_show_locks_semaphores_and_events() {
         let _held = lock.lock().unwrap();
         let _permit = client.semaphore("s", 3).unwrap().acquire().unwrap();
         client.event("e").unwrap().set().unwrap();
+        client.barrier("b", 2).unwrap();
         let output = cli(&broker.addr, &["stats"]);
         let table = String::from_utf8_lossy(&output.stdout).into_owned();
         let row = |name: &str| -> Vec<String> {
@@ -237,6 +238,7 @@ fn stats_show_locks_semaphores_and_events() {
         assert_eq!(row("l")[..5], ["l", "lock", "1", "0", "0"], "{table}");
         assert_eq!(row("s")[..5], ["s", "semaphore", "3", "2", "0"], "{table}");
         assert_eq!(row("e"), ["e", "set", "0"], "{table}");
+        assert_eq!(row("b"), ["b", "2", "0", "ok"], "{table}");
         let json = cli(&broker.addr, &["stats", "--json"]);
         let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
         let kinds: Vec<&str> = value["objects"]
@@ -245,7 +247,7 @@ fn stats_show_locks_semaphores_and_events() {
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, ["event", "lock", "semaphore"]);
+        assert_eq!(kinds, ["barrier", "event", "lock", "semaphore"]);
     });
 }
 
