@@ -6,9 +6,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ipcq_proto::{BarrierStats, ErrorCode, Reply, Wait};
-use tokio::task::AbortHandle;
 
-use super::{abort, deadline, timer, Deadline};
+use super::Parked;
 use crate::peer::Peer;
 
 #[derive(Debug)]
@@ -21,17 +20,8 @@ pub(crate) struct Barrier {
 
 #[derive(Debug, Default)]
 struct State {
-    waiting: Vec<Waiter>,
+    waiting: Parked,
     broken: bool,
-    next_waiter: u64,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    peer: Arc<Peer>,
-    request: u64,
-    timer: Option<AbortHandle>,
 }
 
 impl Barrier {
@@ -53,12 +43,11 @@ impl Barrier {
         }
         if state.waiting.len() as u64 + 1 == self.parties {
             let index = state.waiting.len() as u64;
-            for (index, waiter) in std::mem::take(&mut state.waiting).into_iter().enumerate() {
-                abort(&waiter.timer);
+            for (place, waiter) in state.waiting.take_all().into_iter().enumerate() {
                 waiter.peer.reply(
                     waiter.request,
                     Reply::Passed {
-                        index: index as u64,
+                        index: place as u64,
                     },
                 );
             }
@@ -66,76 +55,47 @@ impl Barrier {
             peer.reply(request, Reply::Passed { index });
             return;
         }
-        let at = match deadline(wait) {
-            // Not waiting at all is giving up at once: it breaks the barrier, as in Python.
-            Deadline::Now => {
-                state.broken = true;
-                self.fail_waiting(&mut state);
-                drop(state);
-                peer.reply_error(request, ErrorCode::Broken, self.broken_message());
-                return;
+        let this = self.this.clone();
+        let parked = state.waiting.park(peer, request, wait, move |id| {
+            if let Some(this) = this.upgrade() {
+                this.expire(id);
             }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        state.next_waiter += 1;
-        let id = state.next_waiter;
-        let timer = at.map(|at| {
-            let this = self.this.clone();
-            timer(at, move || {
-                if let Some(this) = this.upgrade() {
-                    this.expire(id);
-                }
-            })
         });
-        state.waiting.push(Waiter {
-            id,
-            peer: Arc::clone(peer),
-            request,
-            timer,
-        });
+        if !parked {
+            // Not waiting at all is giving up at once: it breaks the barrier, as in Python.
+            self.break_barrier(&mut state);
+            drop(state);
+            peer.reply_error(request, ErrorCode::Broken, self.broken_message());
+        }
     }
 
     /// Waiting parties get `Broken`; the next waits start afresh.
     pub(crate) fn reset(&self) {
         let mut state = self.lock_state();
-        self.fail_waiting(&mut state);
+        state
+            .waiting
+            .fail_all(ErrorCode::Broken, &self.broken_message());
         state.broken = false;
     }
 
     /// A connection went away: if it was waiting, the barrier breaks.
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock_state();
-        if state.waiting.iter().any(|waiter| waiter.peer.id == peer) {
-            state.waiting.retain(|waiter| {
-                let keep = waiter.peer.id != peer;
-                if !keep {
-                    abort(&waiter.timer);
-                }
-                keep
-            });
-            state.broken = true;
-            self.fail_waiting(&mut state);
+        if state.waiting.forget(peer) {
+            self.break_barrier(&mut state);
             tracing::info!(name = %self.name, "a party went away while waiting: barrier broken");
         }
     }
 
     pub(crate) fn shut_down(&self) {
-        for waiter in std::mem::take(&mut self.lock_state().waiting) {
-            abort(&waiter.timer);
-            waiter.peer.reply_error(
-                waiter.request,
-                ErrorCode::ShuttingDown,
-                "the broker is shutting down",
-            );
-        }
+        self.lock_state()
+            .waiting
+            .fail_all(ErrorCode::ShuttingDown, "the broker is shutting down");
     }
 
     /// `rm`: waiting parties get `Broken`.
     pub(crate) fn remove(&self) {
-        let mut state = self.lock_state();
-        state.broken = true;
-        self.fail_waiting(&mut state);
+        self.break_barrier(&mut self.lock_state());
     }
 
     pub(crate) fn stats(&self) -> BarrierStats {
@@ -149,19 +109,20 @@ impl Barrier {
 
     fn expire(&self, id: u64) {
         let mut state = self.lock_state();
-        if state.waiting.iter().any(|waiter| waiter.id == id) {
-            state.broken = true;
-            self.fail_waiting(&mut state);
-        }
-    }
-
-    fn fail_waiting(&self, state: &mut State) {
-        for waiter in std::mem::take(&mut state.waiting) {
-            abort(&waiter.timer);
+        if let Some(waiter) = state.waiting.expired(id) {
+            self.break_barrier(&mut state);
+            drop(state);
             waiter
                 .peer
                 .reply_error(waiter.request, ErrorCode::Broken, self.broken_message());
         }
+    }
+
+    fn break_barrier(&self, state: &mut State) {
+        state.broken = true;
+        state
+            .waiting
+            .fail_all(ErrorCode::Broken, &self.broken_message());
     }
 
     fn broken_message(&self) -> String {

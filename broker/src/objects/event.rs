@@ -3,9 +3,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ipcq_proto::{ErrorCode, EventStats, Reply, Wait};
-use tokio::task::AbortHandle;
 
-use super::{abort, deadline, timer, Deadline};
+use super::Parked;
 use crate::peer::Peer;
 
 #[derive(Debug)]
@@ -18,16 +17,7 @@ pub(crate) struct Event {
 #[derive(Debug, Default)]
 struct State {
     set: bool,
-    waiters: Vec<Waiter>,
-    next_waiter: u64,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    peer: Arc<Peer>,
-    request: u64,
-    timer: Option<AbortHandle>,
+    waiters: Parked,
 }
 
 impl Event {
@@ -43,8 +33,7 @@ impl Event {
     pub(crate) fn set(&self) {
         let mut state = self.lock_state();
         state.set = true;
-        for waiter in std::mem::take(&mut state.waiters) {
-            abort(&waiter.timer);
+        for waiter in state.waiters.take_all() {
             waiter.peer.reply(waiter.request, Reply::Flag(true));
         }
     }
@@ -61,41 +50,20 @@ impl Event {
             peer.reply(request, Reply::Flag(true));
             return;
         }
-        let at = match deadline(wait) {
-            Deadline::Now => {
-                drop(state);
-                peer.reply(request, Reply::Flag(false));
-                return;
+        let this = self.this.clone();
+        let parked = state.waiters.park(peer, request, wait, move |id| {
+            if let Some(this) = this.upgrade() {
+                this.expire(id);
             }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        state.next_waiter += 1;
-        let id = state.next_waiter;
-        let timer = at.map(|at| {
-            let this = self.this.clone();
-            timer(at, move || {
-                if let Some(this) = this.upgrade() {
-                    this.expire(id);
-                }
-            })
         });
-        state.waiters.push(Waiter {
-            id,
-            peer: Arc::clone(peer),
-            request,
-            timer,
-        });
+        if !parked {
+            drop(state);
+            peer.reply(request, Reply::Flag(false));
+        }
     }
 
     pub(crate) fn forget(&self, peer: u64) {
-        self.lock_state().waiters.retain(|waiter| {
-            let keep = waiter.peer.id != peer;
-            if !keep {
-                abort(&waiter.timer);
-            }
-            keep
-        });
+        self.lock_state().waiters.forget(peer);
     }
 
     /// Broker shutdown: every waiter learns it at once.
@@ -112,13 +80,7 @@ impl Event {
     }
 
     fn fail_waiters(&self, code: ErrorCode, message: String) {
-        let waiters = std::mem::take(&mut self.lock_state().waiters);
-        for waiter in waiters {
-            abort(&waiter.timer);
-            waiter
-                .peer
-                .reply_error(waiter.request, code, message.clone());
-        }
+        self.lock_state().waiters.fail_all(code, &message);
     }
 
     pub(crate) fn stats(&self) -> EventStats {
@@ -130,10 +92,8 @@ impl Event {
     }
 
     fn expire(&self, id: u64) {
-        let mut state = self.lock_state();
-        if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
-            let waiter = state.waiters.swap_remove(at);
-            drop(state);
+        let waiter = self.lock_state().waiters.expired(id);
+        if let Some(waiter) = waiter {
             waiter.peer.reply(waiter.request, Reply::Flag(false));
         }
     }

@@ -3,12 +3,14 @@
 
 mod barrier;
 mod event;
+mod parked;
 mod permits;
 mod pipe;
 mod queue;
 
 pub(crate) use barrier::Barrier;
 pub(crate) use event::Event;
+use parked::Parked;
 pub(crate) use permits::Permits;
 pub(crate) use pipe::Pipe;
 pub(crate) use queue::Queue;

@@ -5,13 +5,11 @@
 //! mutex's `EOWNERDEAD`: what the dead holder guarded may be half-done. Only a holder can
 //! release, which also bounds a semaphore: nobody can release it above its permits.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ipcq_proto::{ErrorCode, PermitStats, Reply, Wait};
-use tokio::task::AbortHandle;
 
-use super::{abort, deadline, timer, Deadline};
+use super::Parked;
 use crate::peer::Peer;
 
 #[derive(Debug)]
@@ -29,18 +27,9 @@ struct State {
     free: u64,
     /// Connections holding permits, with how many.
     holders: Vec<(u64, u64)>,
-    waiters: VecDeque<Waiter>,
+    waiters: Parked,
     /// A holder died holding permits: the next acquirer is told.
     owner_died: bool,
-    next_waiter: u64,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    peer: Arc<Peer>,
-    request: u64,
-    timer: Option<AbortHandle>,
 }
 
 impl Permits {
@@ -71,31 +60,16 @@ impl Permits {
             peer.reply(request, Reply::Acquired { owner_died });
             return;
         }
-        let at = match deadline(wait) {
-            Deadline::Now => {
-                drop(state);
-                peer.reply_error(request, ErrorCode::Busy, self.busy_message());
-                return;
+        let this = self.this.clone();
+        let parked = state.waiters.park(peer, request, wait, move |id| {
+            if let Some(this) = this.upgrade() {
+                this.expire(id);
             }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        state.next_waiter += 1;
-        let id = state.next_waiter;
-        let timer = at.map(|at| {
-            let this = self.this.clone();
-            timer(at, move || {
-                if let Some(this) = this.upgrade() {
-                    this.expire(id);
-                }
-            })
         });
-        state.waiters.push_back(Waiter {
-            id,
-            peer: Arc::clone(peer),
-            request,
-            timer,
-        });
+        if !parked {
+            drop(state);
+            peer.reply_error(request, ErrorCode::Busy, self.busy_message());
+        }
     }
 
     /// Gives back a permit `peer` holds.
@@ -124,13 +98,7 @@ impl Permits {
     /// The connection `peer` went away: its waits end and its permits come back.
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock_state();
-        state.waiters.retain(|waiter| {
-            let keep = waiter.peer.id != peer;
-            if !keep {
-                abort(&waiter.timer);
-            }
-            keep
-        });
+        state.waiters.forget(peer);
         if let Some(at) = state.holders.iter().position(|&(holder, _)| holder == peer) {
             let (_, held) = state.holders.swap_remove(at);
             state.free += held;
@@ -154,13 +122,7 @@ impl Permits {
     }
 
     fn fail_waiters(&self, code: ErrorCode, message: String) {
-        let waiters = std::mem::take(&mut self.lock_state().waiters);
-        for waiter in waiters {
-            abort(&waiter.timer);
-            waiter
-                .peer
-                .reply_error(waiter.request, code, message.clone());
-        }
+        self.lock_state().waiters.fail_all(code, &message);
     }
 
     pub(crate) fn stats(&self) -> PermitStats {
@@ -174,10 +136,8 @@ impl Permits {
     }
 
     fn expire(&self, id: u64) {
-        let mut state = self.lock_state();
-        if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
-            let waiter = state.waiters.remove(at).expect("position is in range");
-            drop(state);
+        let waiter = self.lock_state().waiters.expired(id);
+        if let Some(waiter) = waiter {
             waiter
                 .peer
                 .reply_error(waiter.request, ErrorCode::Busy, self.busy_message());
@@ -215,10 +175,9 @@ fn grant(state: &mut State, peer: u64) -> bool {
 /// Hands free permits to waiters, oldest first.
 fn serve(state: &mut State) {
     while state.free > 0 {
-        let Some(waiter) = state.waiters.pop_front() else {
+        let Some(waiter) = state.waiters.pop() else {
             return;
         };
-        abort(&waiter.timer);
         let owner_died = grant(state, waiter.peer.id);
         waiter
             .peer

@@ -1,0 +1,106 @@
+//! Requests parked on a lock, semaphore, event or barrier until they can be answered,
+//! each with the timer that gives up on it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ipcq_proto::{ErrorCode, Wait};
+use tokio::task::AbortHandle;
+
+use super::{abort, deadline, timer, Deadline};
+use crate::peer::Peer;
+
+/// Parked requests in arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct Parked {
+    waiters: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+/// One parked request.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) request: u64,
+    id: u64,
+    timer: Option<AbortHandle>,
+}
+
+impl Parked {
+    /// Parks the request for as long as `wait` allows; `expire(id)` runs when that runs
+    /// out. Returns `false` without parking when `wait` allows no wait at all.
+    pub(crate) fn park(
+        &mut self,
+        peer: &Arc<Peer>,
+        request: u64,
+        wait: Wait,
+        expire: impl FnOnce(u64) + Send + 'static,
+    ) -> bool {
+        let at = match deadline(wait) {
+            Deadline::Now => return false,
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        self.waiters.push_back(Waiter {
+            peer: Arc::clone(peer),
+            request,
+            id,
+            timer: at.map(|at| timer(at, move || expire(id))),
+        });
+        true
+    }
+
+    /// The oldest parked request, its timer stopped.
+    pub(crate) fn pop(&mut self) -> Option<Waiter> {
+        let waiter = self.waiters.pop_front()?;
+        abort(&waiter.timer);
+        Some(waiter)
+    }
+
+    /// The request parked as `id`, if it still is (its timer ran out).
+    pub(crate) fn expired(&mut self, id: u64) -> Option<Waiter> {
+        let at = self.waiters.iter().position(|waiter| waiter.id == id)?;
+        self.waiters.remove(at)
+    }
+
+    /// Every parked request, oldest first, timers stopped.
+    pub(crate) fn take_all(&mut self) -> Vec<Waiter> {
+        let waiters: Vec<Waiter> = self.waiters.drain(..).collect();
+        for waiter in &waiters {
+            abort(&waiter.timer);
+        }
+        waiters
+    }
+
+    /// Drops the requests of a connection that went away; returns whether it had any.
+    pub(crate) fn forget(&mut self, peer: u64) -> bool {
+        let before = self.waiters.len();
+        self.waiters.retain(|waiter| {
+            let keep = waiter.peer.id != peer;
+            if !keep {
+                abort(&waiter.timer);
+            }
+            keep
+        });
+        self.waiters.len() != before
+    }
+
+    /// Answers every parked request with an error.
+    pub(crate) fn fail_all(&mut self, code: ErrorCode, message: &str) {
+        for waiter in self.take_all() {
+            waiter
+                .peer
+                .reply_error(waiter.request, code, message.to_owned());
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+}
