@@ -56,14 +56,6 @@ struct Run {
     items: VecDeque<Bytes>,
 }
 
-/// What an acknowledgement settled on one queue.
-#[derive(Debug)]
-pub(crate) struct Settled {
-    pub(crate) queue: Arc<Queue>,
-    pub(crate) count: u64,
-    pub(crate) bytes: usize,
-}
-
 /// Items taken from the ledger, grouped by queue, in tag order.
 pub(crate) type Taken = Vec<(Arc<Queue>, Vec<Bytes>)>;
 
@@ -182,22 +174,9 @@ impl Peer {
         Ok(())
     }
 
-    /// Settles the deliveries `tag .. tag + count`: their items leave for good. Unknown
-    /// tags are ignored, so acknowledging twice cannot settle an item twice. Returns, per
-    /// queue, how many items and bytes were settled.
-    pub(crate) fn ack(&self, tag: u64, count: u32) -> Vec<Settled> {
-        self.take(tag, count)
-            .into_iter()
-            .map(|(queue, items)| Settled {
-                queue,
-                count: items.len() as u64,
-                bytes: items.iter().map(Bytes::len).sum(),
-            })
-            .collect()
-    }
-
-    /// Removes the deliveries `tag .. tag + count` from the ledger. Unknown tags are
-    /// ignored.
+    /// Removes the deliveries `tag .. tag + count` from the ledger (to settle them, or to
+    /// return them to their queues). Unknown tags are ignored, so acknowledging twice cannot
+    /// settle an item twice.
     pub(crate) fn take(&self, tag: u64, count: u32) -> Taken {
         let end = tag.saturating_add(u64::from(count));
         let mut in_flight = self.lock();

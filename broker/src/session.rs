@@ -178,8 +178,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
         let (id, op) = match msg {
             ClientMsg::Request { id, op } => (id, op),
             ClientMsg::Ack { tag, count } => {
-                for settled in self.peer.ack(tag, count) {
-                    settled.queue.settle(settled.count, settled.bytes);
+                // The application has these items: they leave their queues for good.
+                for (queue, items) in self.peer.take(tag, count) {
+                    let bytes = items.iter().map(Bytes::len).sum();
+                    queue.settle(items.len() as u64, bytes);
                 }
                 return Ok(());
             }
