@@ -204,6 +204,17 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 restore(self.peer.take(tag, count));
                 return Ok(());
             }
+            ClientMsg::Cancel { handle, id } => {
+                let peer = self.peer.id;
+                match &self.opened(handle).map_err(|err| err.message)?.object {
+                    Object::Queue(queue) => queue.cancel(peer, id),
+                    Object::Pipe(pipe) => pipe.cancel(peer, id),
+                    Object::Permits(permits) => permits.cancel(peer, id),
+                    Object::Event(event) => event.cancel(peer, id),
+                    Object::Barrier(barrier) => barrier.cancel(peer, id),
+                }
+                return Ok(());
+            }
         };
         if !tail.is_empty() && !matches!(op, Op::Put { .. } | Op::PutMany { .. }) {
             let err = ErrorReply::new(ErrorCode::InvalidArgument, "this request carries no items");
@@ -319,6 +330,25 @@ impl<R: AsyncRead + Unpin> Session<R> {
             Op::Reserve { handle, credits } => {
                 let credits = self.send_queue(handle)?.reserve(peer, handle, credits);
                 Ok(Some(Reply::Accepted { credits }))
+            }
+            Op::WaitRoom {
+                handle,
+                len,
+                wait,
+                credits,
+            } => {
+                let queue = self.send_queue(handle)?;
+                if len as usize + FRAME_OVERHEAD > self.peer.max_frame_len() {
+                    return Err(ErrorReply::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "an item of {len} bytes does not fit in a frame of {} bytes",
+                            self.peer.max_frame_len()
+                        ),
+                    ));
+                }
+                queue.wait_room(peer, handle, id, len as usize, wait, credits);
+                Ok(None)
             }
             Op::Acquire { handle, wait } => {
                 self.permits(handle)?.acquire(peer, id, wait);

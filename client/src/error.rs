@@ -116,7 +116,10 @@ impl Error {
             ErrorCode::Broken => Error::Broken(message),
             ErrorCode::LimitReached => Error::LimitReached(message),
             ErrorCode::ShuttingDown => Error::BrokerGone(message),
-            ErrorCode::Protocol | ErrorCode::TooLarge => Error::Protocol(message),
+            // A withdrawn request's answer goes to no caller; seeing one is a protocol slip.
+            ErrorCode::Protocol | ErrorCode::TooLarge | ErrorCode::Cancelled => {
+                Error::Protocol(message)
+            }
             ErrorCode::UnknownHandle
             | ErrorCode::WrongKind
             | ErrorCode::InvalidName

@@ -169,6 +169,16 @@ pub enum ClientMsg {
         /// Number of consecutive tags returned.
         count: u32,
     },
+    /// Nobody waits for the answer to request `id` on `handle` any more. If it is still
+    /// parked, it leaves its object and is answered with [`ErrorCode::Cancelled`]; if it
+    /// was answered already, this does nothing (the client settles that answer). Either
+    /// way, request `id` gets exactly one answer.
+    Cancel {
+        /// The object the request was made on.
+        handle: u32,
+        /// The request's id.
+        id: u64,
+    },
 }
 
 /// An operation on the broker or on one of its objects.
@@ -303,6 +313,21 @@ pub enum Op {
         /// How long to wait.
         wait: Wait,
     },
+    /// Wait for room for one item of `len` bytes, in turn with parked puts, without sending
+    /// it: answered with [`Reply::Accepted`] granting at least one credit (the slot), and
+    /// up to `credits` more as [`Op::Reserve`] would; `Full` when the wait runs out. The
+    /// item then goes as a [`ClientMsg::Send`], so a client that stops waiting has put
+    /// nothing.
+    WaitRoom {
+        /// Queue handle.
+        handle: u32,
+        /// Length of the item that will use the slot.
+        len: u32,
+        /// How long to wait for room.
+        wait: Wait,
+        /// Credits wanted beyond the slot.
+        credits: u32,
+    },
 }
 
 /// Broker to client, after the handshake.
@@ -359,7 +384,8 @@ pub enum Reply {
     Stats(Vec<ObjectStats>),
     /// The request failed.
     Error(ErrorReply),
-    /// Answer to [`Op::Put`], [`Op::PutMany`] and [`Op::Reserve`]: the items are in the queue, and
+    /// Answer to [`Op::Put`], [`Op::PutMany`], [`Op::Reserve`] and [`Op::WaitRoom`]: the items
+    /// are in the queue, and
     /// `credits` slots are reserved for this connection's next puts
     /// ([`ClientMsg::Send`]).
     Accepted {
@@ -546,6 +572,8 @@ pub enum ErrorCode {
     InvalidArgument,
     /// A barrier is broken.
     Broken,
+    /// The request was withdrawn by [`ClientMsg::Cancel`] before it was answered.
+    Cancelled,
 }
 
 /// Appends a frame holding `msg` to `out`, leaving room for a tail of `tail_len` bytes that

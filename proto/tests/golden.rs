@@ -154,6 +154,19 @@ fn client_messages() {
         [4, 2, 7]
     );
     assert_eq!(bytes(&ClientMsg::Return { tag: 5, count: 2 }), [5, 5, 2]);
+    assert_eq!(
+        bytes(&ClientMsg::Cancel { handle: 2, id: 300 }),
+        [6, 2, 0xac, 0x02]
+    );
+    assert_eq!(
+        request(Op::WaitRoom {
+            handle: 2,
+            len: 200,
+            wait: Wait::Block,
+            credits: 8
+        }),
+        [0, 0xac, 0x02, 20, 2, 0xc8, 0x01, 0, 8]
+    );
 }
 
 #[test]
@@ -230,6 +243,7 @@ fn error_codes_keep_their_numbers() {
         ErrorCode::LimitReached,
         ErrorCode::InvalidArgument,
         ErrorCode::Broken,
+        ErrorCode::Cancelled,
     ];
     for (number, code) in codes.into_iter().enumerate() {
         assert_eq!(

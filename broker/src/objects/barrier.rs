@@ -78,6 +78,13 @@ impl Barrier {
         state.broken = false;
     }
 
+    /// The client no longer waits for request `request`: that party leaves without
+    /// breaking the barrier (it did not give up on the others; it was never counted), as
+    /// a cancelled `asyncio.Barrier.wait`.
+    pub(crate) fn cancel(&self, peer: u64, request: u64) {
+        self.lock_state().waiting.cancel(peer, request);
+    }
+
     /// A connection went away: if it was waiting, the barrier breaks.
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock_state();

@@ -62,6 +62,11 @@ impl Event {
         }
     }
 
+    /// The client no longer waits for request `request`.
+    pub(crate) fn cancel(&self, peer: u64, request: u64) {
+        self.lock_state().waiters.cancel(peer, request);
+    }
+
     pub(crate) fn forget(&self, peer: u64) {
         self.lock_state().waiters.forget(peer);
     }

@@ -74,6 +74,24 @@ impl Parked {
         waiters
     }
 
+    /// Withdraws request `request` of `peer` if it is still parked, answering it with
+    /// `Cancelled`; returns whether it was.
+    pub(crate) fn cancel(&mut self, peer: u64, request: u64) -> bool {
+        let Some(at) = self
+            .waiters
+            .iter()
+            .position(|waiter| waiter.peer.id == peer && waiter.request == request)
+        else {
+            return false;
+        };
+        let waiter = self.waiters.remove(at).expect("position is in range");
+        abort(&waiter.timer);
+        waiter
+            .peer
+            .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
+        true
+    }
+
     /// Drops the requests of a connection that went away; returns whether it had any.
     pub(crate) fn forget(&mut self, peer: u64) -> bool {
         let before = self.waiters.len();

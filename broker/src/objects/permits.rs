@@ -95,6 +95,12 @@ impl Permits {
         Ok(())
     }
 
+    /// The client no longer waits for request `request`. (Waiters exist only while no
+    /// permit is free, so nobody else can take its turn now.)
+    pub(crate) fn cancel(&self, peer: u64, request: u64) {
+        self.lock_state().waiters.cancel(peer, request);
+    }
+
     /// The connection `peer` went away: its waits end and its permits come back.
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock_state();

@@ -133,6 +133,13 @@ impl Pipe {
         }
     }
 
+    /// The client no longer waits for request `request` (a send or a receive).
+    pub(crate) fn cancel(&self, peer: u64, request: u64) {
+        for queue in &self.inbox {
+            queue.cancel(peer, request);
+        }
+    }
+
     /// The connection `peer` went away: the ends it held close.
     pub(crate) fn forget(&self, peer: u64) {
         let held: Vec<u8> = {

@@ -88,7 +88,8 @@ struct Getter {
     timer: Option<AbortHandle>,
 }
 
-/// A parked `put`/`put_many`, holding the items it has not yet placed.
+/// A parked `put`/`put_many`, holding the items it has not yet placed, or a parked
+/// `wait_room`, holding none.
 #[derive(Debug)]
 struct Putter {
     waiter: u64,
@@ -97,6 +98,8 @@ struct Putter {
     handle: u32,
     request: u64,
     items: VecDeque<Bytes>,
+    /// For a `wait_room`: the length of the item that will use the slot.
+    slot: Option<usize>,
     /// Credits the producer asked for along with this put.
     want: u32,
     timer: Option<AbortHandle>,
@@ -196,11 +199,115 @@ impl Queue {
             handle,
             request,
             items,
+            slot: None,
             want,
             timer,
         });
         self.feed_getters(&mut state);
         self.wait_for_budget_if_blocked(&mut state);
+    }
+
+    /// `wait_room`: reserves a slot for one item of `len` bytes for `peer`, now or in turn
+    /// with the parked putters, and answers with that credit plus up to `want` more. The
+    /// item comes later as a put on the credit; until then the slot counts as reserved.
+    pub(crate) fn wait_room(
+        &self,
+        peer: &Arc<Peer>,
+        handle: u32,
+        request: u64,
+        len: usize,
+        wait: Wait,
+        want: u32,
+    ) {
+        let mut state = self.lock();
+        if state.closed {
+            drop(state);
+            peer.reply_error(request, ErrorCode::Closed, self.closed_message());
+            return;
+        }
+        if state.putters.is_empty() && self.room(&state, len) == Room::Yes {
+            self.give_slot(&mut state, peer, handle, request, len, want);
+            return;
+        }
+        self.revoke_others(&mut state, peer.id);
+        let deadline = match deadline(wait) {
+            Deadline::Now => {
+                drop(state);
+                peer.reply_error(
+                    request,
+                    ErrorCode::Full,
+                    format!("queue '{}' is full", self.name),
+                );
+                return;
+            }
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+        };
+        let waiter = state.next_waiter();
+        let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_putter));
+        state.putters.push_back(Putter {
+            waiter,
+            peer: Arc::clone(peer),
+            handle,
+            request,
+            items: VecDeque::new(),
+            slot: Some(len),
+            want,
+            timer,
+        });
+        self.wait_for_budget_if_blocked(&mut state);
+    }
+
+    /// Reserves the slot that `room` found for `peer`, with the credits the grant policy
+    /// adds, and answers request `request`. The bytes `room` reserved in the broker budget
+    /// are let go: an item put on a credit is counted when it comes.
+    fn give_slot(
+        &self,
+        state: &mut State,
+        peer: &Arc<Peer>,
+        handle: u32,
+        request: u64,
+        len: usize,
+        want: u32,
+    ) {
+        if len != 0 {
+            self.budget.release(len);
+        }
+        self.hold(state, peer, handle, 1);
+        let credits = 1 + self.grant(state, peer, handle, want);
+        peer.reply(request, Reply::Accepted { credits });
+    }
+
+    /// The client no longer waits for request `request` of `peer`: if it is parked here, it
+    /// leaves (a put's items that are not in yet are dropped with it) and is answered with
+    /// `Cancelled`.
+    pub(crate) fn cancel(&self, peer: u64, request: u64) {
+        let mut state = self.lock();
+        let mine = |p: &Arc<Peer>, r: u64| p.id == peer && r == request;
+        if let Some(at) = state.getters.iter().position(|g| mine(&g.peer, g.request)) {
+            let getter = state.getters.remove(at).expect("position is in range");
+            abort(&getter.timer);
+            getter
+                .peer
+                .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
+        } else if let Some(at) = state.putters.iter().position(|p| mine(&p.peer, p.request)) {
+            let putter = state.putters.remove(at).expect("position is in range");
+            abort(&putter.timer);
+            putter
+                .peer
+                .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
+            if at == 0 {
+                // The putter at the head may have been the one that could not fit.
+                self.admit_putters(&mut state);
+                self.feed_getters(&mut state);
+            }
+        } else if let Some(at) = state.joiners.iter().position(|j| mine(&j.peer, j.request)) {
+            let joiner = state.joiners.swap_remove(at);
+            abort(&joiner.timer);
+            joiner
+                .peer
+                .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
+        }
     }
 
     /// Puts on slots reserved for `peer` (its credits). They were promised before, so they
@@ -522,6 +629,13 @@ impl Queue {
         if credits == 0 {
             return 0;
         }
+        self.hold(state, peer, handle, credits);
+        // `want` is a u32, so the grant fits.
+        u32::try_from(credits).unwrap_or(u32::MAX)
+    }
+
+    /// Reserves `credits` slots for `peer`.
+    fn hold(&self, state: &mut State, peer: &Arc<Peer>, handle: u32, credits: u64) {
         state.reserved += credits;
         match state.holders.iter_mut().find(|h| h.peer.id == peer.id) {
             Some(holder) => {
@@ -535,8 +649,6 @@ impl Queue {
                 revoked: false,
             }),
         }
-        // `want` is a u32, so the grant fits.
-        u32::try_from(credits).unwrap_or(u32::MAX)
     }
 
     /// Asks every other connection holding credits to give them back.
@@ -651,6 +763,22 @@ impl Queue {
             let Some(putter) = state.putters.front() else {
                 return;
             };
+            if let Some(len) = putter.slot {
+                if self.room(state, len) != Room::Yes {
+                    return;
+                }
+                let putter = state.putters.pop_front().expect("front was just seen");
+                abort(&putter.timer);
+                let Putter {
+                    peer,
+                    handle,
+                    request,
+                    want,
+                    ..
+                } = putter;
+                self.give_slot(state, &peer, handle, request, len, want);
+                continue;
+            }
             match putter.items.front().map(Bytes::len) {
                 Some(len) => {
                     if self.room(state, len) != Room::Yes {
@@ -708,10 +836,13 @@ impl Queue {
         if state.waiting_for_budget {
             return;
         }
-        let Some(item) = state.putters.front().and_then(|p| p.items.front()) else {
+        let Some(len) = state
+            .putters
+            .front()
+            .and_then(|p| p.slot.or_else(|| p.items.front().map(Bytes::len)))
+        else {
             return;
         };
-        let len = item.len();
         let local_room = (self.capacity == 0 || state.len() + state.reserved < self.capacity)
             && (state.bytes == 0 || state.bytes + len <= self.max_bytes);
         if local_room {
