@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //!
-//! - [`Client`], [`Queue`], [`RawQueue`], [`PipeEnd`], [`RawPipeEnd`], [`Error`]: the
-//!   blocking client (crate `ipcq-client`);
+//! - [`Client`], [`Queue`], [`RawQueue`], [`PipeEnd`], [`RawPipeEnd`], [`Lock`],
+//!   [`Semaphore`], [`Event`], [`Barrier`], [`Error`]: the blocking client (crate
+//!   `ipcq-client`);
+//! - [`tokio`] (feature `tokio`, on by default): the same for tokio, as `async fn`s;
 //! - [`broker`] (feature `broker`, on by default): the embeddable broker (crate
 //!   `ipcq-broker`);
 //! - binaries `ipcq-broker` (the broker process) and `ipcq` (the command line).
@@ -30,9 +32,15 @@
 #![forbid(unsafe_code)]
 
 pub use ipcq_client::{
-    default_addr, stats, Client, CodecError, End, Error, PipeEnd, PipeOptions, Queue, RawPipeEnd,
-    RawQueue, Result, ADDR_ENV, DEFAULT_PIPE_CAPACITY, DEFAULT_PREFETCH,
+    default_addr, stats, Acquired, Barrier, Client, CodecError, End, Error, Event, Lock, LockGuard,
+    PipeEnd, PipeOptions, Queue, RawPipeEnd, RawQueue, Result, Semaphore, ADDR_ENV,
+    DEFAULT_PIPE_CAPACITY, DEFAULT_PREFETCH,
 };
+
+/// The tokio client (feature `tokio`, on by default): the blocking client's operations as
+/// cancel-safe `async fn`s.
+#[cfg(feature = "tokio")]
+pub use ipcq_client::tokio;
 
 /// The embeddable broker: [`Broker`](broker::Broker) runs one on its own thread,
 /// [`serve`](broker::serve) on the caller's tokio runtime.

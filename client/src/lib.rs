@@ -30,15 +30,19 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod common;
 mod error;
 mod pipe;
 mod queue;
 mod sync;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use client::Client;
+pub use common::DEFAULT_PREFETCH;
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
-pub use queue::{Queue, RawQueue, DEFAULT_PREFETCH};
+pub use queue::{Queue, RawQueue};
 pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore};
 
 /// Broker figures as [`Client::stats`] returns them.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::queue::{decode, encode, RawQueue};
+use crate::common::{decode, encode};
+use crate::queue::RawQueue;
 use crate::Result;
 
 /// Which end of a pipe.

@@ -5,36 +5,18 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ipcq_proto::{ClientMsg, Op, QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::client::{unexpected, Client, Detached};
+use crate::common::{
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, Pace,
+    DEFAULT_PREFETCH,
+};
 use crate::{Error, Result};
-
-/// Room kept in a `put` frame for the request in front of the item, so that the reply that
-/// later carries the item to a getter fits in a frame too.
-const ITEM_OVERHEAD: usize = 64;
-
-/// Most credits a producer asks for at a time.
-const CREDIT_REQUEST: u32 = 1024;
-
-/// Credits are asked for in proportion to item size, to keep about this many bytes in
-/// flight per producer: bytes sent on credits may overshoot a byte budget by as much.
-const CREDIT_BYTES: usize = 1 << 20;
-
-/// Credits to ask for when putting items of about `item_len` bytes.
-fn credit_request(item_len: usize) -> u32 {
-    u32::try_from(CREDIT_BYTES / item_len.max(64))
-        .unwrap_or(CREDIT_REQUEST)
-        .clamp(1, CREDIT_REQUEST)
-}
-
-/// How many items a `get` fetches at most in one round trip, unless set otherwise with
-/// [`RawQueue::set_prefetch`].
-pub const DEFAULT_PREFETCH: usize = 1024;
 
 /// What one connection knows of one queue, shared by every handle on it: credits (slots
 /// the broker reserved for this connection's puts) and prefetched items (delivered to this
@@ -60,30 +42,6 @@ pub(crate) struct Local {
     pace: Mutex<Pace>,
 }
 
-/// The application's pace: a prefetch asks for what it takes in about [`PREFETCH_HORIZON`].
-struct Pace {
-    last: Option<Instant>,
-    /// Moving average of the time between gets, in nanoseconds.
-    interval: f64,
-}
-
-/// A prefetch fetches what the application is expected to take in this long, so that a
-/// slow consumer (a worker with long jobs) holds no more than it will soon process.
-const PREFETCH_HORIZON: Duration = Duration::from_millis(2);
-
-/// Items taken in [`PREFETCH_HORIZON`] at one item per `interval` nanoseconds, within
-/// `1..=max` (0 when prefetching is off).
-fn window(interval: f64, max: usize) -> usize {
-    if max <= 1 {
-        return 0;
-    }
-    let per_horizon = PREFETCH_HORIZON.as_nanos() as f64 / interval.max(1.0);
-    // Bounded by `max` before the conversion, so nothing is cut off.
-    #[allow(clippy::cast_possible_truncation)]
-    let items = per_horizon.min(max as f64) as usize;
-    items.clamp(1, max)
-}
-
 impl Local {
     pub(crate) fn new(client: Client, handle: u32) -> Self {
         Local {
@@ -96,10 +54,7 @@ impl Local {
             reserving: AtomicU64::new(0),
             waker: Arc::new(Condvar::new()),
             more: AtomicBool::new(false),
-            pace: Mutex::new(Pace {
-                last: None,
-                interval: f64::INFINITY,
-            }),
+            pace: Mutex::new(Pace::new()),
         }
     }
 
@@ -248,33 +203,19 @@ impl Local {
         taken.into_iter().map(|(_, item)| item).collect()
     }
 
-    /// Notes that the application took `n` items now, and returns how many items to keep
-    /// prefetched: what it takes in [`PREFETCH_HORIZON`] at its recent pace, within the
-    /// prefetch setting.
+    /// Notes that the application took `n` items now; returns how many items to keep
+    /// prefetched.
     fn paced(&self, n: usize) -> usize {
         let max = self.prefetch.load(Ordering::Relaxed);
-        if max <= 1 {
-            return 0;
-        }
-        let now = Instant::now();
         let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(last) = pace.last {
-            let interval = now.duration_since(last).as_nanos() as f64 / n.max(1) as f64;
-            pace.interval = if pace.interval.is_finite() {
-                0.8 * pace.interval + 0.2 * interval
-            } else {
-                interval
-            };
-        }
-        pace.last = Some(now);
-        window(pace.interval, max)
+        pace.took(n, max)
     }
 
     /// How many items to fetch now, at the application's recent pace (at least 1).
     fn window(&self) -> usize {
         let max = self.prefetch.load(Ordering::Relaxed);
-        let interval = self.pace.lock().unwrap_or_else(|p| p.into_inner()).interval;
-        window(interval, max).max(1)
+        let pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        pace.window(max)
     }
 
     /// Appends a prefetch request for up to `n` items to `frame`, unless one is in flight.
@@ -292,8 +233,7 @@ impl Local {
     /// Appends acknowledgements (the application has the items) or returns (back to the
     /// queue) of deliveries to `frame`, one message per run of consecutive tags.
     fn encode_settle(&self, tags: impl Iterator<Item = u64>, ack: bool, frame: &mut Vec<u8>) {
-        let mut run: Option<(u64, u32)> = None;
-        let flush = |frame: &mut Vec<u8>, (tag, count): (u64, u32)| {
+        for (tag, count) in runs(tags) {
             let msg = if ack {
                 ClientMsg::Ack { tag, count }
             } else {
@@ -301,21 +241,6 @@ impl Local {
             };
             // Acknowledgements are a few bytes: they always fit.
             let _ = self.client.encode(&msg, &[], frame);
-        };
-        for tag in tags {
-            run = match run {
-                Some((first, count)) if first + u64::from(count) == tag && count < u32::MAX => {
-                    Some((first, count + 1))
-                }
-                Some(done) => {
-                    flush(frame, done);
-                    Some((tag, 1))
-                }
-                None => Some((tag, 1)),
-            };
-        }
-        if let Some(done) = run {
-            flush(frame, done);
         }
     }
 }
@@ -499,23 +424,8 @@ impl RawQueue {
         I::Item: AsRef<[u8]>,
     {
         let items: Vec<I::Item> = items.into_iter().collect();
-        let budget = self.client().max_frame_len().saturating_sub(ITEM_OVERHEAD);
-        let mut batch: Vec<&[u8]> = Vec::new();
-        let mut used = 0;
-        for item in &items {
-            let item = item.as_ref();
-            self.check_item(item.len())?;
-            // Each item also costs up to 5 bytes for its length in the request.
-            let cost = item.len() + 5;
-            if !batch.is_empty() && used + cost > budget {
-                self.put_batch(&batch)?;
-                batch.clear();
-                used = 0;
-            }
-            batch.push(item);
-            used += cost;
-        }
-        if !batch.is_empty() {
+        let items: Vec<&[u8]> = items.iter().map(AsRef::as_ref).collect();
+        for batch in frames_of(&items, self.client().max_frame_len())? {
             self.put_batch(&batch)?;
         }
         Ok(())
@@ -524,12 +434,6 @@ impl RawQueue {
     /// Puts one frame's worth: as many items as there are credits in one write, the rest
     /// in one round trip that asks for more credits.
     fn put_batch(&self, batch: &[&[u8]]) -> Result<()> {
-        let lens = |items: &[&[u8]]| -> Vec<u32> {
-            items
-                .iter()
-                .map(|item| u32::try_from(item.len()).unwrap_or(u32::MAX))
-                .collect()
-        };
         let mut rest = batch;
         while !rest.is_empty() {
             // At most `rest.len()`, so it fits.
@@ -821,14 +725,7 @@ impl RawQueue {
     }
 
     fn check_item(&self, len: usize) -> Result<()> {
-        let max = self.client().max_frame_len();
-        if len + ITEM_OVERHEAD > max {
-            return Err(Error::TooLarge {
-                len: len + ITEM_OVERHEAD,
-                max,
-            });
-        }
-        Ok(())
+        check_item(len, self.client().max_frame_len())
     }
 }
 
@@ -1085,16 +982,4 @@ impl<T> fmt::Debug for Queue<T> {
             .field("capacity", &self.raw.capacity())
             .finish_non_exhaustive()
     }
-}
-
-fn average_len(items: &[&[u8]]) -> usize {
-    items.iter().map(|item| item.len()).sum::<usize>() / items.len().max(1)
-}
-
-pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(item).map_err(|err| Error::Codec(err.into()))
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|err| Error::Codec(err.into()))
 }

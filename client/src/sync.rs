@@ -17,6 +17,10 @@ pub struct Acquired {
 }
 
 impl Acquired {
+    pub(crate) fn new(owner_died: bool) -> Self {
+        Acquired { owner_died }
+    }
+
     /// Whether the permit came back from a holder whose client went away without releasing
     /// it (as a robust mutex's `EOWNERDEAD`): what it guarded may be half-done.
     pub fn owner_died(&self) -> bool {

@@ -1,0 +1,185 @@
+//! What the blocking and the tokio client share: sizes of credit requests and prefetch
+//! windows, acknowledgement runs, item checks and the item codec.
+
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{Error, Result};
+
+/// Room kept in a `put` frame for the request in front of the item, so that the reply that
+/// later carries the item to a getter fits in a frame too.
+pub(crate) const ITEM_OVERHEAD: usize = 64;
+
+/// Most credits a producer asks for at a time.
+const CREDIT_REQUEST: u32 = 1024;
+
+/// Credits are asked for in proportion to item size, to keep about this many bytes in
+/// flight per producer: bytes sent on credits may overshoot a byte budget by as much.
+const CREDIT_BYTES: usize = 1 << 20;
+
+/// How many items a `get` fetches at most in one round trip, unless set otherwise with
+/// `set_prefetch`.
+pub const DEFAULT_PREFETCH: usize = 1024;
+
+/// A prefetch fetches what the application is expected to take in this long, so that a
+/// slow consumer (a worker with long jobs) holds no more than it will soon process.
+const PREFETCH_HORIZON: Duration = Duration::from_millis(2);
+
+/// Credits to ask for when putting items of about `item_len` bytes.
+pub(crate) fn credit_request(item_len: usize) -> u32 {
+    u32::try_from(CREDIT_BYTES / item_len.max(64))
+        .unwrap_or(CREDIT_REQUEST)
+        .clamp(1, CREDIT_REQUEST)
+}
+
+/// The application's pace: a prefetch asks for what it takes in about
+/// [`PREFETCH_HORIZON`].
+#[derive(Debug)]
+pub(crate) struct Pace {
+    last: Option<Instant>,
+    /// Moving average of the time between gets, in nanoseconds.
+    interval: f64,
+}
+
+impl Pace {
+    pub(crate) fn new() -> Self {
+        Pace {
+            last: None,
+            interval: f64::INFINITY,
+        }
+    }
+
+    /// Notes that the application took `n` items now, and returns how many items to keep
+    /// prefetched: what it takes in [`PREFETCH_HORIZON`] at its recent pace, within `max`
+    /// (0 when prefetching is off).
+    pub(crate) fn took(&mut self, n: usize, max: usize) -> usize {
+        if max <= 1 {
+            return 0;
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last {
+            let interval = now.duration_since(last).as_nanos() as f64 / n.max(1) as f64;
+            self.interval = if self.interval.is_finite() {
+                0.8 * self.interval + 0.2 * interval
+            } else {
+                interval
+            };
+        }
+        self.last = Some(now);
+        window(self.interval, max)
+    }
+
+    /// How many items to fetch now, at the application's recent pace (at least 1).
+    pub(crate) fn window(&self, max: usize) -> usize {
+        window(self.interval, max).max(1)
+    }
+}
+
+/// Items taken in [`PREFETCH_HORIZON`] at one item per `interval` nanoseconds, within
+/// `1..=max` (0 when prefetching is off).
+fn window(interval: f64, max: usize) -> usize {
+    if max <= 1 {
+        return 0;
+    }
+    let per_horizon = PREFETCH_HORIZON.as_nanos() as f64 / interval.max(1.0);
+    // Bounded by `max` before the conversion, so nothing is cut off.
+    #[allow(clippy::cast_possible_truncation)]
+    let items = per_horizon.min(max as f64) as usize;
+    items.clamp(1, max)
+}
+
+/// Consecutive delivery tags as `(first, count)` runs: one acknowledgement (or return)
+/// message each.
+pub(crate) fn runs(tags: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
+    let mut runs: Vec<(u64, u32)> = Vec::new();
+    for tag in tags {
+        match runs.last_mut() {
+            Some((first, count)) if *first + u64::from(*count) == tag && *count < u32::MAX => {
+                *count += 1;
+            }
+            _ => runs.push((tag, 1)),
+        }
+    }
+    runs
+}
+
+/// Refuses an item that would not fit in a frame of `max_frame_len` bytes with its request.
+pub(crate) fn check_item(len: usize, max_frame_len: usize) -> Result<()> {
+    if len + ITEM_OVERHEAD > max_frame_len {
+        return Err(Error::TooLarge {
+            len: len + ITEM_OVERHEAD,
+            max: max_frame_len,
+        });
+    }
+    Ok(())
+}
+
+/// The items of a batch in groups that each fit in one frame of `max_frame_len` bytes.
+///
+/// # Errors
+///
+/// [`Error::TooLarge`] if one item alone does not fit.
+pub(crate) fn frames_of<'a>(
+    items: &[&'a [u8]],
+    max_frame_len: usize,
+) -> Result<Vec<Vec<&'a [u8]>>> {
+    let budget = max_frame_len.saturating_sub(ITEM_OVERHEAD);
+    let mut frames = Vec::new();
+    let mut batch: Vec<&[u8]> = Vec::new();
+    let mut used = 0;
+    for &item in items {
+        check_item(item.len(), max_frame_len)?;
+        // Each item also costs up to 5 bytes for its length in the request.
+        let cost = item.len() + 5;
+        if !batch.is_empty() && used + cost > budget {
+            frames.push(std::mem::take(&mut batch));
+            used = 0;
+        }
+        batch.push(item);
+        used += cost;
+    }
+    if !batch.is_empty() {
+        frames.push(batch);
+    }
+    Ok(frames)
+}
+
+pub(crate) fn lens(items: &[&[u8]]) -> Vec<u32> {
+    items
+        .iter()
+        .map(|item| u32::try_from(item.len()).unwrap_or(u32::MAX))
+        .collect()
+}
+
+pub(crate) fn average_len(items: &[&[u8]]) -> usize {
+    items.iter().map(|item| item.len()).sum::<usize>() / items.len().max(1)
+}
+
+pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(item).map_err(|err| Error::Codec(err.into()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|err| Error::Codec(err.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_join_consecutive_tags() {
+        assert_eq!(runs([3, 4, 5, 9, 10, 2]), [(3, 3), (9, 2), (2, 1)]);
+        assert!(runs([]).is_empty());
+    }
+
+    #[test]
+    fn frames_split_at_the_limit() {
+        let big = vec![0u8; 600];
+        let items: Vec<&[u8]> = vec![&big, &big, &big];
+        let frames = frames_of(&items, 1400).unwrap();
+        assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        assert!(frames_of(&items, 600).unwrap_err().is_too_large());
+    }
+}
