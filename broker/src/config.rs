@@ -25,6 +25,8 @@ pub struct Config {
     pub(crate) max_queue_bytes: usize,
     pub(crate) max_total_bytes: usize,
     pub(crate) worker_threads: usize,
+    pub(crate) allow_uids: Vec<u32>,
+    pub(crate) allow_gids: Vec<u32>,
 }
 
 impl Default for Config {
@@ -37,6 +39,8 @@ impl Default for Config {
             max_queue_bytes: 256 << 20,
             max_total_bytes: 1 << 30,
             worker_threads: 2,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
         }
     }
 }
@@ -114,6 +118,25 @@ impl Config {
     #[must_use]
     pub fn worker_threads(mut self, n: usize) -> Self {
         self.worker_threads = n;
+        self
+    }
+
+    /// Also admits clients running as user `uid` (Unix). By default the broker admits only
+    /// its own user and root: every connection's peer credentials are checked, and a client
+    /// of another user gets `Denied` (the socket file is owner-only as well; another user
+    /// also needs a way to reach it, such as a directory both can enter and a socket mode
+    /// they can use). Ignored on Windows, where the pipe admits only the current user.
+    #[must_use]
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.allow_uids.push(uid);
+        self
+    }
+
+    /// Also admits clients whose primary or supplementary group is `gid` (Unix; see
+    /// [`allow_uid`](Config::allow_uid)).
+    #[must_use]
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.allow_gids.push(gid);
         self
     }
 

@@ -82,7 +82,20 @@ pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
             other => other,
         }
     };
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    let listener = {
+        use interprocess::os::windows::local_socket::ListenerOptionsExt;
+        use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+        // Only the pipe's owner (the user running the broker) and the system may open it.
+        // The first instance is created with FILE_FLAG_FIRST_PIPE_INSTANCE, so a pipe that
+        // someone else created first under this name makes listening fail instead of
+        // being joined.
+        let sddl = widestring::U16CString::from_str("D:P(A;;GA;;;OW)(A;;GA;;;SY)")
+            .expect("a constant without NUL");
+        let descriptor = SecurityDescriptor::deserialize(&sddl).map_err(listen_err)?;
+        options().security_descriptor(descriptor).create_tokio()
+    };
+    #[cfg(not(any(unix, windows)))]
     let listener = options().create_tokio();
     listener.map_err(|err| match err.kind() {
         std::io::ErrorKind::AddrInUse => Error::AddrInUse {
@@ -175,13 +188,22 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
                 }
             };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
+            if let Err(why) = admit(&stream, &config) {
+                tracing::warn!(peer = id, reason = %why, "connection refused: not admitted");
+                tokio::spawn(refuse(stream, ErrorCode::Denied, why));
+                continue;
+            }
             let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                 tracing::warn!(
                     peer = id,
                     limit = config.max_connections,
                     "connection refused: limit reached"
                 );
-                tokio::spawn(refuse(stream, config.max_connections));
+                let why = format!(
+                    "the broker serves at most {} connections",
+                    config.max_connections
+                );
+                tokio::spawn(refuse(stream, ErrorCode::LimitReached, why));
                 continue;
             };
             let stream = Arc::new(stream);
@@ -218,7 +240,7 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
 }
 
 /// Tells a client over the connection limit why it is turned away.
-async fn refuse(stream: Stream, limit: usize) {
+async fn refuse(stream: Stream, code: ErrorCode, message: String) {
     let mut writer = stream;
     // Take the client's handshake first: closing a socket with unread data resets the
     // connection, and the client could lose the explanation below.
@@ -231,16 +253,48 @@ async fn refuse(stream: Stream, limit: usize) {
     let mut frame = Vec::new();
     let max = ipcq_proto::MAX_HANDSHAKE_LEN;
     let hello = ipcq_proto::Hello::new(1024);
-    let fatal = ipcq_proto::BrokerMsg::Fatal(ipcq_proto::ErrorReply::new(
-        ErrorCode::LimitReached,
-        format!("the broker serves at most {limit} connections"),
-    ));
+    let fatal = ipcq_proto::BrokerMsg::Fatal(ipcq_proto::ErrorReply::new(code, message));
     if ipcq_proto::encode(&hello, 0, max, &mut frame).is_ok()
         && ipcq_proto::encode(&fatal, 0, max, &mut frame).is_ok()
     {
         let _ = writer.write_all(&frame).await;
         let _ = writer.shutdown().await;
     }
+}
+
+/// Whether the peer of `stream` may use this broker: on Unix, its effective user is the
+/// broker's, root, or allowed, or one of its groups is allowed. Credentials that cannot be
+/// read are a refusal. On Windows the pipe's security descriptor has already decided.
+#[cfg(unix)]
+fn admit(stream: &Stream, config: &Config) -> Result<(), String> {
+    let creds = stream
+        .peer_creds()
+        .map_err(|err| format!("the client's credentials cannot be read: {err}"))?;
+    let Some(uid) = creds.euid() else {
+        return Err("the system does not report the client's user".into());
+    };
+    let ours = rustix::process::geteuid().as_raw();
+    if uid == ours || uid == 0 || config.allow_uids.contains(&uid) {
+        return Ok(());
+    }
+    let groups = creds
+        .egid()
+        .into_iter()
+        .chain(creds.groups().unwrap_or(&[]).iter().copied());
+    if groups
+        .into_iter()
+        .any(|gid| config.allow_gids.contains(&gid))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "user {uid} may not use this broker (it admits user {ours}, root, and those allowed with --allow-uid/--allow-gid)"
+    ))
+}
+
+#[cfg(not(unix))]
+fn admit(_stream: &Stream, _config: &Config) -> Result<(), String> {
+    Ok(())
 }
 
 /// One half of a connection: `&Stream` reads and writes, so both halves share the stream

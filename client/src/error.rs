@@ -47,6 +47,10 @@ pub enum Error {
     /// A broker limit was reached (connections, objects).
     #[error("limit reached: {0}")]
     LimitReached(String),
+    /// The broker does not admit this client: its user (or group) is not one the broker
+    /// allows (by default, the broker's own user and root; see `ipcq-broker --allow-uid`).
+    #[error("access denied: {0}")]
+    Denied(String),
     /// No broker answers at the address.
     #[error("no broker answers at {addr} (start one with `ipcq-broker`, or set IPCQ_ADDR)")]
     NoBroker {
@@ -115,6 +119,7 @@ impl Error {
             ErrorCode::NotFound => Error::NotFound(message),
             ErrorCode::Broken => Error::Broken(message),
             ErrorCode::LimitReached => Error::LimitReached(message),
+            ErrorCode::Denied => Error::Denied(message),
             ErrorCode::ShuttingDown => Error::BrokerGone(message),
             // A withdrawn request's answer goes to no caller; seeing one is a protocol slip.
             ErrorCode::Protocol | ErrorCode::TooLarge | ErrorCode::Cancelled => {

@@ -574,6 +574,8 @@ pub enum ErrorCode {
     Broken,
     /// The request was withdrawn by [`ClientMsg::Cancel`] before it was answered.
     Cancelled,
+    /// The broker does not admit this client (its user or group is not allowed).
+    Denied,
 }
 
 /// Appends a frame holding `msg` to `out`, leaving room for a tail of `tail_len` bytes that

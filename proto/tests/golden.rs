@@ -244,6 +244,7 @@ fn error_codes_keep_their_numbers() {
         ErrorCode::InvalidArgument,
         ErrorCode::Broken,
         ErrorCode::Cancelled,
+        ErrorCode::Denied,
     ];
     for (number, code) in codes.into_iter().enumerate() {
         assert_eq!(

@@ -34,6 +34,13 @@ struct Args {
     /// Runtime worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Also admit clients of this user id (repeatable; default: only the broker's own user
+    /// and root).
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Also admit clients in this group id (repeatable).
+    #[arg(long, value_name = "GID")]
+    allow_gid: Vec<u32>,
     /// Log filter (overridden by RUST_LOG), e.g. `info`, `debug`, `ipcq_broker=trace`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -64,6 +71,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         .max_objects(args.max_objects)
         .max_queue_bytes(args.max_queue_bytes)
         .max_total_bytes(args.max_total_bytes);
+    for uid in args.allow_uid {
+        config = config.allow_uid(uid);
+    }
+    for gid in args.allow_gid {
+        config = config.allow_gid(gid);
+    }
     if let Some(addr) = args.addr {
         config = config.addr(addr);
     }
