@@ -288,7 +288,7 @@ fn dropped_puts_put_nothing() {
                 loop {
                     let item = queue.get().await.unwrap();
                     if item == done {
-                        return got;
+                        return (got, client);
                     }
                     got.push(item);
                     // A slow consumer keeps the queue full.
@@ -309,14 +309,15 @@ fn dropped_puts_put_nothing() {
             }
         }
         queue.put(&done).await.unwrap();
-        let got = consumer.await.unwrap();
+        let (got, consumer) = consumer.await.unwrap();
         assert!(
             dropped > 0 && !put.is_empty(),
             "put {} dropped {dropped}",
             put.len()
         );
         assert_eq!(got, put);
-        let stats = queue_stats_async(&client, "full").await;
+        // Asked on the consumer's connection, after its last acknowledgement.
+        let stats = queue_stats_async(&consumer, "full").await;
         assert_eq!((stats.putters, stats.in_flight, stats.ready), (0, 0, 0));
     });
 }
