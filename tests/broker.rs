@@ -207,3 +207,66 @@ fn serve_runs_on_the_callers_runtime() {
         assert!(!std::path::Path::new(&addr).exists());
     });
 }
+
+/// A broker killed outright (no shutdown to warn anyone): every blocked call of the
+/// blocking and the async client fails with `BrokerGone` as soon as the socket closes,
+/// and clients reconnect to a new broker started at the same address.
+#[test]
+fn a_killed_broker_fails_blocked_calls_and_a_new_one_takes_over() {
+    watchdog(LIMIT, || {
+        let mut broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.queue::<u64>("q", 1).unwrap();
+        queue.put(&0).unwrap();
+        let getter = {
+            let queue = broker.client().queue::<u64>("empty", 0).unwrap();
+            std::thread::spawn(move || queue.get())
+        };
+        let putter = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.put(&1))
+        };
+        // Worker threads run the async waiters while this thread watches.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = broker.addr.clone();
+        let (async_get, async_lock) = runtime.block_on(async {
+            let client = ipcq::tokio::Client::connect(&addr).await.unwrap();
+            let queue = client.queue::<u64>("empty", 0).await.unwrap();
+            let lock = client.lock("held").await.unwrap();
+            let other = ipcq::tokio::Client::connect(&addr).await.unwrap();
+            let guard = other.lock("held").await.unwrap().lock().await.unwrap();
+            std::mem::forget(guard);
+            (
+                tokio::spawn(async move { queue.get().await }),
+                tokio::spawn(async move { lock.acquire().await }),
+            )
+        });
+        let observer = broker.client();
+        wait_until(&observer, "empty", "two parked getters", |s| s.getters == 2);
+        wait_until(&observer, "q", "a parked putter", |s| s.putters == 1);
+
+        broker.child.kill().unwrap();
+        broker.child.wait().unwrap();
+
+        assert!(getter.join().unwrap().unwrap_err().is_broker_gone());
+        assert!(putter.join().unwrap().unwrap_err().is_broker_gone());
+        runtime.block_on(async {
+            assert!(async_get.await.unwrap().unwrap_err().is_broker_gone());
+            assert!(async_lock.await.unwrap().unwrap_err().is_broker_gone());
+        });
+
+        // The dead broker's socket file is stale: a new broker removes it and listens.
+        let (child, log) = spawn_broker(&broker.addr, &[]).expect("a new broker starts");
+        broker.child = child;
+        broker.log = log;
+        let client = broker.client();
+        let queue = client.queue::<u64>("q", 1).unwrap();
+        assert!(queue.is_empty().unwrap(), "a new broker starts empty");
+        queue.put(&2).unwrap();
+        assert_eq!(queue.get().unwrap(), 2);
+    });
+}
