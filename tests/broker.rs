@@ -270,3 +270,56 @@ fn a_killed_broker_fails_blocked_calls_and_a_new_one_takes_over() {
         assert_eq!(queue.get().unwrap(), 2);
     });
 }
+
+/// `--max-waiters`: one request too many parked on an object gets `LimitReached` at once,
+/// for queues and the other objects alike; the object keeps working.
+#[test]
+fn waiters_per_object_are_limited() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start_with(&["--max-waiters", "2"]);
+        let client = broker.client();
+        let queue = client.queue::<u64>("q", 0).unwrap();
+        let getters: Vec<_> = (0..2)
+            .map(|_| {
+                let queue = broker.client().queue::<u64>("q", 0).unwrap();
+                std::thread::spawn(move || queue.get())
+            })
+            .collect();
+        wait_until(&client, "q", "two parked getters", |s| s.getters == 2);
+        let err = queue.get().unwrap_err();
+        assert!(matches!(err, Error::LimitReached(_)), "{err}");
+        assert!(err.to_string().contains("max-waiters"), "{err}");
+        queue.put_many(&[1, 2]).unwrap();
+        let mut got: Vec<u64> = getters
+            .into_iter()
+            .map(|g| g.join().unwrap().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+
+        let holder = broker.client();
+        let lock = holder.lock("l").unwrap();
+        let _held = lock.lock().unwrap();
+        let acquirers: Vec<_> = (0..2)
+            .map(|_| {
+                let lock = broker.client().lock("l").unwrap();
+                std::thread::spawn(move || lock.acquire().map(|_| lock.release()))
+            })
+            .collect();
+        let waiting =
+            || {
+                client.stats().unwrap().into_iter().any(
+                    |s| matches!(s.detail, ipcq::stats::ObjectDetail::Lock(p) if p.waiters == 2),
+                )
+            };
+        while !waiting() {
+            std::thread::yield_now();
+        }
+        let err = client.lock("l").unwrap().acquire().unwrap_err();
+        assert!(matches!(err, Error::LimitReached(_)), "{err}");
+        drop(_held);
+        for acquirer in acquirers {
+            acquirer.join().unwrap().unwrap().unwrap();
+        }
+    });
+}

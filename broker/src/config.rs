@@ -27,6 +27,7 @@ pub struct Config {
     pub(crate) worker_threads: usize,
     pub(crate) allow_uids: Vec<u32>,
     pub(crate) allow_gids: Vec<u32>,
+    pub(crate) max_waiters: usize,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             worker_threads: 2,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
+            max_waiters: 65_536,
         }
     }
 }
@@ -121,6 +123,17 @@ impl Config {
         self
     }
 
+    /// Most requests parked at once on one object (getters, putters or joiners of a queue;
+    /// acquirers of a lock or semaphore; waiters of an event or barrier). One more gets
+    /// `LimitReached` at once.
+    ///
+    /// Default: 65,536.
+    #[must_use]
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.max_waiters = n;
+        self
+    }
+
     /// Also admits clients running as user `uid` (Unix). By default the broker admits only
     /// its own user and root: every connection's peer credentials are checked, and a client
     /// of another user gets `Denied` (the socket file is owner-only as well; another user
@@ -162,9 +175,14 @@ impl Config {
                 self.max_queue_bytes, self.max_total_bytes, self.max_frame_len
             ));
         }
-        if self.max_connections == 0 || self.max_objects == 0 || self.worker_threads == 0 {
+        if self.max_connections == 0
+            || self.max_objects == 0
+            || self.worker_threads == 0
+            || self.max_waiters == 0
+        {
             return invalid(
-                "max_connections, max_objects and worker_threads must be positive".into(),
+                "max_connections, max_objects, max_waiters and worker_threads must be positive"
+                    .into(),
             );
         }
         Ok(())

@@ -19,6 +19,7 @@ pub(crate) struct Registry {
     count: AtomicUsize,
     max_objects: usize,
     max_queue_bytes: usize,
+    max_waiters: usize,
     budget: Arc<Budget>,
 }
 
@@ -29,6 +30,7 @@ impl Registry {
             count: AtomicUsize::new(0),
             max_objects: config.max_objects,
             max_queue_bytes: config.max_queue_bytes,
+            max_waiters: config.max_waiters,
             budget: Arc::new(Budget::new(config.max_total_bytes)),
         }
     }
@@ -86,6 +88,7 @@ impl Registry {
                         capacity,
                         self.max_queue_bytes,
                         Arc::clone(&self.budget),
+                        self.max_waiters,
                     )),
                     Kind::PipeEnd {
                         duplex, capacity, ..
@@ -95,8 +98,9 @@ impl Registry {
                         capacity,
                         self.max_queue_bytes,
                         &self.budget,
+                        self.max_waiters,
                     )),
-                    Kind::Lock => Object::Permits(Permits::new(name, 1, true)),
+                    Kind::Lock => Object::Permits(Permits::new(name, 1, true, self.max_waiters)),
                     Kind::Semaphore { permits } => {
                         if permits == 0 {
                             return Err(ErrorReply::new(
@@ -104,9 +108,9 @@ impl Registry {
                                 "a semaphore needs at least one permit",
                             ));
                         }
-                        Object::Permits(Permits::new(name, permits, false))
+                        Object::Permits(Permits::new(name, permits, false, self.max_waiters))
                     }
-                    Kind::Event => Object::Event(Event::new(name)),
+                    Kind::Event => Object::Event(Event::new(name, self.max_waiters)),
                     Kind::Barrier { parties } => {
                         if parties == 0 {
                             return Err(ErrorReply::new(
@@ -114,7 +118,7 @@ impl Registry {
                                 "a barrier needs at least one party",
                             ));
                         }
-                        Object::Barrier(Barrier::new(name, parties))
+                        Object::Barrier(Barrier::new(name, parties, self.max_waiters))
                     }
                 };
                 self.count.fetch_add(1, Ordering::SeqCst);

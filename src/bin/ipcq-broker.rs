@@ -31,6 +31,9 @@ struct Args {
     /// Payload bytes all queues together may hold before every queue counts as full.
     #[arg(long, default_value_t = 1 << 30)]
     max_total_bytes: usize,
+    /// Most requests waiting at once on one object (getters, putters, acquirers, ...).
+    #[arg(long, default_value_t = 65_536)]
+    max_waiters: usize,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -70,7 +73,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .max_connections(args.max_connections)
         .max_objects(args.max_objects)
         .max_queue_bytes(args.max_queue_bytes)
-        .max_total_bytes(args.max_total_bytes);
+        .max_total_bytes(args.max_total_bytes)
+        .max_waiters(args.max_waiters);
     for uid in args.allow_uid {
         config = config.allow_uid(uid);
     }

@@ -25,12 +25,15 @@ struct State {
 }
 
 impl Barrier {
-    pub(crate) fn new(name: String, parties: u64) -> Arc<Self> {
+    pub(crate) fn new(name: String, parties: u64, max_waiters: usize) -> Arc<Self> {
         Arc::new_cyclic(|this| Barrier {
             name,
             parties,
             this: this.clone(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                waiting: Parked::new(max_waiters),
+                broken: false,
+            }),
         })
     }
 

@@ -21,11 +21,14 @@ struct State {
 }
 
 impl Event {
-    pub(crate) fn new(name: String) -> Arc<Self> {
+    pub(crate) fn new(name: String, max_waiters: usize) -> Arc<Self> {
         Arc::new_cyclic(|this| Event {
             name,
             this: this.clone(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                set: false,
+                waiters: Parked::new(max_waiters),
+            }),
         })
     }
 

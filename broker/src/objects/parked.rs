@@ -15,6 +15,8 @@ use crate::peer::Peer;
 pub(crate) struct Parked {
     waiters: VecDeque<Waiter>,
     next_id: u64,
+    /// Most requests parked at once; past it, `park` refuses with `LimitReached`.
+    limit: usize,
 }
 
 /// One parked request.
@@ -27,8 +29,17 @@ pub(crate) struct Waiter {
 }
 
 impl Parked {
+    pub(crate) fn new(limit: usize) -> Self {
+        Parked {
+            limit,
+            ..Parked::default()
+        }
+    }
+
     /// Parks the request for as long as `wait` allows; `expire(id)` runs when that runs
-    /// out. Returns `false` without parking when `wait` allows no wait at all.
+    /// out. Returns `false` without parking when `wait` allows no wait at all. With the
+    /// object's limit of parked requests reached, answers `LimitReached` itself and returns
+    /// `true` (the request is settled).
     pub(crate) fn park(
         &mut self,
         peer: &Arc<Peer>,
@@ -41,6 +52,10 @@ impl Parked {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
+        if self.waiters.len() >= self.limit {
+            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.limit));
+            return true;
+        }
         self.next_id += 1;
         let id = self.next_id;
         self.waiters.push_back(Waiter {
@@ -121,4 +136,9 @@ impl Parked {
     pub(crate) fn is_empty(&self) -> bool {
         self.waiters.is_empty()
     }
+}
+
+/// The refusal of one waiter too many.
+pub(crate) fn too_many(limit: usize) -> String {
+    format!("{limit} requests already wait on this object (the broker's --max-waiters)")
 }

@@ -33,7 +33,7 @@ struct State {
 }
 
 impl Permits {
-    pub(crate) fn new(name: String, permits: u64, lock: bool) -> Arc<Self> {
+    pub(crate) fn new(name: String, permits: u64, lock: bool, max_waiters: usize) -> Arc<Self> {
         Arc::new_cyclic(|this| Permits {
             name,
             permits,
@@ -41,6 +41,7 @@ impl Permits {
             this: this.clone(),
             state: Mutex::new(State {
                 free: permits,
+                waiters: Parked::new(max_waiters),
                 ..State::default()
             }),
         })

@@ -39,6 +39,7 @@ impl Pipe {
         capacity: u64,
         max_bytes: usize,
         budget: &Arc<Budget>,
+        max_waiters: usize,
     ) -> Arc<Self> {
         let inbox = |end: u8| {
             Queue::new(
@@ -46,6 +47,7 @@ impl Pipe {
                 capacity,
                 max_bytes,
                 Arc::clone(budget),
+                max_waiters,
             )
         };
         Arc::new(Pipe {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait};
 use tokio::task::AbortHandle;
 
-use super::{abort, deadline, Deadline};
+use super::{abort, deadline, too_many, Deadline};
 use crate::budget::Budget;
 use crate::peer::Peer;
 use crate::session::FRAME_OVERHEAD;
@@ -38,6 +38,8 @@ pub(crate) struct Queue {
     /// Payload bytes this queue may hold; over it, the queue counts as full.
     max_bytes: usize,
     budget: Arc<Budget>,
+    /// Most requests parked at once in each of getters, putters and joiners.
+    max_waiters: usize,
     /// Lets timers and the budget refer to the queue without keeping a removed queue alive.
     this: Weak<Queue>,
     state: Mutex<State>,
@@ -131,12 +133,14 @@ impl Queue {
         capacity: u64,
         max_bytes: usize,
         budget: Arc<Budget>,
+        max_waiters: usize,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| Queue {
             name,
             capacity,
             max_bytes,
             budget,
+            max_waiters,
             this: this.clone(),
             state: Mutex::new(State::default()),
         })
@@ -191,6 +195,11 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
+        if state.putters.len() >= self.max_waiters {
+            drop(state);
+            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+            return;
+        }
         let waiter = state.next_waiter();
         let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_putter));
         state.putters.push_back(Putter {
@@ -243,6 +252,11 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
+        if state.putters.len() >= self.max_waiters {
+            drop(state);
+            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+            return;
+        }
         let waiter = state.next_waiter();
         let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_putter));
         state.putters.push_back(Putter {
@@ -393,6 +407,11 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
+        if state.getters.len() >= self.max_waiters {
+            drop(state);
+            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+            return;
+        }
         let waiter = state.next_waiter();
         let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_getter));
         state.getters.push_back(Getter {
@@ -575,6 +594,11 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
+        if state.joiners.len() >= self.max_waiters {
+            drop(state);
+            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+            return;
+        }
         let waiter = state.next_waiter();
         let timer = at.map(|at| self.timer(at, waiter, Self::expire_joiner));
         state.joiners.push(Joiner {
