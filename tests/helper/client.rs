@@ -22,6 +22,13 @@
 //! ipcq-test-client event-wait ADDR EVENT                      print "set" once EVENT is set
 //! ipcq-test-client barrier-wait ADDR BARRIER PARTIES          wait at BARRIER, print the place
 //! ipcq-test-client task ADDR QUEUE COUNT                      get COUNT u64s, task_done each
+//! ipcq-test-client chaos-produce ADDR QUEUE CAPACITY FIRST END
+//!                                                             for ids FIRST..END: print
+//!                                                             "a ID", put it, print "o ID"
+//! ipcq-test-client chaos-consume ADDR QUEUE CAPACITY MODE     until Closed, print each id
+//!                                                             got; MODE: `prefetch` (default
+//!                                                             get), `single` (prefetch 1),
+//!                                                             `batch` (get_many of 64)
 //! ```
 
 use std::io::Write;
@@ -83,6 +90,36 @@ fn main() -> anyhow::Result<()> {
                 queue.put(&id)?;
             }
             writeln!(out, "done")?;
+        }
+        "chaos-produce" => {
+            // One write per line: what the log says happened, happened.
+            let mut out = std::io::stdout().lock();
+            for id in arg(4)?.parse::<u64>()?..arg(5)?.parse()? {
+                out.write_all(format!("a {id}\n").as_bytes())?;
+                queue.put(&id)?;
+                out.write_all(format!("o {id}\n").as_bytes())?;
+            }
+        }
+        "chaos-consume" => {
+            let mut out = std::io::stdout().lock();
+            let mode = arg(4)?;
+            if mode == "single" {
+                queue.set_prefetch(1);
+            }
+            loop {
+                let got = match mode {
+                    "batch" => queue.get_many(64),
+                    _ => queue.get().map(|id| vec![id]),
+                };
+                match got {
+                    Ok(ids) => {
+                        let lines: String = ids.iter().map(|id| format!("{id}\n")).collect();
+                        out.write_all(lines.as_bytes())?;
+                    }
+                    Err(Error::Closed) => break,
+                    Err(err) => return Err(err.into()),
+                }
+            }
         }
         "consume" => loop {
             match queue.get() {

@@ -1,0 +1,235 @@
+//! Chaos: producer and consumer processes move ids through a bounded queue while clients
+//! are SIGKILLed at random and replaced. Every id a producer's `put` returned `Ok` for is
+//! received, and none is received twice.
+//!
+//! The CI run moves 50,000 ids; `IPCQ_CHAOS_IDS=1000000 cargo test --release --test chaos
+//! -- --nocapture` is the long version. The kill schedule comes from a fixed seed
+//! (`IPCQ_CHAOS_SEED` to change it), so a failure can be replayed.
+//!
+//! What each side can know: a producer prints `a ID` before its put and `o ID` after it
+//! returned, so an id it was killed in the middle of may or may not be in the queue (it
+//! must then be received at most once), and a replacement starts after the last id
+//! attempted. A consumer prints each id right after `get` returns; one killed between the
+//! two had the id in its hands, which the broker rightly no longer has: so each consumer
+//! kill may account for at most one id that was put and not printed. Everything the
+//! broker still held for a killed consumer (prefetched, in flight, a parked get or
+//! get_many) must come back and be received by someone else.
+#![cfg(unix)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PRODUCERS: u64 = 4;
+const CONSUMERS: usize = 4;
+const CAPACITY: &str = "64";
+const MODES: [&str; 3] = ["prefetch", "single", "batch"];
+
+struct Running {
+    child: Child,
+    lines: JoinHandle<Vec<String>>,
+}
+
+fn start(args: &[&str]) -> Running {
+    let mut child = helper(args);
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Read as it comes, so that no client blocks on a full pipe.
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    });
+    Running { child, lines }
+}
+
+/// Kills (or, with `kill` false, waits for) a client; returns what it printed.
+fn stop(mut running: Running, kill: bool) -> Vec<String> {
+    if kill {
+        let _ = running.child.kill();
+    }
+    let status = running.child.wait().expect("wait for a client");
+    let lines = running.lines.join().expect("reader thread");
+    if !kill {
+        let mut stderr = String::new();
+        if let Some(mut err) = running.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+        }
+        assert!(status.success(), "a client failed ({status}): {stderr}");
+    }
+    lines
+}
+
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// A pseudo-random index below `n`.
+fn pick(seed: &mut u64, n: usize) -> usize {
+    usize::try_from(next(seed) % n as u64).expect("below n")
+}
+
+#[test]
+fn killed_clients_lose_nothing_and_duplicate_nothing() {
+    let ids: u64 = std::env::var("IPCQ_CHAOS_IDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let mut seed: u64 = std::env::var("IPCQ_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_cafe_f00d_d00d);
+    // A few seconds per 50k ids on 2 cores; a run that hangs (items that never come back
+    // keep the queue from draining) fails here.
+    let limit = Duration::from_secs(120 + ids / 2_000);
+    watchdog(limit, move || {
+        let broker = TestBroker::start();
+        let addr = broker.addr.clone();
+        let per = ids / PRODUCERS;
+        let produce = |first: u64, end: u64| {
+            start(&[
+                "chaos-produce",
+                &addr,
+                "chaos",
+                CAPACITY,
+                &first.to_string(),
+                &end.to_string(),
+            ])
+        };
+        let consume = |mode: &str| start(&["chaos-consume", &addr, "chaos", CAPACITY, mode]);
+
+        // Producer slot p owns ids p*per .. (p+1)*per; `next_id` is where a replacement
+        // starts: after the last id attempted.
+        let mut producers: Vec<Option<Running>> = (0..PRODUCERS)
+            .map(|p| Some(produce(p * per, (p + 1) * per)))
+            .collect();
+        let mut next_id: Vec<u64> = (0..PRODUCERS).map(|p| p * per).collect();
+        let mut consumers: Vec<Running> = (0..CONSUMERS)
+            .map(|c| consume(MODES[c % MODES.len()]))
+            .collect();
+        let mut producer_logs: Vec<String> = Vec::new();
+        let mut consumer_logs: Vec<String> = Vec::new();
+        let (mut producer_kills, mut consumer_kills) = (0u64, 0u64);
+        let started = Instant::now();
+
+        let note_attempts = |log: &[String], next_id: &mut u64| {
+            for line in log {
+                if let Some(id) = line.strip_prefix("a ") {
+                    *next_id = (*next_id).max(id.parse::<u64>().unwrap() + 1);
+                }
+            }
+        };
+        while producers.iter().any(Option::is_some) {
+            // The kill schedule: every 25..75 ms, a random client.
+            std::thread::sleep(Duration::from_millis(25 + next(&mut seed) % 50));
+            // Producers that finished their range leave.
+            for (p, slot) in producers.iter_mut().enumerate() {
+                if slot
+                    .as_mut()
+                    .is_some_and(|r| r.child.try_wait().unwrap().is_some())
+                {
+                    let log = stop(slot.take().unwrap(), false);
+                    note_attempts(&log, &mut next_id[p]);
+                    producer_logs.extend(log);
+                }
+            }
+            let live: Vec<usize> = (0..producers.len())
+                .filter(|&p| producers[p].is_some())
+                .collect();
+            let victim = pick(&mut seed, live.len() + CONSUMERS);
+            if victim < live.len() {
+                let p = live[victim];
+                let log = stop(producers[p].take().unwrap(), true);
+                note_attempts(&log, &mut next_id[p]);
+                producer_logs.extend(log);
+                producer_kills += 1;
+                let end = (p as u64 + 1) * per;
+                if next_id[p] < end {
+                    producers[p] = Some(produce(next_id[p], end));
+                }
+            } else {
+                let c = victim - live.len();
+                let mode = MODES[pick(&mut seed, MODES.len())];
+                let replaced = std::mem::replace(&mut consumers[c], consume(mode));
+                consumer_logs.extend(stop(replaced, true));
+                consumer_kills += 1;
+            }
+        }
+        // Every producer is done: close, and the consumers drain what is left.
+        broker
+            .client()
+            .queue::<u64>("chaos", 64)
+            .unwrap()
+            .close()
+            .unwrap();
+        for consumer in consumers {
+            consumer_logs.extend(stop(consumer, false));
+        }
+        let elapsed = started.elapsed();
+
+        let mut attempted = BTreeSet::new();
+        let mut confirmed = BTreeSet::new();
+        for line in &producer_logs {
+            let (kind, id) = line.split_once(' ').expect("a producer line");
+            let id: u64 = id.parse().unwrap();
+            match kind {
+                "a" => attempted.insert(id),
+                "o" => confirmed.insert(id),
+                other => panic!("unexpected producer line {other}"),
+            };
+        }
+        let mut received: HashMap<u64, u32> = HashMap::new();
+        for line in &consumer_logs {
+            *received.entry(line.parse().unwrap()).or_default() += 1;
+        }
+        let twice: Vec<_> = received.iter().filter(|(_, &n)| n > 1).collect();
+        assert!(twice.is_empty(), "received more than once: {twice:?}");
+        let unknown: Vec<_> = received
+            .keys()
+            .filter(|id| !attempted.contains(id))
+            .collect();
+        assert!(unknown.is_empty(), "received but never put: {unknown:?}");
+        let missing: Vec<_> = confirmed
+            .iter()
+            .filter(|id| !received.contains_key(id))
+            .collect();
+        let unconfirmed = attempted.len() - confirmed.len();
+        let unconfirmed_received = received.keys().filter(|id| !confirmed.contains(id)).count();
+        println!(
+            "{} ids confirmed, {} received; of {unconfirmed} ids whose producer was killed \
+             during the put, {unconfirmed_received} were put; {} confirmed ids were in the \
+             hands of a killed consumer; {producer_kills} producer kills, {consumer_kills} \
+             consumer kills; {:.1} s",
+            confirmed.len(),
+            received.len(),
+            missing.len(),
+            elapsed.as_secs_f64()
+        );
+        assert!(
+            missing.len() as u64 <= consumer_kills,
+            "{} confirmed ids never received, more than the {consumer_kills} consumer kills \
+             can explain: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        assert!(
+            producer_kills + consumer_kills >= 10,
+            "too few kills ({producer_kills} + {consumer_kills}) for the run to mean much"
+        );
+        // The broker holds nothing any more.
+        let stats = queue_stats(&broker.client(), "chaos");
+        assert_eq!((stats.ready, stats.in_flight, stats.reserved), (0, 0, 0));
+        // Each id not printed was acknowledged by a get that returned it: the broker lost
+        // nothing; the consumer holding it died before printing.
+        assert_eq!(stats.total_got, (received.len() + missing.len()) as u64);
+    });
+}
