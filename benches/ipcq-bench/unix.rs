@@ -30,7 +30,8 @@ static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 #[derive(Debug, Parser, Clone)]
 #[command(about = "ipcq's multi-process benchmark")]
 struct Args {
-    /// Workloads to run (default: all): 1p1c, batch, 4p4c, pingpong, sizes, rss.
+    /// Workloads to run (default: all): 1p1c, batch, 4p4c, pingpong, sizes, rss; also
+    /// `load` and `soak`, not in the default set.
     #[arg(long = "workload", short = 'w')]
     workloads: Vec<String>,
     /// Peers to measure in the same run: python, redis, relay, all, none.
@@ -48,6 +49,9 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Client connections of the `load` workload (not in the default set).
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
     /// Length of the `soak` workload (not in the default set), in seconds.
     #[arg(long, default_value_t = 600)]
     soak_secs: u64,
@@ -233,6 +237,17 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
             measure("ipcq", "rss-overhead", "B/item", false, &mut || {
                 ipcq_rss(1_000_000)
             })?;
+        }
+        "load" => {
+            let (rate, detail) = ipcq_load(args.connections, 100)?;
+            figures.push(Figure {
+                workload: format!("load-{}conn", args.connections),
+                system: "ipcq".into(),
+                unit: "ops/s",
+                higher_is_better: true,
+                runs: vec![rate],
+                detail,
+            });
         }
         "soak" => {
             let soak = Figure {
@@ -467,6 +482,10 @@ impl Broker {
         })
     }
 
+    fn fd_count(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))?.count())
+    }
+
     fn rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let line = status
@@ -552,6 +571,91 @@ fn ipcq_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
     ];
     let (_, lines) = run_workers(roles)?;
     latency(&lines)
+}
+
+/// `connections` async clients at once, each opening `queues` queues and doing a put and
+/// a get on every one of them; returns operations per second, with the latency
+/// percentiles and the broker's memory and descriptors in the detail. Any connection
+/// refused fails the run.
+fn ipcq_load(connections: usize, queues: usize) -> anyhow::Result<(f64, String)> {
+    let broker = Broker::start()?;
+    let rss_before = broker.rss_kib()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let addr = broker.addr.clone();
+    let connected = Instant::now();
+    let clients = runtime.block_on(async {
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                let addr = addr.clone();
+                tokio::spawn(async move { ipcq::tokio::Client::connect(&addr).await })
+            })
+            .collect();
+        let mut clients = Vec::with_capacity(connections);
+        for task in tasks {
+            clients.push(task.await??);
+        }
+        anyhow::Ok(clients)
+    })?;
+    let connect_secs = connected.elapsed().as_secs_f64();
+    let fds_open = broker.fd_count()?;
+    let started = Instant::now();
+    let latencies = runtime.block_on(async {
+        let tasks: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, client)| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let mut handles = Vec::with_capacity(queues);
+                    for q in 0..queues {
+                        handles.push(client.raw_queue(&format!("load-{q}"), 0).await?);
+                    }
+                    let mut latencies = Vec::with_capacity(2 * queues);
+                    let item = [7u8; 16];
+                    for k in 0..queues {
+                        let queue = &handles[(i + k) % queues];
+                        let t = Instant::now();
+                        queue.put(&item).await?;
+                        latencies.push(t.elapsed());
+                        let t = Instant::now();
+                        queue.get().await?;
+                        latencies.push(t.elapsed());
+                    }
+                    anyhow::Ok(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await??);
+        }
+        anyhow::Ok(all)
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let rss_after = broker.rss_kib()?;
+    drop(clients);
+    drop(runtime);
+    let mut latencies = latencies;
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * q) as usize;
+        latencies[i].as_secs_f64() * 1e6
+    };
+    let ops = latencies.len() as f64;
+    Ok((
+        ops / secs,
+        format!(
+            "{connections} connections (all admitted, {connect_secs:.2} s to connect), \
+             {queues} queues, {ops} ops in {secs:.2} s; latency p50 {:.0} µs, p99 {:.0} µs, \
+             max {:.0} µs; broker RSS {rss_before} -> {rss_after} KiB, {fds_open} fds",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        ),
+    ))
 }
 
 /// A steady flow for `duration`: the broker's RSS and open file descriptors are sampled
