@@ -318,3 +318,293 @@ fn acknowledged_items_are_gone_for_good() {
         assert_eq!(queue.len().unwrap(), 0);
     });
 }
+
+/// Opens `name` as `kind` on `raw`; returns the handle.
+fn open(raw: &mut Raw, id: u64, name: &str, kind: Kind) -> u32 {
+    let op = Op::Open {
+        name: name.into(),
+        kind,
+    };
+    match request(raw, id, op) {
+        Reply::Opened { handle } => handle,
+        other => panic!("open {name}: {other:?}"),
+    }
+}
+
+/// Sends one request and returns its answer, checking that it is the only one.
+fn request(raw: &mut Raw, id: u64, op: Op) -> Reply {
+    raw.send(&ClientMsg::Request { id, op: op.clone() }, &[]);
+    match raw.read_broker_msg().0 {
+        BrokerMsg::Reply { id: got, body } if got == id => body,
+        other => panic!("{op:?}: {other:?}"),
+    }
+}
+
+fn code(reply: &Reply) -> Option<ErrorCode> {
+    match reply {
+        Reply::Error(err) => Some(err.code),
+        _ => None,
+    }
+}
+
+/// Every request kind on every kind of handle, with unknown handles, extreme counts and
+/// timeouts, and bad names: each gets exactly one clear answer on a connection that stays
+/// open, while a well-behaved client keeps working the whole time.
+#[test]
+fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
+    watchdog(LIMIT, || {
+        let mut broker = TestBroker::start();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bystander = {
+            let client = broker.client();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let queue = client.queue::<u64>("steady", 8).unwrap();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    queue.put(&n).unwrap();
+                    assert_eq!(queue.get().unwrap(), n);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut raw = Raw::handshake(&broker.addr);
+        let kinds = [
+            ("queue", Kind::Queue { capacity: u64::MAX }),
+            ("lock", Kind::Lock),
+            ("semaphore", Kind::Semaphore { permits: u64::MAX }),
+            ("event", Kind::Event),
+            ("barrier", Kind::Barrier { parties: u64::MAX }),
+            (
+                "pipe",
+                Kind::PipeEnd {
+                    duplex: false,
+                    capacity: 1,
+                    end: 1,
+                },
+            ),
+        ];
+        let mut id = 100;
+        let handles: Vec<(&str, u32)> = kinds
+            .iter()
+            .map(|(name, kind)| {
+                id += 1;
+                (*name, open(&mut raw, id, name, *kind))
+            })
+            .collect();
+        // Which kinds take which requests, each without waiting.
+        let ops = |h: u32| -> Vec<(Op, &'static [&'static str])> {
+            let queues: &[&str] = &["queue", "pipe"];
+            let w = Wait::NoWait;
+            vec![
+                (Op::Get { handle: h, wait: w }, &["queue"]),
+                (
+                    Op::GetMany {
+                        handle: h,
+                        max: u32::MAX,
+                        wait: w,
+                    },
+                    &["queue"],
+                ),
+                (Op::Info { handle: h }, queues),
+                (
+                    Op::Reserve {
+                        handle: h,
+                        credits: u32::MAX,
+                    },
+                    queues,
+                ),
+                (
+                    Op::WaitRoom {
+                        handle: h,
+                        len: 8,
+                        wait: w,
+                        credits: u32::MAX,
+                    },
+                    queues,
+                ),
+                (Op::Acquire { handle: h, wait: w }, &["lock", "semaphore"]),
+                // Held by the acquire just before.
+                (Op::ReleasePermit { handle: h }, &["lock", "semaphore"]),
+                (Op::SetEvent { handle: h }, &["event"]),
+                (Op::ClearEvent { handle: h }, &["event"]),
+                (Op::WaitEvent { handle: h, wait: w }, &["event"]),
+                (Op::ResetBarrier { handle: h }, &["barrier"]),
+                (Op::TaskDone { handle: h }, &[]),
+                (Op::Join { handle: h, wait: w }, &["queue"]),
+            ]
+        };
+        for &(kind, handle) in &handles {
+            for (op, takers) in ops(handle) {
+                id += 1;
+                let reply = request(&mut raw, id, op.clone());
+                let code = code(&reply);
+                if takers.contains(&kind) {
+                    assert!(
+                        !matches!(
+                            code,
+                            Some(
+                                ErrorCode::WrongKind
+                                    | ErrorCode::UnknownHandle
+                                    | ErrorCode::Protocol
+                            )
+                        ),
+                        "{kind} {op:?}: {reply:?}"
+                    );
+                } else {
+                    // The wrong kind of object, or a request that is wrong in itself
+                    // (releasing nothing held, one task_done too many, a simplex pipe's
+                    // sending end asked to receive).
+                    assert!(
+                        matches!(
+                            code,
+                            Some(ErrorCode::WrongKind | ErrorCode::InvalidArgument)
+                        ),
+                        "{kind} {op:?}: {reply:?}"
+                    );
+                }
+            }
+            // Credits granted above go back, so the queue is clean.
+            if kind == "queue" || kind == "pipe" {
+                let msg = ClientMsg::Release {
+                    handle,
+                    credits: u32::MAX,
+                };
+                raw.send(&msg, &[]);
+            }
+        }
+        // Unknown handles, on every request kind.
+        for (op, _) in ops(u32::MAX) {
+            id += 1;
+            let reply = request(&mut raw, id, op.clone());
+            assert_eq!(code(&reply), Some(ErrorCode::UnknownHandle), "{op:?}");
+        }
+        // Names: too long, control characters, empty; 255 bytes is fine.
+        for (name, ok) in [
+            ("x".repeat(256), false),
+            ("tab\there".into(), false),
+            ("nul\0".into(), false),
+            (String::new(), false),
+            ("x".repeat(255), true),
+        ] {
+            id += 1;
+            let op = Op::Open {
+                name: name.clone(),
+                kind: Kind::Event,
+            };
+            let reply = request(&mut raw, id, op);
+            assert_eq!(code(&reply).is_none(), ok, "{name:?}: {reply:?}");
+            if !ok {
+                assert_eq!(code(&reply), Some(ErrorCode::InvalidName));
+            }
+        }
+        // A put declaring more bytes than it carries.
+        id += 1;
+        let queue = handles[0].1;
+        raw.send(
+            &ClientMsg::Request {
+                id,
+                op: Op::PutMany {
+                    handle: queue,
+                    lens: vec![u32::MAX, 1],
+                    credits: 0,
+                },
+            },
+            b"short",
+        );
+        assert!(matches!(
+            raw.read_broker_msg().0,
+            BrokerMsg::Reply { body: Reply::Error(ref err), .. } if err.code == ErrorCode::InvalidArgument
+        ));
+        // Zero and maximal timeouts: zero is "now"; the longest waits like `Block` and is
+        // withdrawn like any parked request.
+        id += 1;
+        let reply = request(
+            &mut raw,
+            id,
+            Op::Get {
+                handle: queue,
+                wait: Wait::Micros(0),
+            },
+        );
+        assert_eq!(code(&reply), Some(ErrorCode::Empty));
+        id += 1;
+        raw.send(
+            &ClientMsg::Request {
+                id,
+                op: Op::Get {
+                    handle: queue,
+                    wait: Wait::Micros(u64::MAX),
+                },
+            },
+            &[],
+        );
+        raw.send(&ClientMsg::Cancel { handle: queue, id }, &[]);
+        assert!(matches!(
+            raw.read_broker_msg().0,
+            BrokerMsg::Reply { id: got, body: Reply::Error(ref err) } if got == id && err.code == ErrorCode::Cancelled
+        ));
+        id += 1;
+        assert_eq!(request(&mut raw, id, Op::Ping), Reply::Pong);
+
+        // One-way messages that break the protocol end only their connection.
+        let one_way: [(ClientMsg, &[u8]); 4] = [
+            (ClientMsg::Send { handle: 99 }, b"item"),
+            (ClientMsg::Cancel { handle: 99, id: 1 }, b""),
+            (
+                ClientMsg::Release {
+                    handle: 99,
+                    credits: 1,
+                },
+                b"",
+            ),
+            (
+                ClientMsg::SendMany {
+                    handle: 99,
+                    lens: vec![4],
+                },
+                b"item",
+            ),
+        ];
+        for (msg, tail) in one_way {
+            let mut raw = Raw::handshake(&broker.addr);
+            raw.send(&msg, tail);
+            assert_refused(&mut raw, ErrorCode::Protocol, "");
+        }
+        // A put without a credit.
+        let mut cheat = Raw::handshake(&broker.addr);
+        let handle = open_queue(&mut cheat, 1, "cheat");
+        cheat.send(&ClientMsg::Send { handle }, b"free ride");
+        assert_refused(&mut cheat, ErrorCode::Protocol, "credit");
+
+        // Half-written frames of every kind, then the writer goes away.
+        let frames: Vec<Vec<u8>> = ops(0)
+            .into_iter()
+            .map(|(op, _)| {
+                let mut frame = Vec::new();
+                let msg = ClientMsg::Request { id: 1, op };
+                ipcq_proto::encode(&msg, 0, 1 << 20, &mut frame).unwrap();
+                frame
+            })
+            .collect();
+        for frame in frames {
+            for cut in [1, 3, 4, frame.len() - 1] {
+                let mut half = Raw::handshake(&broker.addr);
+                half.write(&frame[..cut]);
+                drop(half);
+            }
+        }
+        let mut half = Raw::connect(&broker.addr);
+        half.write(&[12, 0, 0]);
+        drop(half);
+
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = bystander.join().unwrap();
+        assert!(rounds > 0);
+        let status = broker.terminate();
+        assert!(status.success(), "{status}");
+        let log = broker.log();
+        assert!(!log.contains("panicked"), "{log}");
+    });
+}
