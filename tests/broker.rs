@@ -323,3 +323,21 @@ fn waiters_per_object_are_limited() {
         }
     });
 }
+
+/// `--max-objects`: one object too many gets `LimitReached`; removing one makes room.
+#[test]
+fn objects_are_limited() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start_with(&["--max-objects", "3"]);
+        let client = broker.client();
+        client.queue::<u8>("a", 0).unwrap();
+        client.lock("b").unwrap();
+        client.event("c").unwrap();
+        let err = client.queue::<u8>("d", 0).unwrap_err();
+        assert!(matches!(err, Error::LimitReached(_)), "{err}");
+        // Reopening an existing object is not a new one.
+        client.queue::<u8>("a", 0).unwrap();
+        client.remove("b").unwrap();
+        client.queue::<u8>("d", 0).unwrap();
+    });
+}

@@ -233,3 +233,36 @@ fn killed_clients_lose_nothing_and_duplicate_nothing() {
         assert_eq!(stats.total_got, (received.len() + missing.len()) as u64);
     });
 }
+
+/// A consumer killed while it holds prefetched items, and one killed while its get_many
+/// is parked: the items come back to the head of the queue in order, and a new consumer
+/// receives every one exactly once.
+#[test]
+fn a_killed_consumer_gives_back_what_it_held() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.queue::<u64>("held", 0).unwrap();
+        queue.put_many(&(0..1000).collect::<Vec<u64>>()).unwrap();
+        // Takes 10 and, prefetching, holds more in flight.
+        let holder = start(&["hold", &broker.addr, "held", "0", "10"]);
+        wait_until(&client, "held", "items prefetched past the 10 taken", |s| {
+            s.total_got == 10 && s.in_flight > 0
+        });
+        let held = queue_stats(&client, "held").in_flight;
+        let lines = stop(holder, true);
+        assert_eq!(lines, ["holding"]);
+
+        // A batch consumer parked on an empty queue, killed.
+        let empty = client.queue::<u64>("empty", 0).unwrap();
+        let parked = start(&["chaos-consume", &broker.addr, "empty", "0", "batch"]);
+        wait_until(&client, "empty", "a parked get_many", |s| s.getters == 1);
+        stop(parked, true);
+        empty.put(&7).unwrap();
+        assert_eq!(empty.get().unwrap(), 7);
+
+        let rest: Vec<u64> = (0..990).map(|_| queue.get().unwrap()).collect();
+        assert_eq!(rest, (10..1000).collect::<Vec<u64>>(), "{held} were held");
+        assert!(queue.get_nowait().unwrap_err().is_empty());
+    });
+}
