@@ -8,16 +8,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced, Stream};
-use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Hello, Kind, ObjectStats, Op, Reply};
+use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::common::{connect_error, hello_frame, their_hello, REPLY_SLACK};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, RawQueue};
 use crate::{Error, Result};
-
-/// Frames the broker sends carry up to this much more than its frame limit allows for an
-/// item: the message in front of it.
-const REPLY_SLACK: usize = 1024;
 
 /// A connection to a broker.
 ///
@@ -144,38 +141,22 @@ impl Client {
     /// # Ok::<(), ipcq_client::Error>(())
     /// ```
     pub fn connect(addr: &str) -> Result<Client> {
-        let no_broker = |err: std::io::Error| match err.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                Error::NoBroker {
-                    addr: addr.to_owned(),
-                }
-            }
-            _ => Error::Io(err),
-        };
         let stream = match ipcq_proto::classify_addr(addr) {
             AddrKind::Path(path) => Stream::connect(path.to_fs_name::<GenericFilePath>()?),
             AddrKind::Namespaced(name) => Stream::connect(name.to_ns_name::<GenericNamespaced>()?),
         }
-        .map_err(no_broker)?;
-
-        let mut hello = Vec::new();
-        let ours = Hello::new(
-            u32::try_from(ipcq_proto::DEFAULT_MAX_FRAME_LEN + REPLY_SLACK).unwrap_or(u32::MAX),
-        );
-        ipcq_proto::encode(&ours, 0, ipcq_proto::MAX_HANDSHAKE_LEN, &mut hello)
-            .map_err(protocol)?;
+        .map_err(|err| connect_error(addr, err))?;
         // If the write fails, the broker has closed the connection: its reason is read below.
-        let _ = (&stream).write_all(&hello);
+        let _ = (&stream).write_all(&hello_frame()?);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let frame = read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN)?;
-        let (theirs, _): (Hello, _) = ipcq_proto::decode(frame).map_err(protocol)?;
-        theirs.check().map_err(protocol)?;
+        let max_frame_len = their_hello(frame)?;
 
         let client = Client {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
                 stream,
-                max_frame_len: theirs.max_frame_len as usize,
+                max_frame_len,
                 next_id: AtomicU64::new(1),
                 write_lock: Mutex::new(()),
                 read_buf: Mutex::new(buf),

@@ -7,6 +7,39 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, Result};
 
+/// Frames the broker sends carry up to this much more than its frame limit allows for an
+/// item: the message in front of it.
+pub(crate) const REPLY_SLACK: usize = 1024;
+
+/// What a failure to connect to `addr` means: nobody listens there, or something else.
+pub(crate) fn connect_error(addr: &str, err: std::io::Error) -> Error {
+    match err.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NoBroker {
+            addr: addr.to_owned(),
+        },
+        _ => Error::Io(err),
+    }
+}
+
+/// This client's handshake frame.
+pub(crate) fn hello_frame() -> Result<Vec<u8>> {
+    let mut hello = Vec::new();
+    let ours = ipcq_proto::Hello::new(
+        u32::try_from(ipcq_proto::DEFAULT_MAX_FRAME_LEN + REPLY_SLACK).unwrap_or(u32::MAX),
+    );
+    ipcq_proto::encode(&ours, 0, ipcq_proto::MAX_HANDSHAKE_LEN, &mut hello)
+        .map_err(|err| Error::Protocol(err.to_string()))?;
+    Ok(hello)
+}
+
+/// The broker's handshake, checked; returns its frame limit.
+pub(crate) fn their_hello(frame: bytes::Bytes) -> Result<usize> {
+    let protocol = |err: ipcq_proto::Error| Error::Protocol(err.to_string());
+    let (theirs, _): (ipcq_proto::Hello, _) = ipcq_proto::decode(frame).map_err(protocol)?;
+    theirs.check().map_err(protocol)?;
+    Ok(theirs.max_frame_len as usize)
+}
+
 /// Room kept in a `put` frame for the request in front of the item, so that the reply that
 /// later carries the item to a getter fits in a frame too.
 pub(crate) const ITEM_OVERHEAD: usize = 64;

@@ -180,40 +180,17 @@ impl Queue {
             self.feed_getters(&mut state);
             return;
         }
-        // No room: credits held idle elsewhere may be what is missing.
-        self.revoke_others(&mut state, peer.id);
-        let deadline = match deadline(wait) {
-            Deadline::Now => {
-                drop(state);
-                peer.reply_error(
-                    request,
-                    ErrorCode::Full,
-                    format!("queue '{}' is full", self.name),
-                );
-                return;
-            }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        if state.putters.len() >= self.max_waiters {
-            drop(state);
-            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
-            return;
-        }
-        let waiter = state.next_waiter();
-        let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_putter));
-        state.putters.push_back(Putter {
-            waiter,
+        let putter = Putter {
+            waiter: 0,
             peer: Arc::clone(peer),
             handle,
             request,
             items,
             slot: None,
             want,
-            timer,
-        });
-        self.feed_getters(&mut state);
-        self.wait_for_budget_if_blocked(&mut state);
+            timer: None,
+        };
+        self.park_putter(state, putter, wait);
     }
 
     /// `wait_room`: reserves a slot for one item of `len` bytes for `peer`, now or in turn
@@ -238,15 +215,35 @@ impl Queue {
             self.give_slot(&mut state, peer, handle, request, len, want);
             return;
         }
-        self.revoke_others(&mut state, peer.id);
+        let putter = Putter {
+            waiter: 0,
+            peer: Arc::clone(peer),
+            handle,
+            request,
+            items: VecDeque::new(),
+            slot: Some(len),
+            want,
+            timer: None,
+        };
+        self.park_putter(state, putter, wait);
+    }
+
+    /// A put or `wait_room` that found no room: parks it for as long as `wait` allows
+    /// (behind the other putters), or answers `Full` at once, or `LimitReached` when too
+    /// many wait already.
+    fn park_putter(&self, mut state: MutexGuard<'_, State>, mut putter: Putter, wait: Wait) {
+        // No room: credits held idle elsewhere may be what is missing.
+        self.revoke_others(&mut state, putter.peer.id);
+        // Items of a `put_many` that went in before it ran out of room are for the getters,
+        // whatever becomes of the rest.
+        self.feed_getters(&mut state);
         let deadline = match deadline(wait) {
             Deadline::Now => {
                 drop(state);
-                peer.reply_error(
-                    request,
-                    ErrorCode::Full,
-                    format!("queue '{}' is full", self.name),
-                );
+                let message = format!("queue '{}' is full", self.name);
+                putter
+                    .peer
+                    .reply_error(putter.request, ErrorCode::Full, message);
                 return;
             }
             Deadline::At(at) => Some(at),
@@ -254,21 +251,15 @@ impl Queue {
         };
         if state.putters.len() >= self.max_waiters {
             drop(state);
-            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+            let message = too_many(self.max_waiters);
+            putter
+                .peer
+                .reply_error(putter.request, ErrorCode::LimitReached, message);
             return;
         }
-        let waiter = state.next_waiter();
-        let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_putter));
-        state.putters.push_back(Putter {
-            waiter,
-            peer: Arc::clone(peer),
-            handle,
-            request,
-            items: VecDeque::new(),
-            slot: Some(len),
-            want,
-            timer,
-        });
+        putter.waiter = state.next_waiter();
+        putter.timer = deadline.map(|at| self.timer(at, putter.waiter, Self::expire_putter));
+        state.putters.push_back(putter);
         self.wait_for_budget_if_blocked(&mut state);
     }
 

@@ -71,18 +71,13 @@ use ::tokio::task::AbortHandle;
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
-use ipcq_proto::{
-    AddrKind, BrokerMsg, ClientMsg, ErrorReply, Hello, Kind, ObjectStats, Op, Reply, Wait,
-};
+use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::common::{connect_error, hello_frame, their_hello, REPLY_SLACK};
 use crate::pipe::{End, PipeOptions};
 use crate::{Error, Result};
 use queue::Local;
-
-/// Frames the broker sends carry up to this much more than its frame limit allows for an
-/// item: the message in front of it.
-const REPLY_SLACK: usize = 1024;
 
 /// Flush the write buffer in chunks of at most this much.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -201,39 +196,22 @@ impl Client {
     /// is not an ipcq broker of this protocol version, [`Error::LimitReached`] when the
     /// broker has its maximum of connections.
     pub async fn connect(addr: &str) -> Result<Client> {
-        let no_broker = |err: std::io::Error| match err.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                Error::NoBroker {
-                    addr: addr.to_owned(),
-                }
-            }
-            _ => Error::Io(err),
-        };
         let stream = match ipcq_proto::classify_addr(addr) {
             AddrKind::Path(path) => Stream::connect(path.to_fs_name::<GenericFilePath>()?).await,
             AddrKind::Namespaced(name) => {
                 Stream::connect(name.to_ns_name::<GenericNamespaced>()?).await
             }
         }
-        .map_err(no_broker)?;
-
-        let mut hello = Vec::new();
-        let ours = Hello::new(
-            u32::try_from(ipcq_proto::DEFAULT_MAX_FRAME_LEN + REPLY_SLACK).unwrap_or(u32::MAX),
-        );
-        ipcq_proto::encode(&ours, 0, ipcq_proto::MAX_HANDSHAKE_LEN, &mut hello)
-            .map_err(protocol)?;
+        .map_err(|err| connect_error(addr, err))?;
         // If the write fails, the broker has closed the connection: its reason is read below.
-        let _ = (&stream).write_all(&hello).await;
+        let _ = (&stream).write_all(&hello_frame()?).await;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let frame = match read_frame(&mut &stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return Err(Error::BrokerGone("the broker closed the connection".into())),
             Err(err) => return Err(err.error()),
         };
-        let (theirs, _): (Hello, _) = ipcq_proto::decode(frame).map_err(protocol)?;
-        theirs.check().map_err(protocol)?;
-        let max_frame_len = theirs.max_frame_len as usize;
+        let max_frame_len = their_hello(frame)?;
 
         let conn = Arc::new(Conn {
             stream,
