@@ -363,8 +363,8 @@ fn dropped_acquires_hold_nothing() {
     });
 }
 
-/// A dropped barrier wait is not counted and does not break the barrier; a dropped event
-/// wait and a dropped join leave nothing parked.
+/// Dropped barrier waits are not counted and do not break the barrier; dropped event
+/// waits and joins leave nothing parked.
 #[test]
 fn dropped_waits_leave_no_trace() {
     run(|| async {
@@ -374,10 +374,27 @@ fn dropped_waits_leave_no_trace() {
         let event = client.event("e").await.unwrap();
         let queue = client.queue::<u8>("j", 0).await.unwrap();
         queue.put(&1).await.unwrap();
-        let short = Duration::from_millis(5);
-        assert!(timeout(short, barrier.wait()).await.is_err());
-        assert!(timeout(short, event.wait()).await.is_err());
-        assert!(timeout(short, queue.join()).await.is_err());
+        // Waits dropped at random points of their life, 300 times each; the event's waits
+        // race a task that sets and clears it, so some are answered as they are dropped.
+        let toggler = {
+            let other = AsyncClient::connect(&broker.addr).await.unwrap();
+            let event = other.event("e").await.unwrap();
+            tokio::spawn(async move {
+                for _ in 0..300 {
+                    event.set().await.unwrap();
+                    event.clear().await.unwrap();
+                }
+            })
+        };
+        let mut seed = 0x0bad_5eed_1234_5678;
+        for _ in 0..300 {
+            assert!(timeout(jitter(&mut seed, 300), barrier.wait())
+                .await
+                .is_err());
+            let _ = timeout(jitter(&mut seed, 300), event.wait()).await;
+            assert!(timeout(jitter(&mut seed, 300), queue.join()).await.is_err());
+        }
+        toggler.await.unwrap();
         // The withdrawals went before this round trip on the same connection.
         client.ping().await.unwrap();
         for stats in client.stats().await.unwrap() {
