@@ -31,7 +31,8 @@ static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 #[command(about = "ipcq's multi-process benchmark")]
 struct Args {
     /// Workloads to run (default: all): 1p1c, batch, 4p4c, pingpong, sizes, rss; also
-    /// `load` and `soak`, not in the default set.
+    /// `async` (1p1c and batches on the tokio client), `load` and `soak`, not in the
+    /// default set.
     #[arg(long = "workload", short = 'w')]
     workloads: Vec<String>,
     /// Peers to measure in the same run: python, redis, relay, all, none.
@@ -237,6 +238,14 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
             measure("ipcq", "rss-overhead", "B/item", false, &mut || {
                 ipcq_rss(1_000_000)
             })?;
+        }
+        "async" => {
+            for (label, batch) in [("1p1c", 1), ("1p1c-batch64", 64)] {
+                measure("ipcq-tokio", label, "items/s", true, &mut || {
+                    ipcq_throughput_with("ipcq-tokio", n, 64, 1, 1, batch)
+                        .map(|v| (v, String::new()))
+                })?;
+            }
         }
         "load" => {
             let (rate, detail) = ipcq_load(args.connections, 100)?;
@@ -517,13 +526,25 @@ fn ipcq_throughput(
     consumers: u64,
     batch: usize,
 ) -> anyhow::Result<f64> {
+    ipcq_throughput_with("ipcq", items, size, producers, consumers, batch)
+}
+
+/// The throughput workload with the clients of `kind`: `ipcq` (blocking) or `ipcq-tokio`.
+fn ipcq_throughput_with(
+    kind: &str,
+    items: u64,
+    size: usize,
+    producers: u64,
+    consumers: u64,
+    batch: usize,
+) -> anyhow::Result<f64> {
     let broker = Broker::start()?;
     let per_producer = items / producers;
     let items = per_producer * producers;
     let mut roles = Vec::new();
     for _ in 0..producers {
         roles.push(vec![
-            "ipcq-produce".into(),
+            format!("{kind}-produce"),
             broker.addr.clone(),
             per_producer.to_string(),
             size.to_string(),
@@ -532,7 +553,7 @@ fn ipcq_throughput(
     }
     for _ in 0..consumers {
         roles.push(vec![
-            "ipcq-consume".into(),
+            format!("{kind}-consume"),
             broker.addr.clone(),
             batch.to_string(),
         ]);
@@ -775,6 +796,57 @@ fn percentiles(mut samples: Vec<f64>) -> String {
 // ---------------------------------------------------------------------------------------
 // Child roles
 
+/// The throughput roles on the tokio client, as the blocking ones.
+async fn tokio_child(role: &[String]) -> anyhow::Result<()> {
+    let arg = |i: usize| {
+        role.get(i)
+            .map(String::as_str)
+            .context("missing role argument")
+    };
+    let num = |i: usize| -> anyhow::Result<u64> { Ok(arg(i)?.parse()?) };
+    let client = ipcq::tokio::Client::connect(arg(1)?).await?;
+    let queue = client.raw_queue("bench", capacity()).await?;
+    if arg(0)? == "ipcq-tokio-produce" {
+        let (count, size, batch) = (num(2)?, num(3)? as usize, num(4)? as usize);
+        let item = vec![b'x'; size];
+        wait_for_go()?;
+        if batch <= 1 {
+            for _ in 0..count {
+                queue.put(&item).await?;
+            }
+        } else {
+            let items: Vec<&[u8]> = vec![&item[..]; batch];
+            let mut left = count as usize;
+            while left > 0 {
+                let n = left.min(batch);
+                queue.put_many(&items[..n]).await?;
+                left -= n;
+            }
+        }
+        client.queue::<u64>("bench.done", 0).await?.put(&count).await?;
+        client.flush().await?;
+        println!("sent {} {count}", now_ns());
+    } else {
+        let batch = num(2)? as usize;
+        wait_for_go()?;
+        let mut count = 0u64;
+        loop {
+            let got = if batch <= 1 {
+                queue.get().await.map(|_| 1)
+            } else {
+                queue.get_many(batch).await.map(|v| v.len() as u64)
+            };
+            match got {
+                Ok(n) => count += n,
+                Err(Error::Closed) => break,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        println!("end {} {count}", now_ns());
+    }
+    Ok(())
+}
+
 fn child(role: &[String]) -> anyhow::Result<()> {
     let arg = |i: usize| {
         role.get(i)
@@ -824,6 +896,12 @@ fn child(role: &[String]) -> anyhow::Result<()> {
                 }
             }
             println!("end {} {count}", now_ns());
+        }
+        "ipcq-tokio-produce" | "ipcq-tokio-consume" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(tokio_child(role))?;
         }
         "ipcq-echo" => {
             let client = Client::connect(arg(1)?)?;
