@@ -823,7 +823,11 @@ async fn tokio_child(role: &[String]) -> anyhow::Result<()> {
                 left -= n;
             }
         }
-        client.queue::<u64>("bench.done", 0).await?.put(&count).await?;
+        client
+            .queue::<u64>("bench.done", 0)
+            .await?
+            .put(&count)
+            .await?;
         client.flush().await?;
         println!("sent {} {count}", now_ns());
     } else {

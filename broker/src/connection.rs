@@ -2,10 +2,10 @@
 //! coalesces outgoing frames.
 
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
-use crate::peer::Outgoing;
+use crate::peer::{Link, Outgoing, Owner};
 
 /// Items at least this long are written straight from their `Bytes` rather than copied into
 /// the write buffer.
@@ -49,16 +49,34 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-/// Writes what the connection's [`Peer`](crate::peer::Peer) sends until every sender is
-/// gone, then shuts the write side down. Frames waiting together go out in one write.
+/// Writes what the connection's [`Link`] holds whenever the link hands it the socket,
+/// until the link is closed and empty; then shuts the write side down. Messages waiting
+/// together go out in one write.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    link: Arc<Link>,
 ) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+    loop {
+        let batch: Vec<Outgoing> = {
+            let mut state = link.lock();
+            if state.owner == Some(Owner::Task) && !state.queue.is_empty() {
+                state.queue.drain(..).collect()
+            } else {
+                if state.owner == Some(Owner::Task) {
+                    state.owner = None;
+                }
+                if state.closed && state.owner.is_none() && state.queue.is_empty() {
+                    break;
+                }
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            link.wake.notified().await;
+            continue;
+        }
+        for msg in batch {
             buf.extend_from_slice(&msg.head);
             for item in msg.tail {
                 if item.len() >= DIRECT_WRITE {

@@ -1,13 +1,14 @@
 //! One connected client as the objects see it: where its replies go, and which items it
 //! holds in flight.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, ErrorReply, Reply};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::connection::DIRECT_WRITE;
 use crate::objects::Queue;
@@ -21,6 +22,175 @@ pub(crate) struct Outgoing {
     pub(crate) tail: Vec<Bytes>,
 }
 
+/// Writes to the connection's socket what it takes now, without waiting.
+pub(crate) trait TryWrite: Send + Sync + std::fmt::Debug {
+    /// Bytes written; 0 when the socket is full.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+/// What is waiting to be written to one connection, and who writes it.
+///
+/// Messages queue here in order. Whoever writes owns the socket's write side until the
+/// queue is empty: the session task that produced them, at the end of a batch of requests
+/// ([`flush_scope`]), when the socket takes everything at once; the connection's writer
+/// task otherwise. Answers produced while a batch is handled go out in one write, and the
+/// common case costs no hop to another task.
+#[derive(Debug)]
+pub(crate) struct Link {
+    state: Mutex<LinkState>,
+    /// The writer task has work.
+    pub(crate) wake: Notify,
+    socket: Box<dyn TryWrite>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LinkState {
+    pub(crate) queue: VecDeque<Outgoing>,
+    /// Who writes now, if anyone.
+    pub(crate) owner: Option<Owner>,
+    /// In a flush scope's list already.
+    flagged: bool,
+    /// Nothing more will be queued: the writer sends what is there and shuts down.
+    pub(crate) closed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A task flushing directly.
+    Flush,
+    /// The connection's writer task.
+    Task,
+}
+
+thread_local! {
+    /// Links with messages queued while a session task handles a batch of requests on
+    /// this thread; `None` outside a batch.
+    static DIRTY: RefCell<Option<Vec<Arc<Link>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a batch of requests, handled without awaiting) and then writes what it
+/// queued for every connection straight to their sockets where they take it, handing
+/// the rest to their writer tasks.
+pub(crate) fn flush_scope<T>(f: impl FnOnce() -> T) -> T {
+    let outer = DIRTY.with(|dirty| dirty.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let links = DIRTY.with(|dirty| std::mem::replace(&mut *dirty.borrow_mut(), outer));
+    for link in links.unwrap_or_default() {
+        link.flush();
+    }
+    result
+}
+
+impl Link {
+    pub(crate) fn new(socket: Box<dyn TryWrite>) -> Arc<Self> {
+        Arc::new(Link {
+            state: Mutex::new(LinkState::default()),
+            wake: Notify::new(),
+            socket,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LinkState> {
+        // Pushes, drains and flags: a poisoned lock is still coherent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a message; makes sure someone will write it.
+    fn push(self: &Arc<Self>, msg: Outgoing) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        state.queue.push_back(msg);
+        if state.owner.is_some() || state.flagged {
+            return;
+        }
+        let scheduled = DIRTY.with(|dirty| match dirty.borrow_mut().as_mut() {
+            Some(links) => {
+                links.push(Arc::clone(self));
+                true
+            }
+            None => false,
+        });
+        if scheduled {
+            state.flagged = true;
+        } else {
+            state.owner = Some(Owner::Task);
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes what is queued straight to the socket, if nobody else is writing; what the
+    /// socket does not take, and large items (sent without copying), go to the writer task.
+    fn flush(&self) {
+        let mut buf = Vec::new();
+        {
+            let mut state = self.lock();
+            state.flagged = false;
+            if state.owner.is_some() || state.queue.is_empty() {
+                return;
+            }
+            let large = state
+                .queue
+                .iter()
+                .any(|msg| msg.tail.iter().any(|item| item.len() >= DIRECT_WRITE));
+            if large {
+                state.owner = Some(Owner::Task);
+                drop(state);
+                self.wake.notify_one();
+                return;
+            }
+            state.owner = Some(Owner::Flush);
+            for msg in state.queue.drain(..) {
+                buf.extend_from_slice(&msg.head);
+                for item in msg.tail {
+                    buf.extend_from_slice(&item);
+                }
+            }
+        }
+        let mut written = 0;
+        while written < buf.len() {
+            match self.socket.try_write(&buf[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                // The connection is broken: its session ends and cleans up.
+                Err(_) => break,
+            }
+        }
+        let mut state = self.lock();
+        if written < buf.len() {
+            state.queue.push_front(Outgoing {
+                head: buf.split_off(written),
+                tail: Vec::new(),
+            });
+        }
+        if state.queue.is_empty() {
+            state.owner = None;
+            if state.closed {
+                // The writer task waits for the socket to be handed back to shut it down.
+                drop(state);
+                self.wake.notify_one();
+            }
+        } else {
+            state.owner = Some(Owner::Task);
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// No more messages: the writer task sends what is queued and ends.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
 /// The broker's side of one client connection, shared by the session task and by every
 /// object where this client waits.
 #[derive(Debug)]
@@ -29,7 +199,7 @@ pub(crate) struct Peer {
     /// Unbounded on purpose: replies are bounded by the requests the client made, and an
     /// object must be able to answer while holding its own lock, which rules out waiting
     /// for room.
-    out: mpsc::UnboundedSender<Outgoing>,
+    link: Arc<Link>,
     /// The longest frame the client accepts (the lower of its limit and the broker's).
     max_frame_len: AtomicUsize,
     in_flight: Mutex<InFlight>,
@@ -60,10 +230,10 @@ struct Run {
 pub(crate) type Taken = Vec<(Arc<Queue>, Vec<Bytes>)>;
 
 impl Peer {
-    pub(crate) fn new(id: u64, out: mpsc::UnboundedSender<Outgoing>, max_frame_len: usize) -> Self {
+    pub(crate) fn new(id: u64, link: Arc<Link>, max_frame_len: usize) -> Self {
         Peer {
             id,
-            out,
+            link,
             max_frame_len: AtomicUsize::new(max_frame_len),
             in_flight: Mutex::new(InFlight::default()),
         }
@@ -79,7 +249,7 @@ impl Peer {
 
     /// Sends an already encoded frame.
     pub(crate) fn send_raw(&self, head: Vec<u8>) {
-        let _ = self.out.send(Outgoing {
+        self.link.push(Outgoing {
             head,
             tail: Vec::new(),
         });
@@ -93,9 +263,7 @@ impl Peer {
         // Replies are built by the broker from items that each fit in a frame and from
         // bounded counts; the frame check guards against a bug rather than input.
         match ipcq_proto::encode(msg, tail_len, self.max_frame_len() + 1024, &mut head) {
-            Ok(()) => {
-                let _ = self.out.send(Outgoing { head, tail });
-            }
+            Ok(()) => self.link.push(Outgoing { head, tail }),
             Err(err) => tracing::error!(cause = %err, peer = self.id, "reply could not be encoded"),
         }
     }
@@ -170,7 +338,7 @@ impl Peer {
             items: items.into(),
         });
         drop(in_flight);
-        let _ = self.out.send(Outgoing { head, tail });
+        self.link.push(Outgoing { head, tail });
         Ok(())
     }
 
@@ -254,6 +422,33 @@ impl Peer {
         self.in_flight
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Drop for Peer {
+    /// The last handle on the peer is gone: nothing more will be sent to this client.
+    fn drop(&mut self) {
+        self.link.close();
+    }
+}
+
+/// [`TryWrite`] for the connection's write half: a poll that registers no waker, so that
+/// it never takes the socket's readiness from the writer task (which only writes when
+/// nobody else does).
+#[derive(Debug)]
+pub(crate) struct Direct<W>(pub(crate) Mutex<W>);
+
+impl<W> TryWrite for Direct<W>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut writer = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut *writer).poll_write(&mut cx, buf) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Ok(0),
+        }
     }
 }
 

@@ -299,7 +299,7 @@ fn admit(_stream: &Stream, _config: &Config) -> Result<(), String> {
 
 /// One half of a connection: `&Stream` reads and writes, so both halves share the stream
 /// rather than splitting it, and the socket closes when both are gone.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SharedStream(Arc<Stream>);
 
 impl tokio::io::AsyncRead for SharedStream {

@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use ipcq_proto::{ClientMsg, ErrorCode, ErrorReply, Hello, Kind, Op, Reply, Wait};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::connection::{read_frame, write_loop, ReadError};
 use crate::objects::{Barrier, Event, Object, Permits, Queue};
-use crate::peer::{Peer, Taken};
+use crate::peer::{flush_scope, Direct, Link, Peer, Taken};
 use crate::registry::Registry;
 
 /// A client that has not finished its handshake by then is not an ipcq client.
@@ -37,12 +37,12 @@ pub(crate) async fn run<R, W>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + Clone + std::fmt::Debug + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(writer, rx));
+    let link = Link::new(Box::new(Direct(std::sync::Mutex::new(writer.clone()))));
+    let writer = tokio::spawn(write_loop(writer, Arc::clone(&link)));
     let mut session = Session {
-        peer: Arc::new(Peer::new(id, tx, shared.max_frame_len)),
+        peer: Arc::new(Peer::new(id, link, shared.max_frame_len)),
         shared,
         handles: Vec::new(),
         by_name: HashMap::new(),
@@ -154,14 +154,27 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 }
                 Err(err) => return Err(err.into()),
             };
-            match ipcq_proto::decode::<ClientMsg>(frame) {
-                Ok((msg, tail)) => {
-                    if let Err(message) = self.handle(msg, tail) {
-                        return Err(self.refuse(ErrorCode::Protocol, message));
+            // This frame and every other whole one already read form a batch, handled
+            // without awaiting; the answers it produced are written at its end.
+            flush_scope(|| {
+                self.handle_frame(frame)?;
+                loop {
+                    match ipcq_proto::decode_frame(&mut self.buf, self.shared.max_frame_len) {
+                        Ok(Some(frame)) => self.handle_frame(frame)?,
+                        Ok(None) => return Ok(()),
+                        Err(err) => return Err(self.refuse(ErrorCode::TooLarge, err.to_string())),
                     }
                 }
-                Err(err) => return Err(self.refuse(ErrorCode::Protocol, err.to_string())),
-            }
+            })?;
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Bytes) -> Result<(), SessionError> {
+        match ipcq_proto::decode::<ClientMsg>(frame) {
+            Ok((msg, tail)) => self
+                .handle(msg, tail)
+                .map_err(|message| self.refuse(ErrorCode::Protocol, message)),
+            Err(err) => Err(self.refuse(ErrorCode::Protocol, err.to_string())),
         }
     }
 
