@@ -74,15 +74,24 @@ thread_local! {
 
 /// Runs `f` (a batch of requests, handled without awaiting) and then writes what it
 /// queued for every connection straight to their sockets where they take it, handing
-/// the rest to their writer tasks.
+/// the rest to their writer tasks. Even if `f` panics, the thread leaves the batch and
+/// what was queued is written.
 pub(crate) fn flush_scope<T>(f: impl FnOnce() -> T) -> T {
-    let outer = DIRTY.with(|dirty| dirty.borrow_mut().replace(Vec::new()));
-    let result = f();
-    let links = DIRTY.with(|dirty| std::mem::replace(&mut *dirty.borrow_mut(), outer));
-    for link in links.unwrap_or_default() {
-        link.flush();
+    /// Ends the batch on every way out of it.
+    struct Batch(Option<Vec<Arc<Link>>>);
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            let links = DIRTY.with(|dirty| std::mem::replace(&mut *dirty.borrow_mut(), outer));
+            for link in links.unwrap_or_default() {
+                link.flush();
+            }
+        }
     }
-    result
+
+    let _batch = Batch(DIRTY.with(|dirty| dirty.borrow_mut().replace(Vec::new())));
+    f()
 }
 
 impl Link {
@@ -455,4 +464,90 @@ where
 /// An item's length on the wire. Items come out of frames whose length is a `u32`.
 fn len_u32(item: &Bytes) -> u32 {
     u32::try_from(item.len()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket with room for `room` more bytes, recording what it took.
+    #[derive(Debug)]
+    struct Socket {
+        room: Mutex<usize>,
+        written: Mutex<Vec<u8>>,
+    }
+
+    impl TryWrite for Arc<Socket> {
+        fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut room = self.room.lock().unwrap();
+            let n = buf.len().min(*room);
+            *room -= n;
+            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    fn socket(room: usize) -> Arc<Socket> {
+        Arc::new(Socket {
+            room: Mutex::new(room),
+            written: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn msg(bytes: &[u8]) -> Outgoing {
+        Outgoing {
+            head: bytes.to_vec(),
+            tail: Vec::new(),
+        }
+    }
+
+    fn queued(link: &Link) -> Vec<u8> {
+        link.lock()
+            .queue
+            .iter()
+            .flat_map(|m| m.head.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_one_write_at_its_end() {
+        let socket = socket(100);
+        let link = Link::new(Box::new(Arc::clone(&socket)));
+        flush_scope(|| {
+            link.push(msg(b"abc"));
+            link.push(msg(b"defg"));
+            assert!(
+                socket.written.lock().unwrap().is_empty(),
+                "not before the end"
+            );
+        });
+        assert_eq!(&socket.written.lock().unwrap()[..], b"abcdefg");
+        assert!(link.lock().queue.is_empty());
+        assert_eq!(link.lock().owner, None);
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_goes_to_the_writer_in_order() {
+        let socket = socket(4);
+        let link = Link::new(Box::new(Arc::clone(&socket)));
+        flush_scope(|| {
+            link.push(msg(b"abc"));
+            link.push(msg(b"defg"));
+        });
+        assert_eq!(&socket.written.lock().unwrap()[..], b"abcd");
+        assert_eq!(link.lock().owner, Some(Owner::Task));
+        // Later answers queue behind the rest, for the writer task.
+        flush_scope(|| link.push(msg(b"h")));
+        assert_eq!(queued(&link), b"efgh");
+        assert_eq!(&socket.written.lock().unwrap()[..], b"abcd");
+    }
+
+    #[test]
+    fn outside_a_batch_the_writer_task_writes() {
+        let socket = socket(100);
+        let link = Link::new(Box::new(Arc::clone(&socket)));
+        link.push(msg(b"late"));
+        assert_eq!(link.lock().owner, Some(Owner::Task));
+        assert!(socket.written.lock().unwrap().is_empty());
+    }
 }
