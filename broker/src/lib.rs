@@ -7,9 +7,10 @@
 //! - [`serve`]: runs a broker on the caller's tokio runtime until a future completes;
 //! - [`Broker`]: runs one on a thread of its own, with an idempotent `shutdown`;
 //! - inside: `server` (socket, accept loop, shutdown), `session` (one connection),
-//!   `connection` (framed reads, coalesced writes), `peer` (a client's answers and its
-//!   in-flight items), `registry` (objects by name), `objects` (the queue), `budget` (the
-//!   broker-wide byte budget).
+//!   `connection` (framed reads, the writer task), `peer` (a client's answers, written at
+//!   the end of each batch of requests or by the writer task, and its in-flight items),
+//!   `registry` (objects by name), `objects` (queues, pipes, locks and semaphores, events,
+//!   barriers), `budget` (the broker-wide byte budget).
 //!
 //! # Hello, world!
 //!
