@@ -11,7 +11,7 @@ use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced,
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::common::{connect_error, hello_frame, their_hello, REPLY_SLACK};
+use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, RawQueue};
 use crate::{Error, Result};
@@ -103,24 +103,6 @@ enum Followup {
     Release { handle: u32, credits: u32 },
     /// A handle to let go of only after unlocking.
     Keep(Arc<Local>),
-}
-
-#[derive(Clone)]
-enum Dead {
-    Gone(String),
-    Protocol(String),
-    /// The broker said why it closed the connection.
-    Refused(ErrorReply),
-}
-
-impl Dead {
-    fn error(&self) -> Error {
-        match self {
-            Dead::Gone(msg) => Error::BrokerGone(msg.clone()),
-            Dead::Protocol(msg) => Error::Protocol(msg.clone()),
-            Dead::Refused(reply) => Error::from_reply(reply.clone()),
-        }
-    }
 }
 
 impl Client {

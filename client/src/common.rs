@@ -11,6 +11,25 @@ use crate::{Error, Result};
 /// item: the message in front of it.
 pub(crate) const REPLY_SLACK: usize = 1024;
 
+/// Why a connection is unusable; every call on it fails with [`Dead::error`] from then on.
+#[derive(Debug, Clone)]
+pub(crate) enum Dead {
+    Gone(String),
+    Protocol(String),
+    /// The broker said why it closed the connection.
+    Refused(ipcq_proto::ErrorReply),
+}
+
+impl Dead {
+    pub(crate) fn error(&self) -> Error {
+        match self {
+            Dead::Gone(msg) => Error::BrokerGone(msg.clone()),
+            Dead::Protocol(msg) => Error::Protocol(msg.clone()),
+            Dead::Refused(reply) => Error::from_reply(reply.clone()),
+        }
+    }
+}
+
 /// What a failure to connect to `addr` means: nobody listens there, or something else.
 pub(crate) fn connect_error(addr: &str, err: std::io::Error) -> Error {
     match err.kind() {

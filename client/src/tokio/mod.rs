@@ -71,10 +71,10 @@ use ::tokio::task::AbortHandle;
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
-use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply, Wait};
+use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Kind, ObjectStats, Op, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::common::{connect_error, hello_frame, their_hello, REPLY_SLACK};
+use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK};
 use crate::pipe::{End, PipeOptions};
 use crate::{Error, Result};
 use queue::Local;
@@ -167,24 +167,6 @@ pub(crate) enum Purpose {
     Wait,
     /// Anything answered at once.
     Other,
-}
-
-#[derive(Clone)]
-enum Dead {
-    Gone(String),
-    Protocol(String),
-    /// The broker said why it closed the connection.
-    Refused(ErrorReply),
-}
-
-impl Dead {
-    fn error(&self) -> Error {
-        match self {
-            Dead::Gone(msg) => Error::BrokerGone(msg.clone()),
-            Dead::Protocol(msg) => Error::Protocol(msg.clone()),
-            Dead::Refused(reply) => Error::from_reply(reply.clone()),
-        }
-    }
 }
 
 impl Client {
