@@ -156,6 +156,17 @@ pub(crate) fn runs(tags: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
     runs
 }
 
+/// Takes up to `n` of the credits counted in `credits`; returns how many.
+pub(crate) fn take_credits(credits: &std::sync::atomic::AtomicU64, n: u64) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut taken = 0;
+    let _ = credits.fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
+        taken = have.min(n);
+        Some(have - taken)
+    });
+    taken
+}
+
 /// Refuses an item that would not fit in a frame of `max_frame_len` bytes with its request.
 pub(crate) fn check_item(len: usize, max_frame_len: usize) -> Result<()> {
     if len + ITEM_OVERHEAD > max_frame_len {

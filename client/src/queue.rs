@@ -13,8 +13,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::client::{unexpected, Client, Detached};
 use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, Pace,
-    DEFAULT_PREFETCH,
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, take_credits,
+    Pace, DEFAULT_PREFETCH,
 };
 use crate::{Error, Result};
 
@@ -60,14 +60,7 @@ impl Local {
 
     /// Takes up to `n` credits; returns how many.
     fn take_credits(&self, n: u64) -> u64 {
-        let mut taken = 0;
-        let _ = self
-            .credits
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
-                taken = have.min(n);
-                Some(have - taken)
-            });
-        taken
+        take_credits(&self.credits, n)
     }
 
     /// Gives every unused credit back to the broker.

@@ -249,12 +249,7 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
-        if state.putters.len() >= self.max_waiters {
-            drop(state);
-            let message = too_many(self.max_waiters);
-            putter
-                .peer
-                .reply_error(putter.request, ErrorCode::LimitReached, message);
+        if self.crowded(state.putters.len(), &putter.peer, putter.request) {
             return;
         }
         putter.waiter = state.next_waiter();
@@ -398,9 +393,7 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
-        if state.getters.len() >= self.max_waiters {
-            drop(state);
-            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+        if self.crowded(state.getters.len(), peer, request) {
             return;
         }
         let waiter = state.next_waiter();
@@ -585,9 +578,7 @@ impl Queue {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
         };
-        if state.joiners.len() >= self.max_waiters {
-            drop(state);
-            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+        if self.crowded(state.joiners.len(), peer, request) {
             return;
         }
         let waiter = state.next_waiter();
@@ -744,6 +735,16 @@ impl Queue {
                 self.feed_getters(&mut state);
             }
         }
+    }
+
+    /// With `waiting` requests parked in a list already, answers one more with
+    /// `LimitReached` when that is the limit; returns whether it did.
+    fn crowded(&self, waiting: usize, peer: &Peer, request: u64) -> bool {
+        let crowded = waiting >= self.max_waiters;
+        if crowded {
+            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
+        }
+        crowded
     }
 
     fn room(&self, state: &State, len: usize) -> Room {

@@ -571,15 +571,18 @@ impl Inner {
 
     /// Hands the answer to request `id` to its caller, or settles it if nobody waits.
     fn dispatch(self: &Arc<Self>, id: u64, body: Reply, tail: Bytes) {
-        let room = self
-            .conn
-            .lock_state()
-            .pending
-            .get(&id)
-            .and_then(|slot| (slot.purpose == Purpose::Room).then_some(slot.handle));
-        if let (Some(handle), Reply::Accepted { credits }) = (room, &body) {
-            // Before the caller hears of them: the credits are the handle's whoever waits.
-            self.add_credits(handle, *credits);
+        if let Reply::Accepted { credits } = body {
+            let room = self
+                .conn
+                .lock_state()
+                .pending
+                .get(&id)
+                .and_then(|slot| (slot.purpose == Purpose::Room).then_some(slot.handle));
+            if let Some(handle) = room {
+                // Before the caller hears of them: the credits are the handle's whoever
+                // waits.
+                self.add_credits(handle, credits);
+            }
         }
         let slot = {
             let mut state = self.conn.lock_state();

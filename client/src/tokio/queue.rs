@@ -14,8 +14,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{remaining, unexpected, Client, Purpose};
 use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, Pace,
-    DEFAULT_PREFETCH,
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, take_credits,
+    Pace, DEFAULT_PREFETCH,
 };
 use crate::{Error, Result};
 
@@ -49,16 +49,9 @@ impl Local {
         }
     }
 
-    /// Takes one credit if there is one.
+    /// Takes up to `n` credits; returns how many.
     fn take_credits(&self, n: u64) -> u64 {
-        let mut taken = 0;
-        let _ = self
-            .credits
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
-                taken = have.min(n);
-                Some(have - taken)
-            });
-        taken
+        take_credits(&self.credits, n)
     }
 
     pub(crate) fn add_credits(&self, credits: u32) {
