@@ -30,9 +30,9 @@ static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 #[derive(Debug, Parser, Clone)]
 #[command(about = "ipcq's multi-process benchmark")]
 struct Args {
-    /// Workloads to run (default: all): 1p1c, batch, 4p4c, pingpong, sizes, rss; also
-    /// `async` (1p1c and batches on the tokio client), `load` and `soak`, not in the
-    /// default set.
+    /// Workloads to run (default: all): 1p1c, batch, unbounded, 4p4c, pingpong, sizes,
+    /// rss; also `async` (1p1c and batches on the tokio client), `load` and `soak`, not in
+    /// the default set.
     #[arg(long = "workload", short = 'w')]
     workloads: Vec<String>,
     /// Peers to measure in the same run: python, redis, relay, all, none.
@@ -78,7 +78,15 @@ pub(crate) fn main() -> anyhow::Result<()> {
     BROKER_THREADS.store(args.broker_threads, std::sync::atomic::Ordering::Relaxed);
     // Children inherit the environment.
     std::env::set_var("IPCQ_BENCH_CAPACITY", args.capacity.to_string());
-    let all = ["1p1c", "batch", "4p4c", "pingpong", "sizes", "rss"];
+    let all = [
+        "1p1c",
+        "batch",
+        "unbounded",
+        "4p4c",
+        "pingpong",
+        "sizes",
+        "rss",
+    ];
     let workloads: Vec<String> = if args.workloads.is_empty() {
         all.iter().map(|w| w.to_string()).collect()
     } else {
@@ -184,7 +192,7 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
                         })?
                     }
                     ("relay", "1p1c") => {
-                        for mode in ["frame", "coalesce"] {
+                        for mode in ["frame", "coalesce", "ack"] {
                             measure(
                                 &format!("relay-{mode}"),
                                 label,
@@ -196,6 +204,23 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
                     }
                     _ => {}
                 }
+            }
+        }
+        "unbounded" => {
+            // Batches through a queue with no item bound, as a Redis list has none: the
+            // like-for-like comparison with Redis. The byte budget still bounds it.
+            let label = "batch64-cap0";
+            let bounded = capacity().to_string();
+            std::env::set_var("IPCQ_BENCH_CAPACITY", "0");
+            let measured = measure("ipcq", label, "items/s", true, &mut || {
+                ipcq_throughput(n, 64, 1, 1, 64).map(|v| (v, String::new()))
+            });
+            std::env::set_var("IPCQ_BENCH_CAPACITY", bounded);
+            measured?;
+            if peers.contains(&"redis") && which("redis-server") {
+                measure("redis", label, "items/s", true, &mut || {
+                    redis_throughput(n, 64, 1, 1, 64).map(|v| (v, String::new()))
+                })?;
             }
         }
         "sizes" => {
@@ -972,6 +997,24 @@ fn child(role: &[String]) -> anyhow::Result<()> {
             }
             println!("end {} {count}", now_ns());
         }
+        "relay-consume-ack" => {
+            // Writes an acknowledgement per item, as a broker's consumer must before it
+            // hands the item out: the relay reads and drops them.
+            let mut stream = UnixStream::connect(arg(1)?)?;
+            let count = num(2)?;
+            wait_for_go()?;
+            let mut writer = stream.try_clone()?;
+            let mut reader = BufReader::with_capacity(64 * 1024, &mut stream);
+            let mut frame = [0u8; 68];
+            let mut ack = [0u8; 12];
+            ack[..4].copy_from_slice(&8u32.to_le_bytes());
+            for tag in 0..count {
+                reader.read_exact(&mut frame)?;
+                ack[4..].copy_from_slice(&tag.to_le_bytes());
+                writer.write_all(&ack)?;
+            }
+            println!("end {} {count}", now_ns());
+        }
         "relay-echo" => {
             let mut stream = UnixStream::connect(arg(1)?)?;
             wait_for_go()?;
@@ -1273,10 +1316,15 @@ fn relay(path: &Path, mode: &str) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let (mut a, _) = listener.accept()?;
     let (mut b, _) = listener.accept()?;
-    // Ping-pong needs both directions; throughput only a to b.
+    // Ping-pong needs both directions; throughput only a to b, and in `ack` mode the
+    // consumer's acknowledgements, read and dropped.
     let mut b2 = b.try_clone()?;
     let mut a2 = a.try_clone()?;
-    let back = std::thread::spawn(move || pump(&mut b2, &mut a2, "coalesce"));
+    let back = if mode == "ack" {
+        std::thread::spawn(move || drain(&mut b2))
+    } else {
+        std::thread::spawn(move || pump(&mut b2, &mut a2, "coalesce"))
+    };
     pump(&mut a, &mut b, mode)?;
     let _ = back.join();
     Ok(())
@@ -1302,6 +1350,12 @@ fn pump(from: &mut UnixStream, to: &mut UnixStream, mode: &str) -> anyhow::Resul
     }
 }
 
+fn drain(from: &mut UnixStream) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    while from.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
 fn start_relay(mode: &str) -> anyhow::Result<(Child, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("relay.sock").to_string_lossy().into_owned();
@@ -1321,7 +1375,12 @@ fn relay_throughput(items: u64, size: usize, mode: &str) -> anyhow::Result<f64> 
     // The relay takes its first connection as the producer: start that one first.
     let mut producer = spawn_role(&["relay-produce".into(), path.clone(), items.to_string()])?;
     anyhow::ensure!(producer.line()? == "ready");
-    let mut consumer = spawn_role(&["relay-consume".into(), path.clone(), items.to_string()])?;
+    let consume = if mode == "ack" {
+        "relay-consume-ack"
+    } else {
+        "relay-consume"
+    };
+    let mut consumer = spawn_role(&[consume.into(), path.clone(), items.to_string()])?;
     anyhow::ensure!(consumer.line()? == "ready");
     let start = now_ns();
     for worker in [&mut producer, &mut consumer] {
