@@ -52,12 +52,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
     config.validate()?;
     let addr = config.addr.as_str();
-    let listen_err = |source| Error::Listen {
+    let listen_err = |cause| Error::Listen {
         addr: addr.to_owned(),
-        source,
+        cause,
     };
     let name = match ipcq_proto::classify_addr(addr) {
         AddrKind::Path(path) => {
+            ipcq_proto::private_dir(addr).map_err(|why| {
+                listen_err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))
+            })?;
             clear_stale_socket(addr, &path)?;
             path.to_fs_name::<GenericFilePath>().map_err(listen_err)?
         }
@@ -106,8 +109,14 @@ pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
 }
 
 /// A socket file left by a broker that died is removed; one that a live broker answers on
-/// is not: starting a second broker there is an error.
+/// is not: starting a second broker there is an error. The probe is bounded in time, so a
+/// listener with a full backlog or one that never answers cannot hold up start-up (or a
+/// signal to stop).
 fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
+    let listen_err = |cause| Error::Listen {
+        addr: addr.to_owned(),
+        cause,
+    };
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
@@ -115,42 +124,83 @@ fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
     {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
-            return Err(Error::Listen {
-                addr: addr.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "the path exists and is not a socket; refusing to replace it",
-                ),
-            });
+            return Err(listen_err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket; refusing to replace it",
+            )));
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let name = path
-        .to_fs_name::<GenericFilePath>()
-        .map_err(|source| Error::Listen {
+    let name = path.to_fs_name::<GenericFilePath>().map_err(listen_err)?;
+    let probe = interprocess::local_socket::ConnectOptions::new()
+        .name(name)
+        .wait_mode(interprocess::ConnectWaitMode::Timeout(PROBE_TIMEOUT))
+        .connect_sync();
+    match probe {
+        Ok(stream) if greets_as_broker(&stream) => Err(Error::AddrInUse {
             addr: addr.to_owned(),
-            source,
-        })?;
-    match <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name) {
-        Ok(_) => Err(Error::AddrInUse { addr: addr.to_owned() }),
-        Err(_) => {
-            tracing::info!(addr, "removing stale socket file");
-            std::fs::remove_file(path).map_err(|source| Error::Listen {
+        }),
+        Ok(_) => Err(Error::AddrTaken {
+            addr: addr.to_owned(),
+        }),
+        // Something holds the address but does not take connections in time.
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err(Error::AddrTaken {
                 addr: addr.to_owned(),
-                source,
             })
         }
+        Err(_) => {
+            tracing::info!(addr, "removing stale socket file");
+            std::fs::remove_file(path).map_err(listen_err)
+        }
     }
+}
+
+/// How long the start-up probe of an existing socket waits to connect, and then for a
+/// greeting.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether the peer of `stream` sends an ipcq handshake within [`PROBE_TIMEOUT`].
+fn greets_as_broker(stream: &interprocess::local_socket::Stream) -> bool {
+    use interprocess::local_socket::traits::Stream as _;
+    use std::io::Read;
+    if stream.set_recv_timeout(Some(PROBE_TIMEOUT)).is_err() {
+        // No time limits here (Windows): a pipe that accepted is taken as a broker's.
+        return true;
+    }
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 64];
+    let start = std::time::Instant::now();
+    while start.elapsed() < PROBE_TIMEOUT {
+        match ipcq_proto::decode_frame(&mut buf, ipcq_proto::MAX_HANDSHAKE_LEN) {
+            Ok(Some(frame)) => {
+                return ipcq_proto::decode::<ipcq_proto::Hello>(frame)
+                    .is_ok_and(|(hello, _)| hello.magic == ipcq_proto::MAGIC);
+            }
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        match (&*stream).read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    false
 }
 
 #[cfg(unix)]
 fn restrict_permissions(addr: &str) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+    std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o600)).map_err(|cause| {
         Error::Listen {
             addr: addr.to_owned(),
-            source,
+            cause,
         }
     })
 }

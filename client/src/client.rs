@@ -7,11 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use bytes::{Bytes, BytesMut};
-use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced, Stream};
+use std::time::{Duration, Instant};
+
+use interprocess::ConnectWaitMode;
+
+use interprocess::local_socket::{
+    prelude::*, ConnectOptions as ConnectOptions_, GenericFilePath,
+    GenericNamespaced, Stream,
+};
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK};
+use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, RawQueue};
 use crate::{Error, Result};
@@ -107,13 +115,16 @@ enum Followup {
 
 impl Client {
     /// Connects to the broker at `addr`: a socket path on Unix (a bare word is a
-    /// namespaced name), a pipe name on Windows.
+    /// namespaced name), a pipe name on Windows, with the default [`ConnectOptions`]: at
+    /// most 5 s to connect and greet, and only a broker of this user or root is trusted.
     ///
     /// # Errors
     ///
-    /// [`Error::NoBroker`] when nothing listens there, [`Error::Protocol`] when what answers
-    /// is not an ipcq broker of this protocol version, [`Error::LimitReached`] when the
-    /// broker has its maximum of connections.
+    /// [`Error::NoBroker`] when nothing listens there, [`Error::NoAnswer`] when something
+    /// listens but does not complete the handshake in time, [`Error::Untrusted`] when
+    /// another user serves the address, [`Error::Protocol`] when what answers is not an
+    /// ipcq broker of this protocol version, [`Error::LimitReached`] when the broker has
+    /// its maximum of connections.
     ///
     /// # Examples
     ///
@@ -123,16 +134,51 @@ impl Client {
     /// # Ok::<(), ipcq_client::Error>(())
     /// ```
     pub fn connect(addr: &str) -> Result<Client> {
-        let stream = match ipcq_proto::classify_addr(addr) {
-            AddrKind::Path(path) => Stream::connect(path.to_fs_name::<GenericFilePath>()?),
-            AddrKind::Namespaced(name) => Stream::connect(name.to_ns_name::<GenericNamespaced>()?),
-        }
-        .map_err(|err| connect_error(addr, err))?;
+        Self::connect_with(addr, &ConnectOptions::default())
+    }
+
+    /// Connects to the broker at `addr` with `options` (time limit, trusted users).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
+        let start = Instant::now();
+        let timeout = options.timeout.max(Duration::from_millis(1));
+        let left = || timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+        connect::prepare(addr)?;
+        let connect_options = match ipcq_proto::classify_addr(addr) {
+            AddrKind::Path(path) => {
+                ConnectOptions_::new().name(path.to_fs_name::<GenericFilePath>()?.into_owned())
+            }
+            AddrKind::Namespaced(name) => {
+                ConnectOptions_::new().name(name.to_ns_name::<GenericNamespaced>()?.into_owned())
+            }
+        };
+        let stream = connect_options
+            .wait_mode(ConnectWaitMode::Timeout(timeout))
+            .connect_sync()
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                    connect::no_answer(addr, timeout, "connecting")
+                }
+                _ => connect_error(addr, err),
+            })?;
+        connect::verify_server(&stream, addr, options)?;
+        // Until the first answer, reads and writes stop at the time limit.
+        set_timeouts(&stream, Some(left()))?;
         // If the write fails, the broker has closed the connection: its reason is read below.
         let _ = (&stream).write_all(&hello_frame()?);
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let frame = read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN)?;
+        let frame = read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN).map_err(|err| {
+            if start.elapsed() >= timeout {
+                connect::no_answer(addr, timeout, "waiting for the broker's handshake")
+            } else {
+                err
+            }
+        })?;
         let max_frame_len = their_hello(frame)?;
+        set_timeouts(&stream, Some(left()))?;
 
         let client = Client {
             inner: Arc::new(Inner {
@@ -148,7 +194,15 @@ impl Client {
         };
         // The broker answers a refused handshake (version, connection limit) with an error
         // frame: a first round trip turns it into this function's error.
-        client.ping()?;
+        client.ping().map_err(|err| {
+            if start.elapsed() >= timeout {
+                connect::no_answer(addr, timeout, "waiting for the first answer")
+            } else {
+                err
+            }
+        })?;
+        // From here on the broker keeps the time of every request.
+        set_timeouts(&client.inner.stream, None)?;
         Ok(client)
     }
 
@@ -735,6 +789,18 @@ fn wake_all(state: &State) {
     }
     for slot in state.pending.values() {
         slot.waker.notify_all();
+    }
+}
+
+/// Time limits for the socket's reads and writes. Windows named pipes have none: there the
+/// handshake is not timed (docs/broker.md).
+fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<()> {
+    let set = stream
+        .set_recv_timeout(timeout)
+        .and_then(|()| stream.set_send_timeout(timeout));
+    match set {
+        Err(err) if err.kind() != std::io::ErrorKind::Unsupported => Err(Error::Io(err)),
+        _ => Ok(()),
     }
 }
 

@@ -25,6 +25,10 @@ impl Dead {
         match self {
             Dead::Gone(msg) => Error::BrokerGone(msg.clone()),
             Dead::Protocol(msg) => Error::Protocol(msg.clone()),
+            // An oversized frame ends the connection: not the per-request `TooLarge`.
+            Dead::Refused(reply) if reply.code == ipcq_proto::ErrorCode::TooLarge => {
+                Error::Protocol(reply.message.clone())
+            }
             Dead::Refused(reply) => Error::from_reply(reply.clone()),
         }
     }

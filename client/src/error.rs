@@ -57,6 +57,22 @@ pub enum Error {
         /// The address tried.
         addr: String,
     },
+    /// Something listens at the address but did not complete the ipcq handshake in time
+    /// (see [`ConnectOptions::timeout`](crate::ConnectOptions::timeout)): a stopped broker,
+    /// or a listener that is not an ipcq broker.
+    #[error("no answer from {addr} within {waited:?} ({what}): is an ipcq broker running there, and not stopped?")]
+    NoAnswer {
+        /// The address tried.
+        addr: String,
+        /// How long the client waited.
+        waited: std::time::Duration,
+        /// The step that ran out of time.
+        what: String,
+    },
+    /// The process serving the address is not one this client trusts (another user's), or
+    /// the private directory of the default address is not private: nothing was sent.
+    #[error("untrusted server: {0}")]
+    Untrusted(String),
     /// The broker went away (it shut down, or the connection broke) before answering.
     #[error("the broker is gone: {0}")]
     BrokerGone(String),
@@ -103,9 +119,17 @@ impl Error {
     }
 
     /// `true` when the broker is gone or was never there ([`Error::BrokerGone`],
-    /// [`Error::NoBroker`]).
+    /// [`Error::NoBroker`], [`Error::NoAnswer`]).
     pub fn is_broker_gone(&self) -> bool {
-        matches!(self, Error::BrokerGone(_) | Error::NoBroker { .. })
+        matches!(
+            self,
+            Error::BrokerGone(_) | Error::NoBroker { .. } | Error::NoAnswer { .. }
+        )
+    }
+
+    /// `true` for [`Error::Untrusted`].
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, Error::Untrusted(_))
     }
 
     pub(crate) fn from_reply(reply: ErrorReply) -> Self {
@@ -122,7 +146,8 @@ impl Error {
             ErrorCode::Denied => Error::Denied(message),
             ErrorCode::ShuttingDown => Error::BrokerGone(message),
             // A withdrawn request's answer goes to no caller; seeing one is a protocol slip.
-            ErrorCode::Protocol | ErrorCode::TooLarge | ErrorCode::Cancelled => {
+            ErrorCode::TooLarge => too_large(&message),
+            ErrorCode::Protocol | ErrorCode::Cancelled => {
                 Error::Protocol(message)
             }
             ErrorCode::UnknownHandle
@@ -131,6 +156,17 @@ impl Error {
             | ErrorCode::InvalidArgument => Error::Invalid(message),
         }
     }
+}
+
+/// `TooLarge` from the broker's message, which names the item's length and then the limit
+/// ("an item of 2000 bytes does not fit in a frame of 1024 bytes").
+fn too_large(message: &str) -> Error {
+    let mut numbers = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|word| word.parse::<usize>().ok());
+    let len = numbers.next().unwrap_or(0);
+    let max = numbers.next().unwrap_or(0);
+    Error::TooLarge { len, max }
 }
 
 /// The result type of this crate.

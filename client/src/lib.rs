@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`Client`]: one connection to a broker, shared by threads;
+//! - [`Client`]: one connection to a broker, shared by threads; [`ConnectOptions`]: its
+//!   time limit for connecting and the users it trusts to serve the address;
 //! - [`Queue<T>`]: a typed queue handle (postcard-encoded items); [`RawQueue`]: the same
 //!   over raw bytes, as the `ipcq` command line uses;
 //! - [`PipeEnd<T>`] / [`RawPipeEnd`]: one end of a two-ended pipe ([`End`], [`PipeOptions`]);
@@ -31,6 +32,7 @@
 
 mod client;
 mod common;
+mod connect;
 mod error;
 mod pipe;
 mod queue;
@@ -40,6 +42,7 @@ pub mod tokio;
 
 pub use client::Client;
 pub use common::DEFAULT_PREFETCH;
+pub use connect::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
 pub use queue::{Queue, RawQueue};

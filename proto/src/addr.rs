@@ -43,8 +43,8 @@ pub fn default_addr() -> String {
 }
 
 /// The platform's default address, identical for broker and clients:
-/// `$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>.sock` on Unix; the named pipe
-/// `ipcq` on Windows.
+/// `$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>/ipcq.sock` on Unix (a directory the
+/// user owns with mode 0700, see [`private_dir`]); the named pipe `ipcq` on Windows.
 pub fn platform_addr() -> String {
     #[cfg(unix)]
     {
@@ -53,11 +53,76 @@ pub fn platform_addr() -> String {
                 .join("ipcq.sock")
                 .to_string_lossy()
                 .into_owned(),
-            _ => format!("/tmp/ipcq-{}.sock", rustix::process::getuid().as_raw()),
+            _ => fallback_dir()
+                .join("ipcq.sock")
+                .to_string_lossy()
+                .into_owned(),
         }
     }
     #[cfg(not(unix))]
     {
         "ipcq".to_owned()
+    }
+}
+
+/// The directory of the default address when `XDG_RUNTIME_DIR` is not set:
+/// `/tmp/ipcq-<uid>`. `/tmp` is writable by everyone, so the socket never lies in it
+/// directly: another user could create it first.
+#[cfg(unix)]
+fn fallback_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/ipcq-{}", rustix::process::geteuid().as_raw()))
+}
+
+/// Makes sure that the directory holding the socket `addr` is private, when `addr` is the
+/// platform default's fallback (`/tmp/ipcq-<uid>/...`): creates it with mode 0700 if it is
+/// missing, and checks that it is a directory (not a symbolic link), owned by this user,
+/// that no one else may enter. Broker and clients both call it before they use the
+/// address, so whichever comes first creates the directory and another user cannot have
+/// prepared it for them. Other addresses are left as they are (their protection is the
+/// peer-credential check on every connection).
+///
+/// # Errors
+///
+/// A message that names the directory and what is wrong with it.
+pub fn private_dir(addr: &str) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let dir = fallback_dir();
+        if PathBuf::from(addr).parent() != Some(dir.as_path()) {
+            return Ok(());
+        }
+        let shown = dir.display();
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(format!("cannot create {shown}: {err}")),
+        }
+        let meta = std::fs::symlink_metadata(&dir).map_err(|err| format!("{shown}: {err}"))?;
+        if !meta.file_type().is_dir() {
+            return Err(format!(
+                "{shown} is not a directory (a symbolic link or a file): ipcq will not use it; \
+                 remove it or set IPCQ_ADDR"
+            ));
+        }
+        let ours = rustix::process::geteuid().as_raw();
+        if meta.uid() != ours {
+            return Err(format!(
+                "{shown} belongs to user {}, not to you (user {ours}): ipcq will not use it; \
+                 remove it or set IPCQ_ADDR",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            // Ours: make it private again rather than refuse.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|err| format!("cannot make {shown} private (mode 0700): {err}"))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = addr;
+        Ok(())
     }
 }

@@ -36,7 +36,7 @@ mod error;
 mod frame;
 mod message;
 
-pub use addr::{classify_addr, default_addr, platform_addr, AddrKind, ADDR_ENV};
+pub use addr::{classify_addr, default_addr, platform_addr, private_dir, AddrKind, ADDR_ENV};
 pub use error::{CodecError, Error};
 pub use frame::{decode_frame, frame_prefix, DEFAULT_MAX_FRAME_LEN, MAX_HANDSHAKE_LEN, PREFIX_LEN};
 pub use message::{

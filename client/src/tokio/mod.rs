@@ -75,6 +75,7 @@ use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Kind, ObjectStats, Op, Reply, W
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK};
+use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeOptions};
 use crate::{Error, Result};
 use queue::Local;
@@ -170,21 +171,65 @@ pub(crate) enum Purpose {
 }
 
 impl Client {
-    /// Connects to the broker at `addr` (as [`crate::Client::connect`]).
+    /// Connects to the broker at `addr` (as [`crate::Client::connect`]), with the default
+    /// [`ConnectOptions`].
     ///
     /// # Errors
     ///
-    /// [`Error::NoBroker`] when nothing listens there, [`Error::Protocol`] when what answers
-    /// is not an ipcq broker of this protocol version, [`Error::LimitReached`] when the
-    /// broker has its maximum of connections.
+    /// [`Error::NoBroker`] when nothing listens there, [`Error::NoAnswer`] when something
+    /// listens but does not complete the handshake in time, [`Error::Untrusted`] when
+    /// another user serves the address, [`Error::Protocol`] when what answers is not an
+    /// ipcq broker of this protocol version, [`Error::LimitReached`] when the broker has
+    /// its maximum of connections.
     pub async fn connect(addr: &str) -> Result<Client> {
-        let stream = match ipcq_proto::classify_addr(addr) {
-            AddrKind::Path(path) => Stream::connect(path.to_fs_name::<GenericFilePath>()?).await,
-            AddrKind::Namespaced(name) => {
-                Stream::connect(name.to_ns_name::<GenericNamespaced>()?).await
+        Self::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects to the broker at `addr` with `options` (time limit, trusted users).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
+        let timeout = options.timeout.max(Duration::from_millis(1));
+        let step = std::sync::Mutex::new("connecting");
+        let attempt = Self::connect_steps(addr, options, &step);
+        match ::tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                let what = *step.lock().unwrap_or_else(|p| p.into_inner());
+                Err(connect::no_answer(addr, timeout, what))
             }
         }
-        .map_err(|err| connect_error(addr, err))?;
+    }
+
+    async fn connect_steps(
+        addr: &str,
+        options: &ConnectOptions,
+        step: &std::sync::Mutex<&'static str>,
+    ) -> Result<Client> {
+        let at = |what: &'static str| *step.lock().unwrap_or_else(|p| p.into_inner()) = what;
+        connect::prepare(addr)?;
+        let stream = loop {
+            let attempt = match ipcq_proto::classify_addr(addr) {
+                AddrKind::Path(path) => {
+                    Stream::connect(path.to_fs_name::<GenericFilePath>()?).await
+                }
+                AddrKind::Namespaced(name) => {
+                    Stream::connect(name.to_ns_name::<GenericNamespaced>()?).await
+                }
+            };
+            match attempt {
+                Ok(stream) => break stream,
+                // The listener's backlog is full: try again until the time limit.
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    ::tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(err) => return Err(connect_error(addr, err)),
+            }
+        };
+        connect::verify_server(&stream, addr, options)?;
+        at("waiting for the broker's handshake");
         // If the write fails, the broker has closed the connection: its reason is read below.
         let _ = (&stream).write_all(&hello_frame()?).await;
         let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -194,6 +239,7 @@ impl Client {
             Err(err) => return Err(err.error()),
         };
         let max_frame_len = their_hello(frame)?;
+        at("waiting for the first answer");
 
         let conn = Arc::new(Conn {
             stream,
