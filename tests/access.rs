@@ -71,11 +71,7 @@ fn another_user_is_refused_with_a_clear_error_and_logged() {
         assert!(stderr.contains(&format!("user {NOBODY}")), "{stderr}");
         // The broker logs the refusal before it answers; the line reaches the test through
         // the thread reading the broker's stderr.
-        let logged = std::time::Instant::now();
-        while !broker.log().contains("not admitted") {
-            assert!(logged.elapsed() < LIMIT, "not logged: {}", broker.log());
-            std::thread::yield_now();
-        }
+        broker.wait_for_log("not admitted");
         // The broker's own user still gets in.
         broker.client().ping().unwrap();
     });

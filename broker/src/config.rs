@@ -1,5 +1,8 @@
 //! Broker configuration.
 
+use std::time::Duration;
+
+use crate::peer::OutputLimits;
 use crate::Error;
 
 /// How a broker listens and what it allows.
@@ -28,6 +31,9 @@ pub struct Config {
     pub(crate) allow_uids: Vec<u32>,
     pub(crate) allow_gids: Vec<u32>,
     pub(crate) max_waiters: usize,
+    pub(crate) output_soft: usize,
+    pub(crate) output_hard: usize,
+    pub(crate) output_soft_for: Duration,
 }
 
 impl Default for Config {
@@ -43,6 +49,9 @@ impl Default for Config {
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
             max_waiters: 65_536,
+            output_soft: 256 << 10,
+            output_hard: 128 << 20,
+            output_soft_for: Duration::from_secs(60),
         }
     }
 }
@@ -153,6 +162,37 @@ impl Config {
         self
     }
 
+    /// How many bytes of answers one connection may leave unread (written by the broker,
+    /// not yet taken by the client's socket), as Redis's client-output-buffer-limit:
+    ///
+    /// - over `soft`, the broker stops reading that connection's requests (they wait in
+    ///   its socket) until the client has read enough to be back under; other connections
+    ///   carry on;
+    /// - over `soft` for longer than `soft_for`, or over `hard` at any moment, the
+    ///   connection is dropped with a log line, and what it held goes back as for any
+    ///   disconnect (its in-flight items to the head of their queues, its locks freed).
+    ///
+    /// Answers to a client's own requests stay within `soft` plus one answer; what can
+    /// reach `hard` is items delivered to requests it parked earlier.
+    ///
+    /// Default: 256 KiB soft, 128 MiB hard, 60 s. `hard` must be at least twice the frame
+    /// limit plus `soft`, so that no single answer can reach it.
+    #[must_use]
+    pub fn output_limits(mut self, soft: usize, hard: usize, soft_for: Duration) -> Self {
+        self.output_soft = soft;
+        self.output_hard = hard;
+        self.output_soft_for = soft_for;
+        self
+    }
+
+    pub(crate) fn output(&self) -> OutputLimits {
+        OutputLimits {
+            soft: self.output_soft,
+            hard: self.output_hard,
+            soft_for: self.output_soft_for,
+        }
+    }
+
     /// The address this configuration listens on.
     pub fn get_addr(&self) -> &str {
         &self.addr
@@ -173,6 +213,16 @@ impl Config {
             return invalid(format!(
                 "byte budgets (queue {}, total {}) must be at least max_frame_len ({})",
                 self.max_queue_bytes, self.max_total_bytes, self.max_frame_len
+            ));
+        }
+        if self.output_soft == 0
+            || self.output_hard < self.output_soft + 2 * self.max_frame_len
+            || self.output_soft_for.is_zero()
+        {
+            return invalid(format!(
+                "output limits: soft ({}) must be positive, hard ({}) at least soft plus twice \
+                 max_frame_len ({}), and the time positive",
+                self.output_soft, self.output_hard, self.max_frame_len
             ));
         }
         if self.max_connections == 0

@@ -76,6 +76,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             link.wake.notified().await;
             continue;
         }
+        let taken: usize = batch.iter().map(Outgoing::len).sum();
         for msg in batch {
             buf.extend_from_slice(&msg.head);
             for item in msg.tail {
@@ -97,6 +98,11 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             buf.clear();
         }
         writer.flush().await?;
+        link.written(taken);
+        if buf.capacity() > WRITE_BATCH * 4 {
+            // A large answer passed through: do not keep its buffer for the small ones.
+            buf = Vec::with_capacity(64 * 1024);
+        }
     }
     writer.shutdown().await
 }

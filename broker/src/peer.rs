@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, ErrorReply, Reply};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::connection::DIRECT_WRITE;
 use crate::objects::Queue;
@@ -20,6 +20,37 @@ use crate::objects::Queue;
 pub(crate) struct Outgoing {
     pub(crate) head: Vec<u8>,
     pub(crate) tail: Vec<Bytes>,
+}
+
+impl Outgoing {
+    /// Bytes this message holds until it is written.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.tail.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// How much a connection may leave unread (bytes the broker has for it and the socket has
+/// not taken), as Redis's client-output-buffer-limit. Replies are produced by the client's
+/// own requests and by its parked requests (deliveries, expiries), so a client that stops
+/// reading its socket would otherwise make the broker keep every answer for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutputLimits {
+    /// Over this, the broker stops reading the connection's requests until it is back
+    /// under; other connections are not affected.
+    pub(crate) soft: usize,
+    /// Over this, the connection is dropped at once.
+    pub(crate) hard: usize,
+    /// Over `soft` for this long, the connection is dropped.
+    pub(crate) soft_for: std::time::Duration,
+}
+
+/// Where a connection's unread output stands, for its session to watch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Output {
+    /// When the output last went over the soft limit, while it is over.
+    pub(crate) over_soft_since: Option<tokio::time::Instant>,
+    /// It went over the hard limit: the connection is to be dropped.
+    pub(crate) overflowed: bool,
 }
 
 /// Writes to the connection's socket what it takes now, without waiting.
@@ -45,6 +76,9 @@ pub(crate) struct Link {
     /// The writer task has work.
     pub(crate) wake: Notify,
     socket: Box<dyn TryWrite>,
+    limits: OutputLimits,
+    /// Changes when the output crosses the soft limit or overflows.
+    output: watch::Sender<Output>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +90,8 @@ pub(crate) struct LinkState {
     flagged: bool,
     /// Nothing more will be queued: the writer sends what is there and shuts down.
     pub(crate) closed: bool,
+    /// Bytes queued or being written by the writer task, not yet taken by the socket.
+    pub(crate) unwritten: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +131,13 @@ pub(crate) fn flush_scope<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl Link {
-    pub(crate) fn new(socket: Box<dyn TryWrite>) -> Arc<Self> {
+    pub(crate) fn new(socket: Box<dyn TryWrite>, limits: OutputLimits) -> Arc<Self> {
         Arc::new(Link {
             state: Mutex::new(LinkState::default()),
             wake: Notify::new(),
             socket,
+            limits,
+            output: watch::channel(Output::default()).0,
         })
     }
 
@@ -108,9 +146,53 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Follows the connection's unread output.
+    pub(crate) fn output(&self) -> watch::Receiver<Output> {
+        self.output.subscribe()
+    }
+
+    /// Whether the unread output is over the soft limit now.
+    pub(crate) fn over_soft(&self) -> bool {
+        self.lock().unwritten > self.limits.soft
+    }
+
+    pub(crate) fn limits(&self) -> OutputLimits {
+        self.limits
+    }
+
+    /// `bytes` more (or, with `written`, fewer) bytes unread: tells the session when that
+    /// crosses a limit. Called with the state locked, so crossings are seen in order.
+    fn account(&self, state: &mut LinkState, more: usize, written: usize) {
+        let before = state.unwritten;
+        state.unwritten = (before + more).saturating_sub(written);
+        let after = state.unwritten;
+        let soft = self.limits.soft;
+        if after > self.limits.hard {
+            // Dropped at once: what is queued is freed now, and nothing more is queued.
+            // Deliveries among it stay on the client's ledger and go back to their queues
+            // when the session ends.
+            state.queue.clear();
+            state.closed = true;
+            state.unwritten = 0;
+            self.output.send_modify(|output| output.overflowed = true);
+            self.wake.notify_one();
+        } else if before <= soft && after > soft {
+            let now = tokio::time::Instant::now();
+            self.output
+                .send_modify(|output| output.over_soft_since = Some(now));
+        } else if before > soft && after <= soft {
+            self.output
+                .send_modify(|output| output.over_soft_since = None);
+        }
+    }
+
     /// Queues a message; makes sure someone will write it.
     fn push(self: &Arc<Self>, msg: Outgoing) {
         let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        self.account(&mut state, msg.len(), 0);
         if state.closed {
             return;
         }
@@ -132,6 +214,12 @@ impl Link {
             drop(state);
             self.wake.notify_one();
         }
+    }
+
+    /// The writer task wrote `bytes` that it had taken from the queue.
+    pub(crate) fn written(&self, bytes: usize) {
+        let mut state = self.lock();
+        self.account(&mut state, 0, bytes);
     }
 
     /// Writes what is queued straight to the socket, if nobody else is writing; what the
@@ -173,7 +261,8 @@ impl Link {
             }
         }
         let mut state = self.lock();
-        if written < buf.len() {
+        self.account(&mut state, 0, written);
+        if written < buf.len() && !state.closed {
             state.queue.push_front(Outgoing {
                 head: buf.split_off(written),
                 tail: Vec::new(),
@@ -470,6 +559,12 @@ fn len_u32(item: &Bytes) -> u32 {
 mod tests {
     use super::*;
 
+    const LIMITS: OutputLimits = OutputLimits {
+        soft: 10,
+        hard: 1000,
+        soft_for: std::time::Duration::from_secs(60),
+    };
+
     /// A socket with room for `room` more bytes, recording what it took.
     #[derive(Debug)]
     struct Socket {
@@ -512,7 +607,7 @@ mod tests {
     #[test]
     fn a_batch_goes_out_in_one_write_at_its_end() {
         let socket = socket(100);
-        let link = Link::new(Box::new(Arc::clone(&socket)));
+        let link = Link::new(Box::new(Arc::clone(&socket)), LIMITS);
         flush_scope(|| {
             link.push(msg(b"abc"));
             link.push(msg(b"defg"));
@@ -529,7 +624,7 @@ mod tests {
     #[test]
     fn what_the_socket_does_not_take_goes_to_the_writer_in_order() {
         let socket = socket(4);
-        let link = Link::new(Box::new(Arc::clone(&socket)));
+        let link = Link::new(Box::new(Arc::clone(&socket)), LIMITS);
         flush_scope(|| {
             link.push(msg(b"abc"));
             link.push(msg(b"defg"));
@@ -543,9 +638,41 @@ mod tests {
     }
 
     #[test]
+    fn unread_output_crosses_the_soft_limit_and_back() {
+        let socket = socket(0);
+        let link = Link::new(Box::new(Arc::clone(&socket)), LIMITS);
+        let output = link.output();
+        flush_scope(|| link.push(msg(b"0123456789")));
+        assert!(
+            output.borrow().over_soft_since.is_none(),
+            "10 bytes is the limit"
+        );
+        flush_scope(|| link.push(msg(b"a")));
+        assert!(output.borrow().over_soft_since.is_some());
+        assert!(link.over_soft());
+        link.written(11);
+        assert!(output.borrow().over_soft_since.is_none());
+        assert!(!output.borrow().overflowed);
+    }
+
+    #[test]
+    fn past_the_hard_limit_the_output_is_dropped_and_nothing_more_queued() {
+        let socket = socket(0);
+        let link = Link::new(Box::new(Arc::clone(&socket)), LIMITS);
+        flush_scope(|| link.push(msg(&[7; 600])));
+        assert!(!link.output().borrow().overflowed);
+        flush_scope(|| link.push(msg(&[7; 600])));
+        assert!(link.output().borrow().overflowed);
+        assert!(link.lock().queue.is_empty(), "what was queued is freed");
+        flush_scope(|| link.push(msg(b"late")));
+        assert!(link.lock().queue.is_empty(), "nothing more is queued");
+        assert_eq!(link.lock().unwritten, 0);
+    }
+
+    #[test]
     fn outside_a_batch_the_writer_task_writes() {
         let socket = socket(100);
-        let link = Link::new(Box::new(Arc::clone(&socket)));
+        let link = Link::new(Box::new(Arc::clone(&socket)), LIMITS);
         link.push(msg(b"late"));
         assert_eq!(link.lock().owner, Some(Owner::Task));
         assert!(socket.written.lock().unwrap().is_empty());

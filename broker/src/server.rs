@@ -59,7 +59,10 @@ pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
     let name = match ipcq_proto::classify_addr(addr) {
         AddrKind::Path(path) => {
             ipcq_proto::private_dir(addr).map_err(|why| {
-                listen_err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))
+                listen_err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    why,
+                ))
             })?;
             clear_stale_socket(addr, &path)?;
             path.to_fs_name::<GenericFilePath>().map_err(listen_err)?
@@ -210,6 +213,7 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
     let shared = Arc::new(Shared {
         registry: Registry::new(&config),
         max_frame_len: config.max_frame_len,
+        output: config.output(),
     });
     // Connections past the limit are accepted only to be told why they are refused; the
     // permit travels with the session and is returned when it ends.

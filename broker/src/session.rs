@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::connection::{read_frame, write_loop, ReadError};
 use crate::objects::{Barrier, Event, Object, Permits, Queue};
-use crate::peer::{flush_scope, Direct, Link, Peer, Taken};
+use crate::peer::{flush_scope, Direct, Link, OutputLimits, Peer, Taken};
 use crate::registry::Registry;
 
 /// A client that has not finished its handshake by then is not an ipcq client.
@@ -26,6 +26,7 @@ pub(crate) const FRAME_OVERHEAD: usize = 64;
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) max_frame_len: usize,
+    pub(crate) output: OutputLimits,
 }
 
 /// Runs one connection to its end. Never panics on input; every way out is logged here.
@@ -39,33 +40,81 @@ pub(crate) async fn run<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + Clone + std::fmt::Debug + 'static,
 {
-    let link = Link::new(Box::new(Direct(std::sync::Mutex::new(writer.clone()))));
+    let link = Link::new(
+        Box::new(Direct(std::sync::Mutex::new(writer.clone()))),
+        shared.output,
+    );
     let writer = tokio::spawn(write_loop(writer, Arc::clone(&link)));
     let mut session = Session {
-        peer: Arc::new(Peer::new(id, link, shared.max_frame_len)),
+        peer: Arc::new(Peer::new(id, Arc::clone(&link), shared.max_frame_len)),
         shared,
         handles: Vec::new(),
         by_name: HashMap::new(),
         reader,
         buf: BytesMut::with_capacity(64 * 1024),
+        link: Arc::clone(&link),
     };
     session.send_hello();
     let outcome = tokio::select! {
         outcome = session.serve() => outcome,
+        why = unread_output(&link) => Err(SessionError::Unread(why)),
         _ = shutdown.wait_for(|&stop| stop) => {
             session.peer.fatal(ErrorCode::ShuttingDown, "the broker is shutting down");
             Ok(())
         }
     };
+    let unread = matches!(outcome, Err(SessionError::Unread(_)));
     match outcome {
         Ok(()) => tracing::debug!(peer = id, "connection closed"),
+        Err(SessionError::Unread(why)) => {
+            tracing::warn!(peer = id, reason = %why, "connection dropped: it does not read its answers");
+        }
         Err(err) => tracing::info!(peer = id, cause = %err, "connection dropped"),
     }
     session.clean_up();
     drop(session);
+    drop(link);
+    if unread {
+        // Its writer may be stuck on a socket that is never read: stop it, which closes
+        // the socket once the last handle on the peer is gone.
+        writer.abort();
+        return;
+    }
     // The writer ends once every handle on the peer is gone, after sending what is queued.
     if let Ok(Err(err)) = writer.await {
         tracing::debug!(peer = id, cause = %err, "write side failed");
+    }
+}
+
+/// Completes when the connection must be dropped because it leaves its answers unread:
+/// past the hard limit at once, or over the soft limit for longer than allowed.
+async fn unread_output(link: &Link) -> String {
+    let limits = link.limits();
+    let mut output = link.output();
+    loop {
+        let now = *output.borrow_and_update();
+        if now.overflowed {
+            return format!("over {} bytes of answers unread", limits.hard);
+        }
+        match now.over_soft_since {
+            Some(since) => {
+                tokio::select! {
+                    changed = output.changed() => if changed.is_err() { return "closed".into() },
+                    () = tokio::time::sleep_until(since + limits.soft_for) => {
+                        return format!(
+                            "over {} bytes of answers unread for {:?}",
+                            limits.soft, limits.soft_for
+                        );
+                    }
+                }
+            }
+            None => {
+                if output.changed().await.is_err() {
+                    // The link is gone: the session is ending anyway.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 
@@ -79,6 +128,8 @@ struct Session<R> {
     by_name: HashMap<(String, u8), u32>,
     reader: R,
     buf: BytesMut,
+    /// Where this connection's answers wait to be written.
+    link: Arc<Link>,
 }
 
 /// An object opened on this connection: for a pipe, the end this connection holds.
@@ -95,6 +146,8 @@ enum SessionError {
     Read(#[from] ReadError),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    Unread(String),
 }
 
 impl<R: AsyncRead + Unpin> Session<R> {
@@ -143,7 +196,13 @@ impl<R: AsyncRead + Unpin> Session<R> {
         self.peer
             .set_max_frame_len(self.shared.max_frame_len.min(hello.max_frame_len as usize));
 
+        let mut output = self.link.output();
         loop {
+            // A client that leaves its answers unread is not read either, until it catches
+            // up: its requests wait in the socket, and the broker keeps no more for it.
+            if output.borrow().over_soft_since.is_some() {
+                let _ = output.wait_for(|now| now.over_soft_since.is_none()).await;
+            }
             let frame = match read_frame(&mut self.reader, &mut self.buf, self.shared.max_frame_len)
                 .await
             {
@@ -159,6 +218,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
             flush_scope(|| {
                 self.handle_frame(frame)?;
                 loop {
+                    if self.link.over_soft() {
+                        // The rest of the batch waits in the buffer.
+                        return Ok(());
+                    }
                     match ipcq_proto::decode_frame(&mut self.buf, self.shared.max_frame_len) {
                         Ok(Some(frame)) => self.handle_frame(frame)?,
                         Ok(None) => return Ok(()),

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use interprocess::ConnectWaitMode;
 
 use interprocess::local_socket::{
-    prelude::*, ConnectOptions as ConnectOptions_, GenericFilePath,
-    GenericNamespaced, Stream,
+    prelude::*, ConnectOptions as ConnectOptions_, GenericFilePath, GenericNamespaced, Stream,
 };
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
@@ -145,7 +144,11 @@ impl Client {
     pub fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
         let start = Instant::now();
         let timeout = options.timeout.max(Duration::from_millis(1));
-        let left = || timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+        let left = || {
+            timeout
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(1))
+        };
         connect::prepare(addr)?;
         let connect_options = match ipcq_proto::classify_addr(addr) {
             AddrKind::Path(path) => {
@@ -170,13 +173,14 @@ impl Client {
         // If the write fails, the broker has closed the connection: its reason is read below.
         let _ = (&stream).write_all(&hello_frame()?);
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let frame = read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN).map_err(|err| {
-            if start.elapsed() >= timeout {
-                connect::no_answer(addr, timeout, "waiting for the broker's handshake")
-            } else {
-                err
-            }
-        })?;
+        let frame =
+            read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN).map_err(|err| {
+                if start.elapsed() >= timeout {
+                    connect::no_answer(addr, timeout, "waiting for the broker's handshake")
+                } else {
+                    err
+                }
+            })?;
         let max_frame_len = their_hello(frame)?;
         set_timeouts(&stream, Some(left()))?;
 

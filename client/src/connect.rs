@@ -122,14 +122,16 @@ pub(crate) fn prepare(addr: &str) -> Result<()> {
 /// `uid 1000 (alice)`, or `uid 1000` when `/etc/passwd` does not name it.
 #[cfg(unix)]
 fn user_name(uid: u32) -> String {
-    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|passwd| {
-        passwd.lines().find_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            let id = fields.nth(1)?;
-            (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-        })
-    });
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
     match name {
         Some(name) => format!("uid {uid} ({name})"),
         None => format!("uid {uid}"),

@@ -147,9 +147,7 @@ impl Error {
             ErrorCode::ShuttingDown => Error::BrokerGone(message),
             // A withdrawn request's answer goes to no caller; seeing one is a protocol slip.
             ErrorCode::TooLarge => too_large(&message),
-            ErrorCode::Protocol | ErrorCode::Cancelled => {
-                Error::Protocol(message)
-            }
+            ErrorCode::Protocol | ErrorCode::Cancelled => Error::Protocol(message),
             ErrorCode::UnknownHandle
             | ErrorCode::WrongKind
             | ErrorCode::InvalidName

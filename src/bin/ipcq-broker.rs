@@ -34,6 +34,16 @@ struct Args {
     /// Most requests waiting at once on one object (getters, putters, acquirers, ...).
     #[arg(long, default_value_t = 65_536)]
     max_waiters: usize,
+    /// Bytes of answers one connection may leave unread before the broker stops reading its
+    /// requests (until it catches up).
+    #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
+    output_soft_limit: usize,
+    /// Bytes of answers one connection may leave unread before it is dropped.
+    #[arg(long, default_value_t = 128 << 20, value_name = "BYTES")]
+    output_hard_limit: usize,
+    /// Seconds a connection may stay over the soft output limit before it is dropped.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    output_soft_seconds: f64,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -74,7 +84,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         .max_objects(args.max_objects)
         .max_queue_bytes(args.max_queue_bytes)
         .max_total_bytes(args.max_total_bytes)
-        .max_waiters(args.max_waiters);
+        .max_waiters(args.max_waiters)
+        .output_limits(
+            args.output_soft_limit,
+            args.output_hard_limit,
+            std::time::Duration::try_from_secs_f64(args.output_soft_seconds)
+                .context("invalid --output-soft-seconds")?,
+        );
     for uid in args.allow_uid {
         config = config.allow_uid(uid);
     }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ipcq::stats::{ObjectDetail, PipeStats, QueueStats};
@@ -26,8 +26,11 @@ pub struct TestBroker {
     pub addr: String,
     pub dir: tempfile::TempDir,
     /// Everything the broker wrote to stderr so far.
-    pub log: Arc<Mutex<String>>,
+    pub log: Log,
 }
+
+/// A broker's stderr as read so far, and a signal for each line.
+pub type Log = Arc<(Mutex<String>, Condvar)>;
 
 impl TestBroker {
     pub fn start() -> TestBroker {
@@ -66,7 +69,18 @@ impl TestBroker {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 30 s) until the broker has logged a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let (log, line) = &*self.log;
+        let (log, timeout) = line
+            .wait_timeout_while(log.lock().unwrap(), Duration::from_secs(30), |log| {
+                !log.contains(needle)
+            })
+            .unwrap();
+        assert!(!timeout.timed_out(), "never logged {needle:?}: {}", *log);
     }
 }
 
@@ -79,7 +93,7 @@ impl Drop for TestBroker {
 
 /// Spawns a broker and waits for its "broker listening" line. On failure returns the
 /// exit status and everything it printed.
-pub fn spawn_broker(addr: &str, args: &[&str]) -> Result<(Child, Arc<Mutex<String>>), String> {
+pub fn spawn_broker(addr: &str, args: &[&str]) -> Result<(Child, Log), String> {
     let mut child = Command::new(BROKER)
         .arg("--addr")
         .arg(addr)
@@ -92,7 +106,7 @@ pub fn spawn_broker(addr: &str, args: &[&str]) -> Result<(Child, Arc<Mutex<Strin
         .spawn()
         .expect("spawn ipcq-broker");
     let stderr = child.stderr.take().expect("piped stderr");
-    let log = Arc::new(Mutex::new(String::new()));
+    let log: Log = Arc::new((Mutex::new(String::new()), Condvar::new()));
     let (ready_tx, ready_rx) = mpsc::channel();
     let sink = Arc::clone(&log);
     std::thread::spawn(move || {
@@ -101,16 +115,17 @@ pub fn spawn_broker(addr: &str, args: &[&str]) -> Result<(Child, Arc<Mutex<Strin
             if line.contains("broker listening") {
                 let _ = ready_tx.send(());
             }
-            let mut log = sink.lock().unwrap();
+            let mut log = sink.0.lock().unwrap();
             log.push_str(&line);
             log.push('\n');
+            sink.1.notify_all();
         }
     });
     match ready_rx.recv_timeout(Duration::from_secs(30)) {
         Ok(()) => Ok((child, log)),
         Err(_) => {
             let status = child.wait().expect("broker exited");
-            Err(format!("{status}: {}", log.lock().unwrap()))
+            Err(format!("{status}: {}", log.0.lock().unwrap()))
         }
     }
 }

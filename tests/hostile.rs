@@ -1,0 +1,166 @@
+#![cfg(unix)]
+//! Clients that try to make the broker hold memory for them or hang others: one that never
+//! reads its answers, one that parks requests and lets deliveries pile up unread.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::raw::Raw;
+use common::*;
+use ipcq_proto::{ClientMsg, Kind, Op, Wait};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The broker process's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Writes `requests` encoded requests to `raw` without ever reading, until they are all
+/// written or the socket stays full for a second (the broker stopped reading); returns the
+/// bytes written.
+fn flood(raw: &mut Raw, op: &Op, requests: usize) -> usize {
+    let mut frame = Vec::new();
+    for id in 0..requests {
+        let msg = ClientMsg::Request {
+            id: id as u64,
+            op: op.clone(),
+        };
+        ipcq_proto::encode(&msg, 0, 1 << 24, &mut frame).unwrap();
+    }
+    raw.stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut written = 0;
+    while written < frame.len() {
+        match raw.stream.write(&frame[written..]) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_grow_the_broker_or_slow_others() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let pid = broker.child.id();
+        let client = broker.client();
+        // Many objects with long names make every stats answer large.
+        for i in 0..2000 {
+            let name = format!("{i:0>200}");
+            client.raw_queue(&name, 0).unwrap();
+        }
+        let before = rss_kib(pid);
+        let mut hostile = Raw::handshake(&broker.addr);
+        // 40 MB of answers if they were all kept: 100 stats requests of ~420 KB each.
+        let sent = flood(&mut hostile, &Op::Stats, 100);
+        let mut pinger = Raw::handshake(&broker.addr);
+        let sent_pings = flood(&mut pinger, &Op::Ping, 2_000_000);
+        // The broker stopped reading both: far less than all was taken.
+        assert!(
+            sent_pings < 2_000_000 * 7,
+            "the broker stopped reading the pinger"
+        );
+        let start = Instant::now();
+        client.ping().unwrap();
+        let ping = start.elapsed();
+        let after = rss_kib(pid);
+        eprintln!(
+            "stats requests written {sent} B, pings written {sent_pings} B; broker RSS \
+             {before} KiB -> {after} KiB; another client's ping took {ping:?}"
+        );
+        assert!(
+            after < before + 32 * 1024,
+            "broker grew from {before} KiB to {after} KiB"
+        );
+        assert!(ping < Duration::from_secs(2), "a ping took {ping:?}");
+        drop(hostile);
+        drop(pinger);
+    });
+}
+
+#[test]
+fn a_connection_over_the_soft_limit_too_long_is_dropped_and_its_items_go_back() {
+    watchdog(LIMIT, || {
+        let broker =
+            TestBroker::start_with(&["--output-soft-limit", "4096", "--output-soft-seconds", "1"]);
+        let client = broker.client();
+        let jobs = client.raw_queue("jobs", 0).unwrap();
+        for i in 0..50u32 {
+            jobs.put(&[i as u8; 60_000]).unwrap();
+        }
+        // A consumer that asks for everything and reads none of it.
+        let mut hostile = Raw::handshake(&broker.addr);
+        let open = Op::Open {
+            name: "jobs".into(),
+            kind: Kind::Queue { capacity: 0 },
+        };
+        hostile.send(&ClientMsg::Request { id: 1, op: open }, &[]);
+        let _opened = hostile.read_broker_msg();
+        let get = Op::GetMany {
+            handle: 0,
+            max: 50,
+            wait: Wait::Block,
+        };
+        hostile.send(&ClientMsg::Request { id: 2, op: get }, &[]);
+        // It is dropped, and the 50 items are back in the queue, in order.
+        wait_until(&client, "jobs", "the unread items to come back", |q| {
+            q.ready == 50 && q.in_flight == 0
+        });
+        broker.wait_for_log("does not read its answers");
+        for i in 0..50u32 {
+            assert_eq!(jobs.get().unwrap()[0], i as u8);
+        }
+    });
+}
+
+#[test]
+fn deliveries_past_the_hard_limit_drop_the_connection_and_the_items_go_back() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start_with(&[
+            "--max-frame-len",
+            "65536",
+            "--output-soft-limit",
+            "4096",
+            "--output-hard-limit",
+            "200000",
+        ]);
+        let client = broker.client();
+        let jobs = client.raw_queue("jobs", 0).unwrap();
+        // A consumer that parks 20 gets and reads nothing.
+        let mut hostile = Raw::handshake(&broker.addr);
+        let open = Op::Open {
+            name: "jobs".into(),
+            kind: Kind::Queue { capacity: 0 },
+        };
+        hostile.send(&ClientMsg::Request { id: 1, op: open }, &[]);
+        let _opened = hostile.read_broker_msg();
+        for id in 2..22 {
+            let get = Op::Get {
+                handle: 0,
+                wait: Wait::Block,
+            };
+            hostile.send(&ClientMsg::Request { id, op: get }, &[]);
+        }
+        wait_until(&client, "jobs", "20 parked getters", |q| q.getters == 20);
+        for i in 0..20u32 {
+            jobs.put(&[i as u8; 30_000]).unwrap();
+        }
+        wait_until(&client, "jobs", "the unread items to come back", |q| {
+            q.ready == 20 && q.in_flight == 0
+        });
+        broker.wait_for_log("does not read its answers");
+        for i in 0..20u32 {
+            assert_eq!(jobs.get().unwrap()[0], i as u8);
+        }
+    });
+}
