@@ -112,3 +112,178 @@ fn the_socket_alone_keeps_other_users_out() {
         assert!(!out.status.success());
     });
 }
+
+/// Runs `program args` as `nobody`.
+fn as_nobody(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            program,
+        ])
+        .args(args);
+    command
+}
+
+/// A broker run by `nobody` at `addr` (an impostor, from this test's point of view).
+fn impostor(addr: &str) -> std::process::Child {
+    let mut child = as_nobody(BROKER, &["--addr", addr])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the impostor");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines.any(|line| line.is_ok_and(|line| line.contains("broker listening"))),
+        "the impostor did not start"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+#[test]
+fn a_client_refuses_a_broker_of_another_user_before_sending_anything() {
+    if !can_switch_user() {
+        return;
+    }
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("ipcq.sock").to_string_lossy().into_owned();
+        let namespaced = format!("ipcq-impostor-{}", std::process::id());
+        for addr in [path.as_str(), namespaced.as_str()] {
+            let mut broker = impostor(addr);
+            let err = ipcq::Client::connect(addr).unwrap_err();
+            assert!(err.is_untrusted(), "{addr}: {err}");
+            assert!(err.to_string().contains(&format!("uid {NOBODY}")), "{err}");
+            // The command line says the same, and a deliberate setup can trust that user.
+            let out = cli(addr, &["ping"]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("untrusted server"), "{stderr}");
+            let out = cli(addr, &["--trust-uid", NOBODY, "ping"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let options = ipcq::ConnectOptions::new().trust_uid(NOBODY.parse().unwrap());
+            ipcq::Client::connect_with(addr, &options)
+                .unwrap()
+                .ping()
+                .unwrap();
+            let _ = broker.kill();
+            let _ = broker.wait();
+        }
+    });
+}
+
+#[test]
+fn the_default_address_lies_in_a_private_directory_checked_by_clients() {
+    if !can_switch_user() {
+        return;
+    }
+    watchdog(LIMIT, || {
+        // `nobody`'s default address is /tmp/ipcq-65534/ipcq.sock. Another user (root here)
+        // prepares that directory first: nobody's client refuses it.
+        let dir = std::path::PathBuf::from(format!("/tmp/ipcq-{NOBODY}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let ping = || {
+            as_nobody(CLI, &["ping"])
+                .env_remove("IPCQ_ADDR")
+                .env_remove("XDG_RUNTIME_DIR")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let out = ping();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("belongs to user 0"), "{stderr}");
+        std::fs::remove_dir(&dir).unwrap();
+        // A symbolic link there is refused too.
+        std::os::unix::fs::symlink("/tmp", &dir).unwrap();
+        let out = ping();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not a directory"), "{stderr}");
+        std::fs::remove_file(&dir).unwrap();
+        // Missing, the client creates it, private, and finds no broker.
+        let out = ping();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no broker answers"), "{stderr}");
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            NOBODY.parse::<u32>().unwrap()
+        );
+        std::fs::remove_dir(&dir).unwrap();
+    });
+}
+
+#[test]
+fn thousands_of_half_open_connections_of_another_user_do_not_starve_the_owner() {
+    if !can_switch_user() {
+        return;
+    }
+    watchdog(LIMIT, || {
+        let broker = reachable_broker(&[]);
+        let pid = broker.child.id();
+        let mut crowd = Vec::new();
+        let mut opened = 0;
+        for _ in 0..2 {
+            let script = format!(
+                "ulimit -n 8192 && exec {HELPER} half-open {} 2500",
+                broker.addr
+            );
+            let mut child = as_nobody("sh", &["-c", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            opened += line
+                .trim()
+                .strip_prefix("open ")
+                .unwrap()
+                .parse::<usize>()
+                .unwrap();
+            crowd.push(child);
+        }
+        assert!(opened >= 4000, "only {opened} connections opened");
+        // The owner still gets in at once.
+        let start = std::time::Instant::now();
+        broker.client().ping().unwrap();
+        let took = start.elapsed();
+        let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        let refusals = broker.log().matches("connection refused").count();
+        eprintln!(
+            "{opened} half-open connections: owner's connect+ping {took:?}, broker holds \
+             {descriptors} descriptors, {refusals} refusal lines logged"
+        );
+        assert!(took < Duration::from_secs(2), "the owner waited {took:?}");
+        assert!(
+            descriptors < 200,
+            "the broker holds {descriptors} descriptors"
+        );
+        assert!(
+            refusals < 500,
+            "{refusals} refusal lines for {opened} connections"
+        );
+        drop(crowd);
+    });
+}

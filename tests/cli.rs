@@ -23,7 +23,9 @@ fn put_get_stats_rm() {
         let broker = TestBroker::start();
         let addr = broker.addr.as_str();
         assert!(cli(addr, &["ping"]).status.success());
-        assert!(cli(addr, &["put", "lines", "hello world"]).status.success());
+        assert!(cli(addr, &["put", "lines", "hello world", "--create"])
+            .status
+            .success());
         assert!(cli(addr, &["put", "lines", "second"]).status.success());
 
         let stats = cli(addr, &["stats"]);
@@ -85,6 +87,7 @@ fn cli_and_raw_queues_interoperate() {
 fn empty_and_full_exit_1_with_a_message() {
     watchdog(LIMIT, || {
         let broker = TestBroker::start();
+        assert!(cli(&broker.addr, &["create", "nothing"]).status.success());
         let empty = cli(&broker.addr, &["get", "nothing", "--nowait"]);
         assert_eq!(empty.status.code(), Some(1));
         assert!(
@@ -121,4 +124,123 @@ fn no_broker_says_how_to_start_one() {
     let message = stderr(&output);
     assert!(message.contains("no broker answers"), "{message}");
     assert!(message.contains("ipcq-broker"), "{message}");
+}
+
+#[test]
+fn get_and_put_create_nothing_unless_asked() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let addr = broker.addr.as_str();
+        for args in [
+            &["get", "typo", "--nowait"][..],
+            &["put", "typo", "x"][..],
+            &["close", "typo"][..],
+        ] {
+            let out = cli(addr, args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(
+                stderr(&out).contains("no queue is named 'typo'"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        assert!(
+            broker.client().stats().unwrap().is_empty(),
+            "nothing was created"
+        );
+        // `create` makes a bounded queue that a program then opens with the same capacity.
+        assert!(cli(addr, &["create", "work", "--capacity", "3"])
+            .status
+            .success());
+        let work = broker.client().raw_queue("work", 3).unwrap();
+        assert!(cli(addr, &["put", "work", "a"]).status.success());
+        assert_eq!(&work.get().unwrap()[..], b"a");
+        // `close`: puts fail, what is left can be taken, then "closed".
+        assert!(cli(addr, &["put", "work", "b"]).status.success());
+        assert!(cli(addr, &["close", "work"]).status.success());
+        let late = cli(addr, &["put", "work", "c"]);
+        assert_eq!(late.status.code(), Some(2));
+        assert!(stderr(&late).contains("is closed"), "{}", stderr(&late));
+        assert_eq!(stdout(&cli(addr, &["get", "work"])), "b\n");
+        assert!(stderr(&cli(addr, &["get", "work"])).contains("is closed"));
+        // `--create` on put makes the queue with the capacity given.
+        assert!(
+            cli(addr, &["put", "made", "x", "--create", "--capacity", "7"])
+                .status
+                .success()
+        );
+        broker.client().raw_queue("made", 7).unwrap();
+    });
+}
+
+#[test]
+fn stats_columns_line_up_for_any_name() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let long = "a-queue-name-much-longer-than-the-twenty-eight-characters-of-old";
+        client.raw_queue("q", 0).unwrap().put(b"1").unwrap();
+        client.raw_queue(long, 5).unwrap();
+        let table = stdout(&cli(&broker.addr, &["stats"]));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        // Every column ends at the same place on every line.
+        let depth_end = lines[0].find("depth").unwrap() + "depth".len();
+        for line in &lines[1..] {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            let depth_at = line[cells[0].len()..].find(cells[1]).unwrap() + cells[0].len();
+            assert_eq!(depth_at + cells[1].len(), depth_end, "{table}");
+        }
+    });
+}
+
+#[test]
+fn every_command_fails_in_time_against_a_listener_that_never_answers() {
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mute.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Accept and hold every connection, never saying a word.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                held.push(stream);
+            }
+        });
+        let addr = path.to_string_lossy().into_owned();
+        let runs: [&[&str]; 6] = [
+            &["ping"],
+            &["stats"],
+            &["get", "q", "--nowait"],
+            &["get", "q", "--timeout", "1"],
+            &["put", "q", "x", "--nowait"],
+            &["rm", "q"],
+        ];
+        for args in runs {
+            let start = std::time::Instant::now();
+            let out = cli(&addr, &[&["--connect-timeout", "1"][..], args].concat());
+            let took = start.elapsed();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("no answer from"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+            assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+        }
+    });
+}
+
+#[test]
+fn versions_name_their_program() {
+    let out = std::process::Command::new(BROKER)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(stdout(&out).starts_with("ipcq-broker "), "{}", stdout(&out));
+    let out = std::process::Command::new(CLI)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(stdout(&out).starts_with("ipcq "), "{}", stdout(&out));
 }

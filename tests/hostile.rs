@@ -95,8 +95,8 @@ fn a_connection_over_the_soft_limit_too_long_is_dropped_and_its_items_go_back() 
             TestBroker::start_with(&["--output-soft-limit", "4096", "--output-soft-seconds", "1"]);
         let client = broker.client();
         let jobs = client.raw_queue("jobs", 0).unwrap();
-        for i in 0..50u32 {
-            jobs.put(&[i as u8; 60_000]).unwrap();
+        for i in 0..50u8 {
+            jobs.put(&[i; 60_000]).unwrap();
         }
         // A consumer that asks for everything and reads none of it.
         let mut hostile = Raw::handshake(&broker.addr);
@@ -117,8 +117,8 @@ fn a_connection_over_the_soft_limit_too_long_is_dropped_and_its_items_go_back() 
             q.ready == 50 && q.in_flight == 0
         });
         broker.wait_for_log("does not read its answers");
-        for i in 0..50u32 {
-            assert_eq!(jobs.get().unwrap()[0], i as u8);
+        for i in 0..50u8 {
+            assert_eq!(jobs.get().unwrap()[0], i);
         }
     });
 }
@@ -152,15 +152,109 @@ fn deliveries_past_the_hard_limit_drop_the_connection_and_the_items_go_back() {
             hostile.send(&ClientMsg::Request { id, op: get }, &[]);
         }
         wait_until(&client, "jobs", "20 parked getters", |q| q.getters == 20);
-        for i in 0..20u32 {
-            jobs.put(&[i as u8; 30_000]).unwrap();
+        for i in 0..20u8 {
+            jobs.put(&[i; 30_000]).unwrap();
         }
         wait_until(&client, "jobs", "the unread items to come back", |q| {
             q.ready == 20 && q.in_flight == 0
         });
         broker.wait_for_log("does not read its answers");
-        for i in 0..20u32 {
-            assert_eq!(jobs.get().unwrap()[0], i as u8);
+        for i in 0..20u8 {
+            assert_eq!(jobs.get().unwrap()[0], i);
         }
+    });
+}
+
+#[test]
+fn stats_of_65536_long_names_come_page_by_page() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        // 65,536 objects of 255-byte names: 17.5 MB of figures, more than one frame.
+        let name = |i: usize| format!("{i:0>255}");
+        for i in 0..65_536 {
+            client.event(&name(i)).unwrap();
+        }
+        let stats = client.stats().unwrap();
+        assert_eq!(stats.len(), 65_536);
+        assert!(stats.windows(2).all(|pair| pair[0].name < pair[1].name));
+        assert_eq!(stats[12_345].name, name(12_345));
+        // The command line lists them all too, and the old one-answer request gets a clear
+        // error rather than silence.
+        let out = cli(&broker.addr, &["stats", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(value["objects"].as_array().unwrap().len(), 65_536);
+        let mut raw = Raw::handshake(&broker.addr);
+        raw.send(
+            &ClientMsg::Request {
+                id: 9,
+                op: Op::Stats,
+            },
+            &[],
+        );
+        let (reply, _) = raw.read_broker_msg();
+        let text = format!("{reply:?}");
+        assert!(
+            text.contains("TooLarge") && text.contains("page by page"),
+            "{text}"
+        );
+    });
+}
+
+#[test]
+fn an_item_larger_than_a_client_accepts_is_too_large_for_it_and_stays() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.raw_queue("big", 0).unwrap();
+        queue.put(&[1; 5000]).unwrap();
+        // A client that accepts frames of 2 KiB at most.
+        let mut small = Raw::connect(&broker.addr);
+        small.send_hello(ipcq_proto::Hello::new(2048));
+        let _hello: ipcq_proto::Hello = small.read_message();
+        let open = Op::Open {
+            name: "big".into(),
+            kind: Kind::Queue { capacity: 0 },
+        };
+        small.send(&ClientMsg::Request { id: 1, op: open }, &[]);
+        let _opened = small.read_broker_msg();
+        for (id, wait) in [(2, Wait::NoWait), (3, Wait::Block)] {
+            let get = Op::Get { handle: 0, wait };
+            small.send(&ClientMsg::Request { id, op: get }, &[]);
+            let (reply, _) = small.read_broker_msg();
+            let text = format!("{reply:?}");
+            assert!(
+                text.contains("TooLarge") && text.contains("5000 bytes"),
+                "{text}"
+            );
+        }
+        // A getter parked before the item came is told the same when it comes.
+        let mut parked = Raw::connect(&broker.addr);
+        parked.send_hello(ipcq_proto::Hello::new(2048));
+        let _hello: ipcq_proto::Hello = parked.read_message();
+        let open = Op::Open {
+            name: "later".into(),
+            kind: Kind::Queue { capacity: 0 },
+        };
+        parked.send(&ClientMsg::Request { id: 1, op: open }, &[]);
+        let _opened = parked.read_broker_msg();
+        let get = Op::Get {
+            handle: 0,
+            wait: Wait::Block,
+        };
+        parked.send(&ClientMsg::Request { id: 2, op: get }, &[]);
+        wait_until(&client, "later", "the parked get", |q| q.getters == 1);
+        let later = client.raw_queue("later", 0).unwrap();
+        later.put(&[2; 5000]).unwrap();
+        let (reply, _) = parked.read_broker_msg();
+        assert!(format!("{reply:?}").contains("TooLarge"), "{reply:?}");
+        // Both items stayed, whole, for a client that accepts them.
+        assert_eq!(queue.get().unwrap().len(), 5000);
+        assert_eq!(later.get().unwrap().len(), 5000);
     });
 }

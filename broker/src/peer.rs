@@ -366,8 +366,31 @@ impl Peer {
         }
     }
 
+    /// Answers request `id`. An answer that cannot be sent (longer than the client's frame
+    /// limit) is replaced by an error saying so: no request goes unanswered.
     pub(crate) fn reply(&self, id: u64, body: Reply) {
-        self.send(&BrokerMsg::Reply { id, body }, Vec::new());
+        let msg = BrokerMsg::Reply { id, body };
+        let mut head = Vec::with_capacity(32);
+        match ipcq_proto::encode(&msg, 0, self.max_frame_len() + 1024, &mut head) {
+            Ok(()) => self.link.push(Outgoing {
+                head,
+                tail: Vec::new(),
+            }),
+            Err(err) => {
+                tracing::warn!(cause = %err, peer = self.id, "answer too large for the client");
+                let error = ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!("the answer does not fit in a frame: {err}"),
+                );
+                self.send(
+                    &BrokerMsg::Reply {
+                        id,
+                        body: Reply::Error(error),
+                    },
+                    Vec::new(),
+                );
+            }
+        }
     }
 
     pub(crate) fn reply_error(&self, id: u64, code: ErrorCode, message: impl Into<String>) {

@@ -1,7 +1,8 @@
 //! Objects by name.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -17,6 +18,9 @@ pub(crate) struct Registry {
     /// Counted apart from the map: `DashMap::len` locks every shard, which would deadlock
     /// while an entry guard is held.
     count: AtomicUsize,
+    /// The names in order, for listing page by page without sorting every object each
+    /// time. Locked after a map entry, never before one.
+    names: Mutex<BTreeSet<String>>,
     max_objects: usize,
     max_queue_bytes: usize,
     max_waiters: usize,
@@ -28,6 +32,7 @@ impl Registry {
         Registry {
             objects: DashMap::new(),
             count: AtomicUsize::new(0),
+            names: Mutex::new(BTreeSet::new()),
             max_objects: config.max_objects,
             max_queue_bytes: config.max_queue_bytes,
             max_waiters: config.max_waiters,
@@ -122,6 +127,7 @@ impl Registry {
                     }
                 };
                 self.count.fetch_add(1, Ordering::SeqCst);
+                self.names().insert(entry.key().clone());
                 tracing::debug!(name = %entry.key(), kind = object.kind_name(), "object created");
                 Ok(entry.insert(object).clone())
             }
@@ -137,6 +143,7 @@ impl Registry {
             ));
         };
         self.count.fetch_sub(1, Ordering::SeqCst);
+        self.names().remove(name);
         match object {
             Object::Queue(queue) => queue.remove(),
             Object::Pipe(pipe) => pipe.remove(),
@@ -153,22 +160,53 @@ impl Registry {
         let mut stats: Vec<ObjectStats> = self
             .snapshot()
             .into_iter()
-            .map(|(name, object)| ObjectStats {
-                name,
-                detail: match object {
-                    Object::Queue(queue) => ObjectDetail::Queue(queue.stats()),
-                    Object::Pipe(pipe) => ObjectDetail::Pipe(pipe.stats()),
-                    Object::Permits(permits) if permits.is_lock() => {
-                        ObjectDetail::Lock(permits.stats())
-                    }
-                    Object::Permits(permits) => ObjectDetail::Semaphore(permits.stats()),
-                    Object::Event(event) => ObjectDetail::Event(event.stats()),
-                    Object::Barrier(barrier) => ObjectDetail::Barrier(barrier.stats()),
-                },
-            })
+            .map(|(name, object)| figures(name, &object))
             .collect();
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         stats
+    }
+
+    /// The objects whose names sort after `after`, in name order, as many as fit in about
+    /// `max_len` encoded bytes (at least one); and whether more follow.
+    pub(crate) fn stats_page(&self, after: &str, max_len: usize) -> (Vec<ObjectStats>, bool) {
+        use std::ops::Bound;
+        // Names are at least one byte, so a page never holds more than this many.
+        let most = max_len / 16 + 1;
+        let (names, more_names): (Vec<String>, bool) = {
+            let names = self.names();
+            let from = if after.is_empty() {
+                Bound::Unbounded
+            } else {
+                Bound::Excluded(after)
+            };
+            let mut range = names.range::<str, _>((from, Bound::Unbounded));
+            let taken = range.by_ref().take(most).cloned().collect();
+            (taken, range.next().is_some())
+        };
+        let mut page: Vec<ObjectStats> = Vec::new();
+        let mut used = 0;
+        let mut cut = false;
+        for name in names {
+            // Removed since the names were read: not listed.
+            let Some(object) = self.objects.get(&name).map(|entry| entry.value().clone()) else {
+                continue;
+            };
+            let entry = figures(name, &object);
+            let len = encoded_len(&entry);
+            if !page.is_empty() && used + len > max_len {
+                cut = true;
+                break;
+            }
+            used += len;
+            page.push(entry);
+        }
+        (page, cut || more_names)
+    }
+
+    /// The figures of one object.
+    pub(crate) fn lookup(&self, name: &str) -> Option<ObjectStats> {
+        let object = self.objects.get(name)?.value().clone();
+        Some(figures(name.to_owned(), &object))
     }
 
     /// Wakes every parked request with `ShuttingDown`.
@@ -189,12 +227,37 @@ impl Registry {
     }
 
     /// Clones the objects out, so that no map guard is held while they are locked.
+    fn names(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Single inserts and removals: a poisoned set is still coherent.
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn snapshot(&self) -> Vec<(String, Object)> {
         self.objects
             .iter()
             .map(|entry| (entry.key().clone(), entry.value().clone()))
             .collect()
     }
+}
+
+/// An object's figures for [`Reply::Stats`](ipcq_proto::Reply::Stats).
+fn figures(name: String, object: &Object) -> ObjectStats {
+    ObjectStats {
+        name,
+        detail: match object {
+            Object::Queue(queue) => ObjectDetail::Queue(queue.stats()),
+            Object::Pipe(pipe) => ObjectDetail::Pipe(pipe.stats()),
+            Object::Permits(permits) if permits.is_lock() => ObjectDetail::Lock(permits.stats()),
+            Object::Permits(permits) => ObjectDetail::Semaphore(permits.stats()),
+            Object::Event(event) => ObjectDetail::Event(event.stats()),
+            Object::Barrier(barrier) => ObjectDetail::Barrier(barrier.stats()),
+        },
+    }
+}
+
+/// An entry's length in a stats answer.
+fn encoded_len(entry: &ObjectStats) -> usize {
+    ipcq_proto::encoded_len(entry)
 }
 
 /// Whether an existing object's kind and parameters match what an open asks for (a pipe's

@@ -223,6 +223,10 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
     // Every session holds a clone of `done_tx`; when `done_rx` yields `None`, all have ended.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let next_id = AtomicU64::new(1);
+    // Refused connections are told why by a short task each; at most this many at once, so
+    // a flood of them holds few descriptors. Past it they are closed without a word.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let mut warnings = Warnings::default();
 
     tracing::info!(addr = %config.addr, "broker listening");
     let accept = async {
@@ -235,31 +239,46 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: wait, never stop accepting.
-                    tracing::error!(cause = %err, "accept failed");
+                    if warnings.allow() {
+                        tracing::error!(cause = %err, "accept failed");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            if let Err(why) = admit(&stream, &config) {
-                tracing::warn!(peer = id, reason = %why, "connection refused: not admitted");
-                tokio::spawn(refuse(stream, ErrorCode::Denied, why));
+            let refused = match admit(&stream, &config) {
+                Err(why) => Some((ErrorCode::Denied, why, "not admitted")),
+                Ok(()) => None,
+            };
+            let permit = match refused {
+                Some(_) => None,
+                None => Arc::clone(&permits).try_acquire_owned().ok(),
+            };
+            let refused = refused.or_else(|| {
+                permit.is_none().then(|| {
+                    let why = format!(
+                        "the broker serves at most {} connections",
+                        config.max_connections
+                    );
+                    (ErrorCode::LimitReached, why, "limit reached")
+                })
+            });
+            if let Some((code, why, what)) = refused {
+                if warnings.allow() {
+                    tracing::warn!(peer = id, reason = %why, "connection refused: {what}");
+                }
+                // Told why if there is room for one more refusal in progress; else closed.
+                if let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream, code, why).await;
+                        drop(slot);
+                    });
+                }
                 continue;
             }
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                tracing::warn!(
-                    peer = id,
-                    limit = config.max_connections,
-                    "connection refused: limit reached"
-                );
-                let why = format!(
-                    "the broker serves at most {} connections",
-                    config.max_connections
-                );
-                tokio::spawn(refuse(stream, ErrorCode::LimitReached, why));
-                continue;
-            };
+            let Some(permit) = permit else { continue };
             let stream = Arc::new(stream);
             let (reader, writer) = (SharedStream(Arc::clone(&stream)), SharedStream(stream));
             let shared = Arc::clone(&shared);
@@ -293,14 +312,59 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
     );
 }
 
-/// Tells a client over the connection limit why it is turned away.
+/// Most refused connections being told why at once.
+const MAX_REFUSALS: usize = 64;
+
+/// Most warnings about refused connections (or failed accepts) logged per second; past
+/// it, one line a second says how many were not logged.
+const WARNINGS_PER_SECOND: u32 = 10;
+
+/// Rate limit for the accept loop's warnings: a flood of refused connections must not
+/// become a flood of log lines.
+#[derive(Debug, Default)]
+struct Warnings {
+    window: Option<tokio::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Warnings {
+    /// Whether to log one more warning now.
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let fresh = self
+            .window
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if fresh {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    count = self.suppressed,
+                    "connections refused (or accepts failed) without a log line in the last second"
+                );
+            }
+            self.window = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < WARNINGS_PER_SECOND {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// Tells a refused client why it is turned away.
 async fn refuse(stream: Stream, code: ErrorCode, message: String) {
     let mut writer = stream;
     // Take the client's handshake first: closing a socket with unread data resets the
-    // connection, and the client could lose the explanation below.
+    // connection, and the client could lose the explanation below. A client checks the
+    // broker before it greets, so its handshake comes at once.
     let mut hello = [0u8; 64];
     let _ = tokio::time::timeout(
-        Duration::from_secs(1),
+        Duration::from_millis(200),
         tokio::io::AsyncReadExt::read(&mut writer, &mut hello),
     )
     .await;

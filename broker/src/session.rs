@@ -21,6 +21,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// was accepted in a `put` frame fits in a reply frame too.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
 
+/// Most bytes of figures in one [`Op::StatsPage`] answer.
+const STATS_PAGE_MAX: usize = 64 * 1024;
+
 /// Per-connection state shared with the server.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -466,7 +469,37 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 self.recv_queue(handle)?.join(peer, id, wait);
                 Ok(None)
             }
-            Op::Stats => Ok(Some(Reply::Stats(self.shared.registry.stats()))),
+            Op::Stats => {
+                let stats = self.shared.registry.stats();
+                let len: usize = stats.iter().map(ipcq_proto::encoded_len).sum();
+                if len + FRAME_OVERHEAD > self.peer.max_frame_len() {
+                    return Err(ErrorReply::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "the figures of {} objects do not fit in one answer (about {len} \
+                             bytes, the limit is {}): ask for them page by page",
+                            stats.len(),
+                            self.peer.max_frame_len()
+                        ),
+                    ));
+                }
+                Ok(Some(Reply::Stats(stats)))
+            }
+            Op::StatsPage { after, max_len } => {
+                // A page stays well within the frame limit and the output bound.
+                let max_len = (max_len as usize)
+                    .min(self.peer.max_frame_len() / 2)
+                    .min(STATS_PAGE_MAX);
+                let (objects, more) = self.shared.registry.stats_page(&after, max_len);
+                Ok(Some(Reply::StatsPage { objects, more }))
+            }
+            Op::Lookup { name } => match self.shared.registry.lookup(&name) {
+                Some(entry) => Ok(Some(Reply::Stats(vec![entry]))),
+                None => Err(ErrorReply::new(
+                    ErrorCode::NotFound,
+                    format!("no object is named '{name}'"),
+                )),
+            },
             Op::Remove { name } => {
                 self.shared.registry.remove(&name)?;
                 Ok(Some(Reply::Done))

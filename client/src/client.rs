@@ -17,7 +17,7 @@ use interprocess::local_socket::{
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK};
+use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK, STATS_PAGE_LEN};
 use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, RawQueue};
@@ -370,8 +370,50 @@ impl Client {
     ///
     /// [`Error::BrokerGone`] if the broker does not answer.
     pub fn stats(&self) -> Result<Vec<ObjectStats>> {
-        match self.call(Op::Stats, &[])?.0 {
-            Reply::Stats(stats) => Ok(stats),
+        // Page by page, so that any number of objects can be listed.
+        let mut all: Vec<ObjectStats> = Vec::new();
+        loop {
+            let after = all.last().map(|last| last.name.clone()).unwrap_or_default();
+            let page = Op::StatsPage {
+                after,
+                max_len: STATS_PAGE_LEN,
+            };
+            match self.call(page, &[])?.0 {
+                Reply::StatsPage { objects, more } => {
+                    all.extend(objects);
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// The figures of the object `name` alone, as [`Client::stats`] lists them. Creates
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such object.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let client = ipcq_client::Client::connect_default()?;
+    /// match client.lookup("jobs") {
+    ///     Ok(figures) => println!("{figures:?}"),
+    ///     Err(ipcq_client::Error::NotFound(_)) => println!("no such object"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn lookup(&self, name: &str) -> Result<ObjectStats> {
+        let op = Op::Lookup {
+            name: name.to_owned(),
+        };
+        match self.call(op, &[])?.0 {
+            Reply::Stats(mut stats) if stats.len() == 1 => Ok(stats.remove(0)),
             other => Err(unexpected(&other)),
         }
     }

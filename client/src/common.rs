@@ -63,6 +63,9 @@ pub(crate) fn their_hello(frame: bytes::Bytes) -> Result<usize> {
     Ok(theirs.max_frame_len as usize)
 }
 
+/// Bytes of figures asked for per stats page (the broker may send fewer).
+pub(crate) const STATS_PAGE_LEN: u32 = 64 * 1024;
+
 /// Room kept in a `put` frame for the request in front of the item, so that the reply that
 /// later carries the item to a getter fits in a frame too.
 pub(crate) const ITEM_OVERHEAD: usize = 64;

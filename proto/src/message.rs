@@ -328,6 +328,22 @@ pub enum Op {
         /// Credits wanted beyond the slot.
         credits: u32,
     },
+    /// One page of [`Op::Stats`]: the objects whose names sort after `after` (all of them
+    /// when it is empty), in name order, as many as fit in about `max_len` bytes (at least
+    /// one); answered with [`Reply::StatsPage`]. A client lists any number of objects this
+    /// way, each answer well within the frame limit.
+    StatsPage {
+        /// The last name of the previous page; empty for the first page.
+        after: String,
+        /// About how many bytes the page may take; the broker may send less.
+        max_len: u32,
+    },
+    /// The figures of the object `name` alone; answered with [`Reply::Stats`] holding it,
+    /// or `NotFound`. Creates nothing.
+    Lookup {
+        /// Object name.
+        name: String,
+    },
 }
 
 /// Broker to client, after the handshake.
@@ -404,6 +420,13 @@ pub enum Reply {
     Passed {
         /// This party's place in arrival order, from 0.
         index: u64,
+    },
+    /// Answer to [`Op::StatsPage`].
+    StatsPage {
+        /// Objects in name order.
+        objects: Vec<ObjectStats>,
+        /// More objects sort after the last one: ask again with its name as `after`.
+        more: bool,
     },
 }
 
@@ -576,6 +599,19 @@ pub enum ErrorCode {
     Cancelled,
     /// The broker does not admit this client (its user or group is not allowed).
     Denied,
+}
+
+/// The length of `value`'s encoding, without encoding it (no frame prefix).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(ipcq_proto::encoded_len(&ipcq_proto::Reply::Pong), 1);
+/// ```
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    // Counting bytes cannot fail for these types (no unsupported serde features); a
+    // failure would count as nothing, which callers treat as "fits".
+    postcard::experimental::serialized_size(value).unwrap_or(0)
 }
 
 /// Appends a frame holding `msg` to `out`, leaving room for a tail of `tail_len` bytes that

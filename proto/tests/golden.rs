@@ -167,6 +167,17 @@ fn client_messages() {
         }),
         [0, 0xac, 0x02, 20, 2, 0xc8, 0x01, 0, 8]
     );
+    assert_eq!(
+        request(Op::StatsPage {
+            after: "q".into(),
+            max_len: 300
+        }),
+        [0, 0xac, 0x02, 21, 1, b'q', 0xac, 0x02]
+    );
+    assert_eq!(
+        request(Op::Lookup { name: "q".into() }),
+        [0, 0xac, 0x02, 22, 1, b'q']
+    );
 }
 
 #[test]
@@ -211,6 +222,16 @@ fn broker_messages() {
             detail: ObjectDetail::Queue(stats)
         }])),
         [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0]
+    );
+    assert_eq!(
+        reply(Reply::StatsPage {
+            objects: vec![ObjectStats {
+                name: "q".into(),
+                detail: ObjectDetail::Queue(stats)
+            }],
+            more: true
+        }),
+        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1]
     );
     assert_eq!(
         reply(Reply::Error(ErrorReply::new(ErrorCode::Full, "f"))),

@@ -72,6 +72,8 @@ fn op() -> impl Strategy<Value = Op> {
                 credits,
             }
         }),
+        (".{0,40}", any::<u32>()).prop_map(|(after, max_len)| Op::StatsPage { after, max_len }),
+        ".{0,40}".prop_map(|name| Op::Lookup { name }),
     ]
 }
 
@@ -104,6 +106,10 @@ fn broker_msg() -> impl Strategy<Value = BrokerMsg> {
         any::<bool>().prop_map(|owner_died| Reply::Acquired { owner_died }),
         any::<bool>().prop_map(Reply::Flag),
         any::<u64>().prop_map(|index| Reply::Passed { index }),
+        any::<bool>().prop_map(|more| Reply::StatsPage {
+            objects: Vec::new(),
+            more
+        }),
         ".{0,60}".prop_map(|m| Reply::Error(ErrorReply::new(ErrorCode::Cancelled, m))),
     ];
     prop_oneof![

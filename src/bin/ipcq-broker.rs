@@ -9,6 +9,7 @@ use ipcq::broker::{serve, Config};
 
 #[derive(Debug, Parser)]
 #[command(
+    name = "ipcq-broker",
     version,
     about = "The ipcq broker: named queues for the processes of one machine"
 )]
@@ -73,9 +74,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
         .context("invalid log filter")?;
+    // Colour only for a person at a terminal: not in files, pipes or journals.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 
     let mut config = Config::new()

@@ -2,24 +2,31 @@
 //! queues as raw bytes.
 //!
 //! Exit codes: 0 success; 1 the queue was empty (`get --nowait`, `get --timeout`) or full;
-//! 2 any other error (no broker, bad arguments, ...).
+//! 2 any other error (no broker, no such queue, bad arguments, ...).
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ipcq::stats::{
     BarrierStats, EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
 };
-use ipcq::{Client, Error};
+use ipcq::{Client, ConnectOptions, Error};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Talk to an ipcq broker")]
+#[command(name = "ipcq", version, about = "Talk to an ipcq broker")]
 struct Args {
     /// Broker address (default: IPCQ_ADDR, else the platform default).
     #[arg(long, global = true, env = "IPCQ_ADDR")]
     addr: Option<String>,
+    /// Seconds to wait for the broker to accept and greet (and for answers that need no
+    /// waiting, such as ping and stats).
+    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECS")]
+    connect_timeout: f64,
+    /// Also trust a broker run by this user id (default: only your own user and root).
+    #[arg(long, global = true, value_name = "UID")]
+    trust_uid: Vec<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,12 +38,23 @@ enum Command {
     /// List every object with its figures.
     Stats {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Refresh every second, with put and get rates, until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Create QUEUE (bounded to CAPACITY items, 0 for unbounded) if it does not exist.
+    Create {
+        /// Queue name.
+        queue: String,
+        /// Most items the queue holds; 0 for unbounded.
+        #[arg(long, default_value_t = 0)]
+        capacity: usize,
     },
     /// Put VALUE (its UTF-8 bytes) on QUEUE, waiting for room.
     Put {
-        /// Queue name (created unbounded if it does not exist).
+        /// Queue name; it must exist unless --create is given.
         queue: String,
         /// The item.
         value: String,
@@ -46,10 +64,16 @@ enum Command {
         /// Wait at most this many seconds for room.
         #[arg(long)]
         timeout: Option<f64>,
+        /// Create the queue if it does not exist (with --capacity, default unbounded).
+        #[arg(long)]
+        create: bool,
+        /// Capacity of a queue that --create creates.
+        #[arg(long, requires = "create", default_value_t = 0)]
+        capacity: usize,
     },
     /// Take an item from QUEUE and print it, waiting for one.
     Get {
-        /// Queue name (created unbounded if it does not exist).
+        /// Queue name; it must exist unless --create is given.
         queue: String,
         /// Wait at most this many seconds.
         #[arg(long, conflicts_with = "nowait")]
@@ -57,6 +81,14 @@ enum Command {
         /// Fail at once if the queue is empty.
         #[arg(long)]
         nowait: bool,
+        /// Create the queue if it does not exist (unbounded), to wait for its first item.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Close QUEUE: later puts fail, getters take what is left and then get "closed".
+    Close {
+        /// Queue name.
+        queue: String,
     },
     /// Remove an object: its items are dropped and its waiters get "closed".
     Rm {
@@ -67,8 +99,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let addr = args.addr.unwrap_or_else(ipcq::default_addr);
-    match run(&addr, args.command) {
+    let addr = args.addr.clone().unwrap_or_else(ipcq::default_addr);
+    match run(&addr, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ipcq: {err}");
@@ -94,54 +126,100 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn run(addr: &str, command: Command) -> Result<(), Failure> {
-    let client = Client::connect(addr).map_err(|err| Failure::Other(err.to_string()))?;
+fn run(addr: &str, args: &Args) -> Result<(), Failure> {
+    let connect_timeout = seconds(args.connect_timeout)?;
+    // Requests wait as long as the broker says; this bounds the whole command against a
+    // broker that stops answering (it was stopped, or the machine froze): a command that
+    // can wait (a get or put without --nowait) gets its own time on top. Exiting closes the
+    // connection, and the broker takes back anything it had handed over.
+    let waits = match &args.command {
+        Command::Put {
+            nowait, timeout, ..
+        }
+        | Command::Get {
+            nowait, timeout, ..
+        } => match (nowait, timeout) {
+            (true, _) => Some(Duration::ZERO),
+            (false, Some(secs)) => Some(seconds(*secs)?),
+            (false, None) => None,
+        },
+        Command::Stats { watch: true, .. } => None,
+        _ => Some(Duration::ZERO),
+    };
+    if let Some(waits) = waits {
+        let limit = connect_timeout + connect_timeout + waits;
+        let addr = addr.to_owned();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!("ipcq: no answer from the broker at {addr} within {limit:?}");
+            std::process::exit(2);
+        });
+    }
+    let mut options = ConnectOptions::new().timeout(connect_timeout);
+    for &uid in &args.trust_uid {
+        options = options.trust_uid(uid);
+    }
+    let client =
+        Client::connect_with(addr, &options).map_err(|err| Failure::Other(err.to_string()))?;
     let fail = |what: &str, err: Error| match err {
         Error::Empty => Failure::Empty(format!("queue '{what}' is empty")),
         Error::Full => Failure::Full(format!("queue '{what}' is full")),
         Error::Closed => Failure::Other(format!("queue '{what}' is closed")),
         other => Failure::Other(other.to_string()),
     };
-    match command {
+    match &args.command {
         Command::Ping => {
-            let start = std::time::Instant::now();
+            let start = Instant::now();
             client.ping().map_err(|err| fail("", err))?;
             println!("broker at {addr} answered in {:?}", start.elapsed());
         }
-        Command::Stats { json } => {
+        Command::Stats { json, watch } => {
+            if *watch {
+                return watch_stats(&client);
+            }
             let stats = client.stats().map_err(|err| fail("", err))?;
-            if json {
+            if *json {
                 println!("{}", stats_json(&stats));
             } else {
-                print_stats(&stats);
+                print_stats(&stats, None);
             }
+        }
+        Command::Create { queue, capacity } => {
+            client
+                .raw_queue(queue, *capacity)
+                .map_err(|err| fail(queue, err))?;
         }
         Command::Put {
             queue,
             value,
             nowait,
             timeout,
+            create,
+            capacity,
         } => {
-            let handle = open(&client, &queue)?;
+            let handle = open(&client, queue, create.then_some(*capacity))?;
             let result = match (nowait, timeout) {
                 (true, _) => handle.put_nowait(value.as_bytes()),
-                (_, Some(secs)) => handle.put_timeout(value.as_bytes(), seconds(secs)?),
+                (_, Some(secs)) => handle.put_timeout(value.as_bytes(), seconds(*secs)?),
                 _ => handle.put(value.as_bytes()),
             };
-            result.map_err(|err| fail(&queue, err))?;
+            result.map_err(|err| fail(queue, err))?;
         }
         Command::Get {
             queue,
             timeout,
             nowait,
+            create,
         } => {
-            let handle = open(&client, &queue)?;
+            let handle = open(&client, queue, create.then_some(0))?;
+            // One item at a time: what this command does not print stays in the queue.
+            handle.set_prefetch(1);
             let result = match (nowait, timeout) {
                 (true, _) => handle.get_nowait(),
-                (_, Some(secs)) => handle.get_timeout(seconds(secs)?),
+                (_, Some(secs)) => handle.get_timeout(seconds(*secs)?),
                 _ => handle.get(),
             };
-            let item = result.map_err(|err| fail(&queue, err))?;
+            let item = result.map_err(|err| fail(queue, err))?;
             let mut stdout = std::io::stdout().lock();
             let written = stdout
                 .write_all(&item)
@@ -149,29 +227,86 @@ fn run(addr: &str, command: Command) -> Result<(), Failure> {
                 .and_then(|()| stdout.flush());
             written.map_err(|err| Failure::Other(format!("cannot write the item: {err}")))?;
         }
-        Command::Rm { name } => client.remove(&name).map_err(|err| fail(&name, err))?,
+        Command::Close { queue } => {
+            let handle = open(&client, queue, None)?;
+            handle.close().map_err(|err| fail(queue, err))?;
+        }
+        Command::Rm { name } => client.remove(name).map_err(|err| fail(name, err))?,
     }
     Ok(())
 }
 
-/// Opens a queue with whatever capacity it has: an existing queue is found by trying the
-/// capacity the broker reports for it; a new one is created unbounded.
-fn open(client: &Client, name: &str) -> Result<ipcq::RawQueue, Failure> {
-    let stats = client
-        .stats()
-        .map_err(|err| Failure::Other(err.to_string()))?;
-    let capacity = stats
-        .iter()
-        .find(|object| object.name == name)
-        .map(|object| match &object.detail {
-            ObjectDetail::Queue(queue) => Ok(usize::try_from(queue.capacity).unwrap_or(usize::MAX)),
-            _ => Err(Failure::Other(format!("'{name}' is not a queue"))),
-        })
-        .transpose()?
-        .unwrap_or(0);
+/// Opens an existing queue with whatever capacity it has. A queue that does not exist is
+/// an error, unless `create` gives the capacity to create it with: a typo must not leave a
+/// queue behind, nor fix an unbounded capacity that a program would then conflict with.
+fn open(client: &Client, name: &str, create: Option<usize>) -> Result<ipcq::RawQueue, Failure> {
+    let capacity = match client.lookup(name) {
+        Ok(object) => match object.detail {
+            ObjectDetail::Queue(queue) => usize::try_from(queue.capacity).unwrap_or(usize::MAX),
+            _ => return Err(Failure::Other(format!("'{name}' is not a queue"))),
+        },
+        Err(Error::NotFound(_)) => match create {
+            Some(capacity) => capacity,
+            None => {
+                return Err(Failure::Other(format!(
+                    "no queue is named '{name}' (create it with `ipcq create {name} \
+                     --capacity N`, or pass --create)"
+                )))
+            }
+        },
+        Err(err) => return Err(Failure::Other(err.to_string())),
+    };
     client
         .raw_queue(name, capacity)
         .map_err(|err| Failure::Other(err.to_string()))
+}
+
+/// `stats` every second, with the rates since the previous refresh, until interrupted.
+fn watch_stats(client: &Client) -> Result<(), Failure> {
+    let mut previous: Option<(Instant, Vec<ObjectStats>)> = None;
+    loop {
+        let stats = client
+            .stats()
+            .map_err(|err| Failure::Other(err.to_string()))?;
+        let now = Instant::now();
+        let rates = previous.as_ref().map(|(then, before)| Rates {
+            seconds: now.duration_since(*then).as_secs_f64(),
+            before,
+        });
+        let mut out = std::io::stdout().lock();
+        // Clear the terminal and go home, as `watch` does.
+        let _ = write!(out, "\x1b[2J\x1b[H");
+        let _ = out.flush();
+        drop(out);
+        print_stats(&stats, rates.as_ref());
+        previous = Some((now, stats));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The previous refresh of `stats --watch`.
+struct Rates<'a> {
+    seconds: f64,
+    before: &'a [ObjectStats],
+}
+
+impl Rates<'_> {
+    /// Items put and taken per second on queue `name` since the previous refresh.
+    fn of(&self, name: &str, now: &QueueStats) -> (f64, f64) {
+        let before = self.before.iter().find_map(|object| match &object.detail {
+            ObjectDetail::Queue(q) if object.name == name => Some(*q),
+            _ => None,
+        });
+        let Some(before) = before else {
+            return (0.0, 0.0);
+        };
+        let per_second =
+            |now: u64, then: u64| now.saturating_sub(then) as f64 / self.seconds.max(1e-3);
+        (
+            per_second(now.total_put, before.total_put),
+            per_second(now.total_got, before.total_got),
+        )
+    }
 }
 
 fn seconds(secs: f64) -> Result<Duration, Failure> {
@@ -179,25 +314,11 @@ fn seconds(secs: f64) -> Result<Duration, Failure> {
         .map_err(|_| Failure::Other(format!("invalid timeout: {secs}")))
 }
 
-fn print_stats(stats: &[ObjectStats]) {
+fn print_stats(stats: &[ObjectStats], rates: Option<&Rates<'_>>) {
     if stats.is_empty() {
         println!("no objects");
         return;
     }
-    let queues: Vec<(&str, &QueueStats)> = stats
-        .iter()
-        .filter_map(|object| match &object.detail {
-            ObjectDetail::Queue(q) => Some((object.name.as_str(), q)),
-            _ => None,
-        })
-        .collect();
-    let pipes: Vec<(&str, &PipeStats)> = stats
-        .iter()
-        .filter_map(|object| match &object.detail {
-            ObjectDetail::Pipe(p) => Some((object.name.as_str(), p)),
-            _ => None,
-        })
-        .collect();
     let limit = |capacity: u64| {
         if capacity == 0 {
             "-".to_string()
@@ -205,8 +326,17 @@ fn print_stats(stats: &[ObjectStats]) {
             capacity.to_string()
         }
     };
+    let mut tables = Vec::new();
+
+    let queues: Vec<(&str, &QueueStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Queue(q) => Some((object.name.as_str(), q)),
+            _ => None,
+        })
+        .collect();
     if !queues.is_empty() {
-        let columns = [
+        let mut header = vec![
             "queue",
             "depth",
             "capacity",
@@ -217,37 +347,37 @@ fn print_stats(stats: &[ObjectStats]) {
             "put",
             "got",
             "bytes",
+            "state",
         ];
-        println!(
-            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  state",
-            columns[0],
-            columns[1],
-            columns[2],
-            columns[3],
-            columns[4],
-            columns[5],
-            columns[6],
-            columns[7],
-            columns[8],
-            columns[9]
-        );
-        for (name, q) in queues {
-            println!(
-                "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10}  {}",
-                name,
-                q.ready,
-                limit(q.capacity),
-                q.in_flight,
-                q.reserved,
-                q.getters,
-                q.putters,
-                q.total_put,
-                q.total_got,
-                q.bytes,
-                if q.closed { "closed" } else { "open" }
-            );
+        if rates.is_some() {
+            header.extend(["put/s", "got/s"]);
         }
+        let rows = queues
+            .iter()
+            .map(|(name, q)| {
+                let mut row = vec![
+                    name.to_string(),
+                    q.ready.to_string(),
+                    limit(q.capacity),
+                    q.in_flight.to_string(),
+                    q.reserved.to_string(),
+                    q.getters.to_string(),
+                    q.putters.to_string(),
+                    q.total_put.to_string(),
+                    q.total_got.to_string(),
+                    q.bytes.to_string(),
+                    if q.closed { "closed" } else { "open" }.to_string(),
+                ];
+                if let Some(rates) = rates {
+                    let (put, got) = rates.of(name, q);
+                    row.extend([format!("{put:.0}"), format!("{got:.0}")]);
+                }
+                row
+            })
+            .collect();
+        tables.push(Table { header, rows });
     }
+
     let permits: Vec<(&str, &str, &PermitStats)> = stats
         .iter()
         .filter_map(|object| match &object.detail {
@@ -257,28 +387,35 @@ fn print_stats(stats: &[ObjectStats]) {
         })
         .collect();
     if !permits.is_empty() {
-        let columns = ["lock or semaphore", "kind", "permits", "free", "waiters"];
-        println!(
-            "{:<24} {:<10} {:>8} {:>8} {:>8}  holders (connection ids)",
-            columns[0], columns[1], columns[2], columns[3], columns[4]
-        );
-        for (name, kind, p) in permits {
-            let holders: Vec<String> = p.holders.iter().map(u64::to_string).collect();
-            println!(
-                "{:<24} {:<10} {:>8} {:>8} {:>8}  {}",
-                name,
-                kind,
-                p.permits,
-                p.free,
-                p.waiters,
-                if holders.is_empty() {
-                    "-".to_string()
-                } else {
-                    holders.join(" ")
-                }
-            );
-        }
+        let header = vec![
+            "lock or semaphore",
+            "kind",
+            "permits",
+            "free",
+            "waiters",
+            "holders (connections)",
+        ];
+        let rows = permits
+            .iter()
+            .map(|(name, kind, p)| {
+                let holders: Vec<String> = p.holders.iter().map(u64::to_string).collect();
+                vec![
+                    name.to_string(),
+                    kind.to_string(),
+                    p.permits.to_string(),
+                    p.free.to_string(),
+                    p.waiters.to_string(),
+                    if holders.is_empty() {
+                        "-".to_string()
+                    } else {
+                        holders.join(" ")
+                    },
+                ]
+            })
+            .collect();
+        tables.push(Table { header, rows });
     }
+
     let events: Vec<(&str, &EventStats)> = stats
         .iter()
         .filter_map(|object| match &object.detail {
@@ -287,16 +424,22 @@ fn print_stats(stats: &[ObjectStats]) {
         })
         .collect();
     if !events.is_empty() {
-        println!("{:<24} {:<6} {:>8}", "event", "state", "waiters");
-        for (name, e) in events {
-            println!(
-                "{:<24} {:<6} {:>8}",
-                name,
-                if e.set { "set" } else { "clear" },
-                e.waiters
-            );
-        }
+        let rows = events
+            .iter()
+            .map(|(name, e)| {
+                vec![
+                    name.to_string(),
+                    if e.set { "set" } else { "clear" }.to_string(),
+                    e.waiters.to_string(),
+                ]
+            })
+            .collect();
+        tables.push(Table {
+            header: vec!["event", "state", "waiters"],
+            rows,
+        });
     }
+
     let barriers: Vec<(&str, &BarrierStats)> = stats
         .iter()
         .filter_map(|object| match &object.detail {
@@ -305,41 +448,106 @@ fn print_stats(stats: &[ObjectStats]) {
         })
         .collect();
     if !barriers.is_empty() {
-        println!("{:<24} {:>8} {:>8}  state", "barrier", "parties", "waiting");
-        for (name, b) in barriers {
-            println!(
-                "{:<24} {:>8} {:>8}  {}",
-                name,
-                b.parties,
-                b.waiting,
-                if b.broken { "broken" } else { "ok" }
-            );
-        }
+        let rows = barriers
+            .iter()
+            .map(|(name, b)| {
+                vec![
+                    name.to_string(),
+                    b.parties.to_string(),
+                    b.waiting.to_string(),
+                    if b.broken { "broken" } else { "ok" }.to_string(),
+                ]
+            })
+            .collect();
+        tables.push(Table {
+            header: vec!["barrier", "parties", "waiting", "state"],
+            rows,
+        });
     }
+
+    let pipes: Vec<(&str, &PipeStats)> = stats
+        .iter()
+        .filter_map(|object| match &object.detail {
+            ObjectDetail::Pipe(p) => Some((object.name.as_str(), p)),
+            _ => None,
+        })
+        .collect();
     if !pipes.is_empty() {
-        let columns = [
-            "pipe", "mode", "capacity", "to end 0", "to end 1", "end 0", "end 1",
-        ];
-        println!(
-            "{:<24} {:<7} {:>9} {:>9} {:>9}  {:<7} {:<7}",
-            columns[0], columns[1], columns[2], columns[3], columns[4], columns[5], columns[6]
-        );
         let end = |held: bool, closed: bool| match (held, closed) {
             (_, true) => "closed",
             (true, false) => "held",
             (false, false) => "free",
         };
-        for (name, p) in pipes {
-            println!(
-                "{:<24} {:<7} {:>9} {:>9} {:>9}  {:<7} {:<7}",
-                name,
-                if p.duplex { "duplex" } else { "simplex" },
-                limit(p.capacity),
-                p.buffered[0],
-                p.buffered[1],
-                end(p.held[0], p.closed[0]),
-                end(p.held[1], p.closed[1]),
-            );
+        let rows = pipes
+            .iter()
+            .map(|(name, p)| {
+                vec![
+                    name.to_string(),
+                    if p.duplex { "duplex" } else { "simplex" }.to_string(),
+                    limit(p.capacity),
+                    p.buffered[0].to_string(),
+                    p.buffered[1].to_string(),
+                    end(p.held[0], p.closed[0]).to_string(),
+                    end(p.held[1], p.closed[1]).to_string(),
+                ]
+            })
+            .collect();
+        tables.push(Table {
+            header: vec![
+                "pipe", "mode", "capacity", "to end 0", "to end 1", "end 0", "end 1",
+            ],
+            rows,
+        });
+    }
+
+    for (i, table) in tables.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        table.print();
+    }
+}
+
+/// Columns as wide as their widest cell, so that names of any length line up: the first
+/// column (names) and words are left-aligned, numbers right-aligned, two spaces apart.
+struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn print(&self) {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let numeric: Vec<bool> = (0..widths.len())
+            .map(|column| {
+                column > 0
+                    && self.rows.iter().all(|row| {
+                        row.get(column)
+                            .is_some_and(|cell| cell == "-" || cell.parse::<f64>().is_ok())
+                    })
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            let last = cells.len() - 1;
+            let text: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(column, cell)| match (numeric[column], column == last) {
+                    (true, _) => format!("{cell:>width$}", width = widths[column]),
+                    (false, true) => cell.to_string(),
+                    (false, false) => format!("{cell:<width$}", width = widths[column]),
+                })
+                .collect();
+            println!("{}", text.join("  "));
+        };
+        line(self.header.clone());
+        for row in &self.rows {
+            line(row.iter().map(String::as_str).collect());
         }
     }
 }

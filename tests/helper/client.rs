@@ -29,6 +29,10 @@
 //!                                                             got; MODE: `prefetch` (default
 //!                                                             get), `single` (prefetch 1),
 //!                                                             `batch` (get_many of 64)
+//! ipcq-test-client half-open ADDR COUNT                       open COUNT connections and never
+//!                                                             greet; print "open N" (how many
+//!                                                             the system allowed), wait for
+//!                                                             stdin to close
 //! ```
 
 use std::io::Write;
@@ -44,6 +48,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("missing argument {i}"))
     };
     let role = arg(0)?;
+    if role == "half-open" {
+        return half_open(arg(1)?, arg(2)?.parse()?);
+    }
     let client = Client::connect(arg(1)?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if let Some(done) = sync_role(&client, role, &args)? {
@@ -244,4 +251,28 @@ fn sync_role(client: &Client, role: &str, args: &[String]) -> anyhow::Result<Opt
         }
         _ => return Ok(None),
     }))
+}
+
+/// Connections that never send a handshake, as a crowd of idle or hostile processes would
+/// hold them, until stdin closes.
+#[cfg(unix)]
+fn half_open(addr: &str, count: usize) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        match std::os::unix::net::UnixStream::connect(addr) {
+            Ok(stream) => held.push(stream),
+            // Out of descriptors (or the broker's backlog is full): hold what we have.
+            Err(_) => break,
+        }
+    }
+    println!("open {}", held.len());
+    std::io::stdout().flush()?;
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn half_open(_addr: &str, _count: usize) -> anyhow::Result<()> {
+    bail!("half-open is for Unix sockets")
 }

@@ -365,6 +365,11 @@ impl Queue {
     /// `get` (`max` 1, `many` false) and `get_many`.
     pub(crate) fn get(&self, peer: &Arc<Peer>, request: u64, wait: Wait, max: usize, many: bool) {
         let mut state = self.lock();
+        if let Some(message) = too_large_for(&state.items, peer) {
+            drop(state);
+            peer.reply_error(request, ErrorCode::TooLarge, message);
+            return;
+        }
         if !state.items.is_empty() {
             let items = take(&mut state.items, max, peer.max_frame_len());
             let count = items.len() as u64;
@@ -823,6 +828,14 @@ impl Queue {
             let Some(getter) = state.getters.pop_front() else {
                 return;
             };
+            if let Some(message) = too_large_for(&state.items, &getter.peer) {
+                // The item stays for a getter that accepts it.
+                abort(&getter.timer);
+                getter
+                    .peer
+                    .reply_error(getter.request, ErrorCode::TooLarge, message);
+                continue;
+            }
             let items = take(&mut state.items, getter.max, getter.peer.max_frame_len());
             let count = items.len() as u64;
             let ready = state.items.len() as u64;
@@ -919,6 +932,19 @@ impl State {
         self.next_waiter += 1;
         self.next_waiter
     }
+}
+
+/// Why the item at the head cannot go to `peer`: it is longer than the frames that client
+/// accepts (it announced a smaller limit than the broker's). The item stays in the queue.
+fn too_large_for(items: &VecDeque<Bytes>, peer: &Peer) -> Option<String> {
+    let len = items.front()?.len();
+    let max = peer.max_frame_len();
+    (len + FRAME_OVERHEAD > max).then(|| {
+        format!(
+            "an item of {len} bytes does not fit in a frame of {max} bytes, the most this \
+             client accepts; it stays in the queue"
+        )
+    })
 }
 
 /// Takes up to `max` items (at least one) that fit together in one frame.

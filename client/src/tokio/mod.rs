@@ -74,7 +74,7 @@ use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Kind, ObjectStats, Op, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK};
+use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK, STATS_PAGE_LEN};
 use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeOptions};
 use crate::{Error, Result};
@@ -395,8 +395,36 @@ impl Client {
     ///
     /// [`Error::BrokerGone`] if the broker does not answer.
     pub async fn stats(&self) -> Result<Vec<ObjectStats>> {
-        match self.call(Op::Stats).await? {
-            Reply::Stats(stats) => Ok(stats),
+        let mut all: Vec<ObjectStats> = Vec::new();
+        loop {
+            let after = all.last().map(|last| last.name.clone()).unwrap_or_default();
+            let page = Op::StatsPage {
+                after,
+                max_len: STATS_PAGE_LEN,
+            };
+            match self.call(page).await? {
+                Reply::StatsPage { objects, more } => {
+                    all.extend(objects);
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// The figures of the object `name` (as [`crate::Client::lookup`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such object.
+    pub async fn lookup(&self, name: &str) -> Result<ObjectStats> {
+        let op = Op::Lookup {
+            name: name.to_owned(),
+        };
+        match self.call(op).await? {
+            Reply::Stats(mut stats) if stats.len() == 1 => Ok(stats.remove(0)),
             other => Err(unexpected(&other)),
         }
     }
