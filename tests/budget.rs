@@ -20,24 +20,27 @@ fn a_queue_over_its_byte_budget_counts_as_full() {
         let mut accepted = 0;
         while queue.put_nowait(&item).is_ok() {
             accepted += 1;
-            assert!(accepted <= 65, "the budget was not enforced");
+            assert!(accepted <= 61, "the budget was not enforced");
         }
-        assert_eq!(accepted, 65, "65 items of 1000 bytes fit in 65536");
+        // Each item counts its bytes and 64 more (the broker's record of it).
+        assert_eq!(accepted, 61, "61 items of 1000 + 64 bytes fit in 65536");
         assert!(queue
             .put_timeout(&item, Duration::from_millis(20))
             .unwrap_err()
             .is_full());
-        assert_eq!(queue_stats(&client, "unbounded").bytes, 65_000);
+        assert_eq!(queue_stats(&client, "unbounded").bytes, 61 * 1064);
         // Under the budget, a smaller item still fits; once it is used up, the queue is full.
         assert!(!queue.is_full().unwrap());
-        queue.put_nowait(&vec![7u8; 536]).unwrap();
+        queue
+            .put_nowait(&vec![7u8; 65_536 - 61 * 1064 - 64])
+            .unwrap();
         assert!(queue.is_full().unwrap());
         assert!(queue.put_nowait(b"x").unwrap_err().is_full());
         // Taking one frees its bytes.
         queue.set_prefetch(1);
         queue.get().unwrap();
         queue.put_nowait(&item).unwrap();
-        assert_eq!(queue.len().unwrap(), 66);
+        assert_eq!(queue.len().unwrap(), 62);
     });
 }
 
@@ -56,9 +59,15 @@ fn the_broker_wide_budget_wakes_putters_on_other_queues() {
         let a = client.raw_queue("a", 0).unwrap();
         a.set_prefetch(1);
         let item = vec![1u8; 8192];
-        for _ in 0..8 {
+        // 7 items of 8192 + 64 bytes; an eighth would not fit in 65536.
+        for _ in 0..7 {
             a.put_nowait(&item).unwrap();
         }
+        // And one that takes the rest: 65536 bytes counted.
+        a.put_nowait(&vec![1u8; 65_536 - 7 * (8192 + 64) - 64])
+            .unwrap();
+        // Answered after the puts on this connection: they are all in.
+        assert_eq!(a.len().unwrap(), 8);
         // The broker's budget is spent: another queue is full too.
         let b = broker.client().raw_queue("b", 0).unwrap();
         assert!(b.put_nowait(&item).unwrap_err().is_full());
@@ -86,4 +95,76 @@ fn budgets_smaller_than_a_frame_are_refused() {
         panic!("the broker started with a budget smaller than a frame");
     };
     assert!(err.contains("must be at least max_frame_len"), "{err}");
+}
+
+#[test]
+fn empty_items_count_against_the_budget() {
+    watchdog(LIMIT, || {
+        let broker =
+            TestBroker::start_with(&["--max-frame-len", "16384", "--max-queue-bytes", "65536"]);
+        let client = broker.client();
+        let queue = client.raw_queue("empty", 0).unwrap();
+        let mut accepted = 0;
+        while queue.put_nowait(b"").is_ok() {
+            accepted += 1;
+            assert!(accepted <= 1024, "empty items were not counted");
+        }
+        assert_eq!(accepted, 1024, "65536 / 64 empty items");
+        assert!(queue.is_full().unwrap());
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn tiny_items_up_to_the_budget_take_about_what_they_count() {
+    watchdog(LIMIT, || {
+        let budget = 8 << 20;
+        let broker = TestBroker::start_with(&[
+            "--max-frame-len",
+            "1048576",
+            "--max-queue-bytes",
+            &budget.to_string(),
+            "--max-total-bytes",
+            &budget.to_string(),
+        ]);
+        let rss = |pid: u32| -> u64 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap()
+        };
+        let client = broker.client();
+        let before = rss(broker.child.id());
+        let queue = client.raw_queue("tiny", 0).unwrap();
+        // 1-byte items in batches, as a hostile producer would send them: each batch
+        // arrives in one frame, and no item may pin it.
+        let batch: Vec<&[u8]> = vec![b"x"; 1000];
+        let mut accepted = 0;
+        loop {
+            match queue.put_nowait(b"x") {
+                Ok(()) => accepted += 1,
+                Err(err) if err.is_full() => break,
+                Err(err) => panic!("{err}"),
+            }
+            if accepted % 1000 == 1 && queue_stats(&client, "tiny").bytes + 70_000 < budget {
+                queue.put_many(&batch).unwrap();
+                accepted += batch.len();
+            }
+        }
+        let after = rss(broker.child.id());
+        eprintln!(
+            "{accepted} items of 1 byte under a budget of {budget} B: broker RSS {before} KiB -> \
+             {after} KiB"
+        );
+        assert_eq!(accepted as u64, queue_stats(&client, "tiny").ready);
+        assert!(accepted as u64 <= budget / 65);
+        // What they count is what they take, within a factor for the allocator's slack.
+        assert!(
+            (after - before) * 1024 < 2 * budget,
+            "{accepted} tiny items took {} KiB",
+            after - before
+        );
+    });
 }

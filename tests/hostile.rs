@@ -258,3 +258,51 @@ fn an_item_larger_than_a_client_accepts_is_too_large_for_it_and_stays() {
         assert_eq!(later.get().unwrap().len(), 5000);
     });
 }
+
+#[test]
+fn a_half_sent_frame_counts_against_the_broker_wide_budget() {
+    watchdog(LIMIT, || {
+        let mib = (1 << 20).to_string();
+        let broker = TestBroker::start_with(&[
+            "--max-frame-len",
+            &mib,
+            "--max-queue-bytes",
+            &mib,
+            "--max-total-bytes",
+            &mib,
+        ]);
+        let client = broker.client();
+        let queue = client.raw_queue("q", 0).unwrap();
+        queue.set_prefetch(1);
+        let item = vec![5u8; 100_000];
+        queue.put_nowait(&item).unwrap();
+        queue.get().unwrap();
+        // A frame of 1,000,000 bytes announced, 100,000 sent, then nothing.
+        let mut stalled = Raw::handshake(&broker.addr);
+        stalled.write(&1_000_000u32.to_le_bytes());
+        stalled.write(&vec![0u8; 100_000]);
+        // Once the broker has read that far, the frame holds the budget: no room for more.
+        let start = Instant::now();
+        loop {
+            match queue.put_nowait(&item) {
+                Err(err) if err.is_full() => break,
+                Ok(()) => {
+                    queue.get().unwrap();
+                }
+                Err(err) => panic!("{err}"),
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "never counted");
+            std::thread::yield_now();
+        }
+        // The stalled client goes away: its bytes are released and a waiting put goes in.
+        let waiting = {
+            let queue = queue.clone();
+            let item = item.clone();
+            std::thread::spawn(move || queue.put_timeout(&item, Duration::from_secs(30)))
+        };
+        wait_until(&client, "q", "a waiting put", |q| q.putters == 1);
+        drop(stalled);
+        waiting.join().unwrap().unwrap();
+        assert_eq!(queue.len().unwrap(), 1);
+    });
+}

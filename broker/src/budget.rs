@@ -5,6 +5,18 @@ use std::sync::{Mutex, Weak};
 
 use crate::objects::Queue;
 
+/// What every item costs on top of its bytes: the broker's own record of it (its place in
+/// a queue or on a client's ledger, its allocation). Without it, empty and tiny items
+/// would cost nothing against the byte budgets and could fill memory while a queue never
+/// counted as full. Measured: a queue of 1-byte items costs about 64 bytes of broker
+/// memory each (docs/broker.md).
+pub(crate) const ITEM_COST: usize = 64;
+
+/// The bytes an item of `len` payload bytes counts against the byte budgets.
+pub(crate) fn cost(len: usize) -> usize {
+    len + ITEM_COST
+}
+
 /// Payload bytes held by all queues together. Over budget, every queue counts as full:
 /// putters wait (or fail with `Full`) until getters release bytes anywhere in the broker.
 #[derive(Debug)]

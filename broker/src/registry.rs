@@ -227,6 +227,11 @@ impl Registry {
     }
 
     /// Clones the objects out, so that no map guard is held while they are locked.
+    /// The broker-wide byte budget.
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
     fn names(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         // Single inserts and removals: a poisoned set is still coherent.
         self.names.lock().unwrap_or_else(|p| p.into_inner())

@@ -9,7 +9,8 @@ use ipcq_proto::{ClientMsg, ErrorCode, ErrorReply, Hello, Kind, Op, Reply, Wait}
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::connection::{read_frame, write_loop, ReadError};
+use crate::budget::cost;
+use crate::connection::{read_frame, write_loop, Partial, ReadError, OWN_ALLOCATION};
 use crate::objects::{Barrier, Event, Object, Permits, Queue};
 use crate::peer::{flush_scope, Direct, Link, OutputLimits, Peer, Taken};
 use crate::registry::Registry;
@@ -48,6 +49,7 @@ pub(crate) async fn run<R, W>(
         shared.output,
     );
     let writer = tokio::spawn(write_loop(writer, Arc::clone(&link)));
+    let shared_budget = Arc::clone(shared.registry.budget());
     let mut session = Session {
         peer: Arc::new(Peer::new(id, Arc::clone(&link), shared.max_frame_len)),
         shared,
@@ -55,6 +57,7 @@ pub(crate) async fn run<R, W>(
         by_name: HashMap::new(),
         reader,
         buf: BytesMut::with_capacity(64 * 1024),
+        partial: Partial::new(shared_budget),
         link: Arc::clone(&link),
     };
     session.send_hello();
@@ -131,8 +134,40 @@ struct Session<R> {
     by_name: HashMap<(String, u8), u32>,
     reader: R,
     buf: BytesMut,
+    /// A large frame being received, counted against the broker-wide budget.
+    partial: Partial,
     /// Where this connection's answers wait to be written.
     link: Arc<Link>,
+}
+
+/// The item bytes that came after a message in its frame.
+struct Tail {
+    bytes: Bytes,
+    /// The frame was read into an allocation of its own, exactly its size.
+    own_allocation: bool,
+}
+
+impl Tail {
+    /// The tail as one item. It keeps its frame's allocation only when that allocation is
+    /// the frame's alone, so no more than the item (and the few bytes of its request) is
+    /// held while it waits in a queue; otherwise it is copied out of the read buffer.
+    fn single(self) -> Bytes {
+        if self.own_allocation {
+            self.bytes
+        } else {
+            Bytes::copy_from_slice(&self.bytes)
+        }
+    }
+
+    /// The tail as items of lengths `lens`, each copied into an allocation of its own: a
+    /// batch's items leave the queue one by one, and none may keep the others' bytes.
+    fn many(self, lens: &[u32]) -> Result<Vec<Bytes>, ipcq_proto::Error> {
+        let items = ipcq_proto::split_items(self.bytes, lens)?;
+        Ok(items
+            .into_iter()
+            .map(|item| Bytes::copy_from_slice(&item))
+            .collect())
+    }
 }
 
 /// An object opened on this connection: for a pipe, the end this connection holds.
@@ -174,6 +209,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 &mut self.reader,
                 &mut self.buf,
                 ipcq_proto::MAX_HANDSHAKE_LEN,
+                &self.partial,
             ),
         )
         .await;
@@ -206,8 +242,13 @@ impl<R: AsyncRead + Unpin> Session<R> {
             if output.borrow().over_soft_since.is_some() {
                 let _ = output.wait_for(|now| now.over_soft_since.is_none()).await;
             }
-            let frame = match read_frame(&mut self.reader, &mut self.buf, self.shared.max_frame_len)
-                .await
+            let frame = match read_frame(
+                &mut self.reader,
+                &mut self.buf,
+                self.shared.max_frame_len,
+                &self.partial,
+            )
+            .await
             {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
@@ -236,9 +277,16 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     fn handle_frame(&mut self, frame: Bytes) -> Result<(), SessionError> {
+        let own_allocation = frame.len() >= OWN_ALLOCATION;
         match ipcq_proto::decode::<ClientMsg>(frame) {
             Ok((msg, tail)) => self
-                .handle(msg, tail)
+                .handle(
+                    msg,
+                    Tail {
+                        bytes: tail,
+                        own_allocation,
+                    },
+                )
                 .map_err(|message| self.refuse(ErrorCode::Protocol, message)),
             Err(err) => Err(self.refuse(ErrorCode::Protocol, err.to_string())),
         }
@@ -253,13 +301,13 @@ impl<R: AsyncRead + Unpin> Session<R> {
     /// Handles one message. Requests are answered here or by the object; a message
     /// without a reply (acknowledgements, puts on credits) that breaks the protocol ends
     /// the connection with the returned reason, as there is no request to answer.
-    fn handle(&mut self, msg: ClientMsg, tail: Bytes) -> Result<(), String> {
+    fn handle(&mut self, msg: ClientMsg, tail: Tail) -> Result<(), String> {
         let (id, op) = match msg {
             ClientMsg::Request { id, op } => (id, op),
             ClientMsg::Ack { tag, count } => {
                 // The application has these items: they leave their queues for good.
                 for (queue, items) in self.peer.take(tag, count) {
-                    let bytes = items.iter().map(Bytes::len).sum();
+                    let bytes = items.iter().map(|item| cost(item.len())).sum();
                     queue.settle(items.len() as u64, bytes);
                 }
                 return Ok(());
@@ -267,10 +315,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
             ClientMsg::Send { handle } => {
                 return self
                     .one_way_queue(handle)?
-                    .send_reserved(self.peer.id, vec![tail]);
+                    .send_reserved(self.peer.id, vec![tail.single()]);
             }
             ClientMsg::SendMany { handle, lens } => {
-                let items = ipcq_proto::split_items(tail, &lens).map_err(|err| err.to_string())?;
+                let items = tail.many(&lens).map_err(|err| err.to_string())?;
                 return self
                     .one_way_queue(handle)?
                     .send_reserved(self.peer.id, items);
@@ -295,7 +343,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 return Ok(());
             }
         };
-        if !tail.is_empty() && !matches!(op, Op::Put { .. } | Op::PutMany { .. }) {
+        if !tail.bytes.is_empty() && !matches!(op, Op::Put { .. } | Op::PutMany { .. }) {
             let err = ErrorReply::new(ErrorCode::InvalidArgument, "this request carries no items");
             self.peer.reply(id, Reply::Error(err));
             return Ok(());
@@ -313,7 +361,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     /// Carries out one request. `Ok(None)` means the object answers, now or later.
-    fn apply(&mut self, id: u64, op: Op, tail: Bytes) -> Result<Option<Reply>, ErrorReply> {
+    fn apply(&mut self, id: u64, op: Op, tail: Tail) -> Result<Option<Reply>, ErrorReply> {
         let peer = &self.peer;
         match op {
             Op::Ping => Ok(Some(Reply::Pong)),
@@ -359,7 +407,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 wait,
                 credits,
             } => {
-                let items = VecDeque::from([tail]);
+                let items = VecDeque::from([tail.single()]);
                 self.send_queue(handle)?
                     .put(peer, handle, id, items, wait, credits);
                 Ok(None)
@@ -369,7 +417,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 lens,
                 credits,
             } => {
-                let items = ipcq_proto::split_items(tail, &lens)
+                let items = tail
+                    .many(&lens)
                     .map_err(|err| ErrorReply::new(ErrorCode::InvalidArgument, err.to_string()))?;
                 self.send_queue(handle)?
                     .put(peer, handle, id, items.into(), Wait::Block, credits);

@@ -22,7 +22,7 @@ use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait};
 use tokio::task::AbortHandle;
 
 use super::{abort, deadline, too_many, Deadline};
-use crate::budget::Budget;
+use crate::budget::{cost, Budget};
 use crate::peer::Peer;
 use crate::session::FRAME_OVERHEAD;
 
@@ -167,7 +167,7 @@ impl Queue {
         // FIFO among putters: nobody overtakes a parked putter.
         if state.putters.is_empty() {
             while let Some(item) = items.front() {
-                if self.room(&state, item.len()) != Room::Yes {
+                if self.room(&state, cost(item.len())) != Room::Yes {
                     break;
                 }
                 let item = items.pop_front().expect("front was just seen");
@@ -205,6 +205,8 @@ impl Queue {
         wait: Wait,
         want: u32,
     ) {
+        // From here on, `len` is what the item will count.
+        let len = cost(len);
         let mut state = self.lock();
         if state.closed {
             drop(state);
@@ -335,7 +337,8 @@ impl Queue {
         }
         // The slots were reserved; the bytes are counted now, even past the budget, by at
         // most the credits outstanding (see `grant`).
-        self.budget.force(items.iter().map(Bytes::len).sum());
+        self.budget
+            .force(items.iter().map(|item| cost(item.len())).sum());
         for item in items {
             self.push(&mut state, item);
         }
@@ -431,7 +434,7 @@ impl Queue {
         let mut state = self.lock();
         state.in_flight -= items.len() as u64;
         if state.removed {
-            let bytes: usize = items.iter().map(Bytes::len).sum();
+            let bytes: usize = items.iter().map(|item| cost(item.len())).sum();
             state.bytes -= bytes;
             self.budget.release(bytes);
             drop(state);
@@ -499,7 +502,7 @@ impl Queue {
     pub(crate) fn remove(&self) {
         let mut state = self.lock();
         state.removed = true;
-        let dropped: usize = state.items.drain(..).map(|item| item.len()).sum();
+        let dropped: usize = state.items.drain(..).map(|item| cost(item.len())).sum();
         state.bytes -= dropped;
         self.budget.release(dropped);
         for joiner in std::mem::take(&mut state.joiners) {
@@ -773,7 +776,7 @@ impl Queue {
 
     /// Places an item whose room `room` has reserved.
     fn push(&self, state: &mut State, item: Bytes) {
-        state.bytes += item.len();
+        state.bytes += cost(item.len());
         state.total_put += 1;
         state.unfinished += 1;
         state.items.push_back(item);
@@ -800,7 +803,7 @@ impl Queue {
                 self.give_slot(state, &peer, handle, request, len, want);
                 continue;
             }
-            match putter.items.front().map(Bytes::len) {
+            match putter.items.front().map(|item| cost(item.len())) {
                 Some(len) => {
                     if self.room(state, len) != Room::Yes {
                         return;
@@ -865,11 +868,10 @@ impl Queue {
         if state.waiting_for_budget {
             return;
         }
-        let Some(len) = state
-            .putters
-            .front()
-            .and_then(|p| p.slot.or_else(|| p.items.front().map(Bytes::len)))
-        else {
+        let Some(len) = state.putters.front().and_then(|p| {
+            p.slot
+                .or_else(|| p.items.front().map(|item| cost(item.len())))
+        }) else {
             return;
         };
         let local_room = (self.capacity == 0 || state.len() + state.reserved < self.capacity)
