@@ -66,7 +66,7 @@ impl Config {
     /// The address to listen on: a socket path on Unix, a pipe name on Windows.
     ///
     /// Default: `IPCQ_ADDR` if set, else `$XDG_RUNTIME_DIR/ipcq.sock`, else
-    /// `/tmp/ipcq-<uid>.sock` (Unix) or `ipcq` (Windows).
+    /// `/tmp/ipcq-<uid>/ipcq.sock` (Unix) or `ipcq` (Windows).
     #[must_use]
     pub fn addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();

@@ -211,7 +211,7 @@ impl Client {
     }
 
     /// Connects to the broker at `IPCQ_ADDR`, else at the platform default
-    /// (`$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>.sock`; the pipe `ipcq` on
+    /// (`$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>/ipcq.sock`; the pipe `ipcq` on
     /// Windows), the address where `ipcq-broker` listens by default.
     ///
     /// # Errors
