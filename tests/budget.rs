@@ -127,16 +127,8 @@ fn tiny_items_up_to_the_budget_take_about_what_they_count() {
             "--max-total-bytes",
             &budget.to_string(),
         ]);
-        let rss = |pid: u32| -> u64 {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap()
-        };
         let client = broker.client();
-        let before = rss(broker.child.id());
+        let before = rss_kib(broker.child.id());
         let queue = client.raw_queue("tiny", 0).unwrap();
         // 1-byte items in batches, as a hostile producer would send them: each batch
         // arrives in one frame, and no item may pin it.
@@ -153,7 +145,7 @@ fn tiny_items_up_to_the_budget_take_about_what_they_count() {
                 accepted += batch.len();
             }
         }
-        let after = rss(broker.child.id());
+        let after = rss_kib(broker.child.id());
         eprintln!(
             "{accepted} items of 1 byte under a budget of {budget} B: broker RSS {before} KiB -> \
              {after} KiB"

@@ -13,14 +13,18 @@ use ipcq_proto::{ClientMsg, Kind, Op, Wait};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// The broker process's resident memory, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+/// A raw connection that announced `max_frame_len` and opened queue `name` as handle 0.
+fn open_raw(addr: &str, name: &str, max_frame_len: u32) -> Raw {
+    let mut raw = Raw::connect(addr);
+    raw.send_hello(ipcq_proto::Hello::new(max_frame_len));
+    let _hello: ipcq_proto::Hello = raw.read_message();
+    let open = Op::Open {
+        name: name.into(),
+        kind: Kind::Queue { capacity: 0 },
+    };
+    raw.send(&ClientMsg::Request { id: 1, op: open }, &[]);
+    let _opened = raw.read_broker_msg();
+    raw
 }
 
 /// Writes `requests` encoded requests to `raw` without ever reading, until they are all
@@ -99,13 +103,7 @@ fn a_connection_over_the_soft_limit_too_long_is_dropped_and_its_items_go_back() 
             jobs.put(&[i; 60_000]).unwrap();
         }
         // A consumer that asks for everything and reads none of it.
-        let mut hostile = Raw::handshake(&broker.addr);
-        let open = Op::Open {
-            name: "jobs".into(),
-            kind: Kind::Queue { capacity: 0 },
-        };
-        hostile.send(&ClientMsg::Request { id: 1, op: open }, &[]);
-        let _opened = hostile.read_broker_msg();
+        let mut hostile = open_raw(&broker.addr, "jobs", 1 << 24);
         let get = Op::GetMany {
             handle: 0,
             max: 50,
@@ -137,13 +135,7 @@ fn deliveries_past_the_hard_limit_drop_the_connection_and_the_items_go_back() {
         let client = broker.client();
         let jobs = client.raw_queue("jobs", 0).unwrap();
         // A consumer that parks 20 gets and reads nothing.
-        let mut hostile = Raw::handshake(&broker.addr);
-        let open = Op::Open {
-            name: "jobs".into(),
-            kind: Kind::Queue { capacity: 0 },
-        };
-        hostile.send(&ClientMsg::Request { id: 1, op: open }, &[]);
-        let _opened = hostile.read_broker_msg();
+        let mut hostile = open_raw(&broker.addr, "jobs", 1 << 24);
         for id in 2..22 {
             let get = Op::Get {
                 handle: 0,
@@ -214,15 +206,7 @@ fn an_item_larger_than_a_client_accepts_is_too_large_for_it_and_stays() {
         let queue = client.raw_queue("big", 0).unwrap();
         queue.put(&[1; 5000]).unwrap();
         // A client that accepts frames of 2 KiB at most.
-        let mut small = Raw::connect(&broker.addr);
-        small.send_hello(ipcq_proto::Hello::new(2048));
-        let _hello: ipcq_proto::Hello = small.read_message();
-        let open = Op::Open {
-            name: "big".into(),
-            kind: Kind::Queue { capacity: 0 },
-        };
-        small.send(&ClientMsg::Request { id: 1, op: open }, &[]);
-        let _opened = small.read_broker_msg();
+        let mut small = open_raw(&broker.addr, "big", 2048);
         for (id, wait) in [(2, Wait::NoWait), (3, Wait::Block)] {
             let get = Op::Get { handle: 0, wait };
             small.send(&ClientMsg::Request { id, op: get }, &[]);
@@ -234,15 +218,7 @@ fn an_item_larger_than_a_client_accepts_is_too_large_for_it_and_stays() {
             );
         }
         // A getter parked before the item came is told the same when it comes.
-        let mut parked = Raw::connect(&broker.addr);
-        parked.send_hello(ipcq_proto::Hello::new(2048));
-        let _hello: ipcq_proto::Hello = parked.read_message();
-        let open = Op::Open {
-            name: "later".into(),
-            kind: Kind::Queue { capacity: 0 },
-        };
-        parked.send(&ClientMsg::Request { id: 1, op: open }, &[]);
-        let _opened = parked.read_broker_msg();
+        let mut parked = open_raw(&broker.addr, "later", 2048);
         let get = Op::Get {
             handle: 0,
             wait: Wait::Block,

@@ -240,3 +240,13 @@ pub fn cli(addr: &str, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run ipcq")
 }
+
+/// A process's resident memory, in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
