@@ -201,7 +201,7 @@ fn bad_input_costs_only_the_offending_connection() {
             raw.read_broker_msg().0,
             BrokerMsg::Reply {
                 id: 9,
-                body: Reply::Accepted { credits: 0 }
+                body: Reply::Accepted { credits: 0, .. }
             }
         ));
         check_bystander("request errors");
@@ -412,6 +412,7 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
                     Op::Reserve {
                         handle: h,
                         credits: u32::MAX,
+                        len: u32::MAX,
                     },
                     queues,
                 ),
@@ -470,6 +471,7 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
                 let msg = ClientMsg::Release {
                     handle,
                     credits: u32::MAX,
+                    bytes: u64::MAX,
                 };
                 raw.send(&msg, &[]);
             }
@@ -556,6 +558,7 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
                 ClientMsg::Release {
                     handle: 99,
                     credits: 1,
+                    bytes: 0,
                 },
                 b"",
             ),

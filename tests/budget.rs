@@ -160,3 +160,101 @@ fn tiny_items_up_to_the_budget_take_about_what_they_count() {
         );
     });
 }
+
+#[test]
+fn credits_carry_bytes_and_spending_beyond_them_is_refused() {
+    use common::raw::Raw;
+    use ipcq_proto::{BrokerMsg, ClientMsg, ErrorCode, Kind, Op, Reply};
+
+    watchdog(LIMIT, || {
+        let broker =
+            TestBroker::start_with(&["--max-frame-len", "131072", "--max-queue-bytes", "1048576"]);
+        let request = |raw: &mut Raw, id: u64, op: Op, tail: &[u8]| {
+            raw.send(&ClientMsg::Request { id, op }, tail);
+            match raw.read_broker_msg().0 {
+                BrokerMsg::Reply { id: got, body } if got == id => body,
+                other => panic!("{other:?}"),
+            }
+        };
+        let open = |raw: &mut Raw| {
+            let op = Op::Open {
+                name: "q".into(),
+                kind: Kind::Queue { capacity: 0 },
+            };
+            match request(raw, 1, op, &[]) {
+                Reply::Opened { handle } => handle,
+                other => panic!("{other:?}"),
+            }
+        };
+        let reserve = |raw: &mut Raw, handle, len| {
+            let op = Op::Reserve {
+                handle,
+                credits: 8,
+                len,
+            };
+            match request(raw, 2, op, &[]) {
+                Reply::Accepted { credits, bytes } => (credits, bytes),
+                other => panic!("{other:?}"),
+            }
+        };
+        let send_many = |raw: &mut Raw, handle, items: &[Vec<u8>]| {
+            let lens = items
+                .iter()
+                .map(|item| u32::try_from(item.len()).unwrap())
+                .collect();
+            raw.send(&ClientMsg::SendMany { handle, lens }, &items.concat());
+        };
+
+        // Credits for empty items carry 64 bytes each, and spending them on larger items
+        // ends the connection: nothing of that send enters.
+        let mut cheat = Raw::handshake(&broker.addr);
+        let handle = open(&mut cheat);
+        assert_eq!(reserve(&mut cheat, handle, 0), (8, 8 * 64));
+        send_many(&mut cheat, handle, &[vec![1; 1000], vec![2; 1000]]);
+        match cheat.read_to_close().as_slice() {
+            [BrokerMsg::Fatal(err)] => {
+                assert_eq!(err.code, ErrorCode::Protocol, "{err:?}");
+                assert!(err.message.contains("bytes granted"), "{err:?}");
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+
+        // Spent as granted, they are accepted without an answer.
+        let mut honest = Raw::handshake(&broker.addr);
+        let handle = open(&mut honest);
+        assert_eq!(reserve(&mut honest, handle, 100), (8, 8 * 164));
+        let items: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 100]).collect();
+        send_many(&mut honest, handle, &items);
+        assert_eq!(request(&mut honest, 3, Op::Ping, &[]), Reply::Pong);
+        let client = broker.client();
+        let stats = queue_stats(&client, "q");
+        assert_eq!((stats.ready, stats.bytes), (8, 8 * 164));
+        // The cheat's grant went back with its connection; the honest one's is spent.
+        assert_eq!(stats.reserved, 0);
+    });
+}
+
+#[test]
+fn credits_granted_for_small_items_do_not_carry_large_ones_past_the_budget() {
+    watchdog(LIMIT, || {
+        let broker =
+            TestBroker::start_with(&["--max-frame-len", "131072", "--max-queue-bytes", "1048576"]);
+        let client = broker.client();
+        let queue = client.raw_queue("mixed", 0).unwrap();
+        // Blocking puts of small items ask for (and get) credits for the puts after them.
+        for _ in 0..10 {
+            queue.put(b"0123456789").unwrap();
+        }
+        let large = vec![7u8; 65_536];
+        let mut accepted = 0;
+        while queue.put_timeout(&large, Duration::from_millis(20)).is_ok() {
+            accepted += 1;
+            assert!(accepted <= 15, "the budget was not enforced");
+        }
+        // 10 × (10 + 64) + 15 × (65,536 + 64) = 984,740 bytes; a 16th would pass 1 MiB.
+        assert_eq!(accepted, 15);
+        let stats = queue_stats(&client, "mixed");
+        assert_eq!(stats.bytes, 984_740);
+        assert_eq!(stats.ready, 25);
+    });
+}

@@ -87,6 +87,16 @@ fn a_held_lock_excludes_everyone_else() {
         );
         let stats = permit_stats(&broker.client(), "excl");
         assert_eq!((stats.permits, stats.free, stats.holders.len()), (1, 0, 1));
+        // The holder is named by its process, as `ipcq stats` shows it.
+        assert_eq!(stats.holder_pids, [holder.id()]);
+        let table = String::from_utf8(cli(&broker.addr, &["stats"]).stdout).unwrap();
+        let shown = format!("{}/{}", holder.id(), stats.holders[0]);
+        assert!(
+            table
+                .lines()
+                .any(|line| line.starts_with("excl") && line.ends_with(&shown)),
+            "{table}"
+        );
         signal(&holder, "KILL");
         holder.wait().unwrap();
     });

@@ -5,16 +5,12 @@ use std::sync::{Mutex, Weak};
 
 use crate::objects::Queue;
 
-/// What every item costs on top of its bytes: the broker's own record of it (its place in
-/// a queue or on a client's ledger, its allocation). Without it, empty and tiny items
-/// would cost nothing against the byte budgets and could fill memory while a queue never
-/// counted as full. Measured: a queue of 1-byte items costs about 64 bytes of broker
-/// memory each (docs/broker.md).
-pub(crate) const ITEM_COST: usize = 64;
-
-/// The bytes an item of `len` payload bytes counts against the byte budgets.
+/// The bytes an item of `len` payload bytes counts against the byte budgets: its length
+/// and [`ipcq_proto::ITEM_COST`] for the broker's own record of it (its place in a queue
+/// or on a client's ledger, its allocation). Measured: a queue of 1-byte items costs about
+/// 64 bytes of broker memory each (docs/broker.md).
 pub(crate) fn cost(len: usize) -> usize {
-    len + ITEM_COST
+    len + ipcq_proto::ITEM_COST
 }
 
 /// Payload bytes held by all queues together. Over budget, every queue counts as full:
@@ -47,13 +43,14 @@ impl Budget {
             .is_ok()
     }
 
-    /// Counts bytes that must be accepted whatever the budget (items sent on credits).
+    /// Counts bytes that must be accepted whatever the budget (a large frame arriving).
     pub(crate) fn force(&self, len: usize) {
         self.used.fetch_add(len, Ordering::SeqCst);
     }
 
-    pub(crate) fn below_half(&self) -> bool {
-        self.used.load(Ordering::SeqCst) <= self.max / 2
+    /// Bytes not yet used.
+    pub(crate) fn free(&self) -> usize {
+        self.max.saturating_sub(self.used.load(Ordering::SeqCst))
     }
 
     pub(crate) fn release(&self, len: usize) {

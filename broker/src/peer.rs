@@ -294,6 +294,8 @@ impl Link {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) id: u64,
+    /// The client's process, from the socket's peer credentials; 0 if unknown.
+    pub(crate) pid: u32,
     /// Unbounded on purpose: replies are bounded by the requests the client made, and an
     /// object must be able to answer while holding its own lock, which rules out waiting
     /// for room.
@@ -328,9 +330,10 @@ struct Run {
 pub(crate) type Taken = Vec<(Arc<Queue>, Vec<Bytes>)>;
 
 impl Peer {
-    pub(crate) fn new(id: u64, link: Arc<Link>, max_frame_len: usize) -> Self {
+    pub(crate) fn new(id: u64, pid: u32, link: Arc<Link>, max_frame_len: usize) -> Self {
         Peer {
             id,
+            pid,
             link,
             max_frame_len: AtomicUsize::new(max_frame_len),
             in_flight: Mutex::new(InFlight::default()),

@@ -279,13 +279,14 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
                 continue;
             }
             let Some(permit) = permit else { continue };
+            let pid = peer_pid(&stream);
             let stream = Arc::new(stream);
             let (reader, writer) = (SharedStream(Arc::clone(&stream)), SharedStream(stream));
             let shared = Arc::clone(&shared);
             let stop = stop_rx.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                session::run(id, reader, writer, shared, stop).await;
+                session::run(id, pid, reader, writer, shared, stop).await;
                 drop(permit);
                 drop(done);
             });
@@ -413,6 +414,16 @@ fn admit(stream: &Stream, config: &Config) -> Result<(), String> {
 #[cfg(not(unix))]
 fn admit(_stream: &Stream, _config: &Config) -> Result<(), String> {
     Ok(())
+}
+
+/// The client's process, for stats (who holds a lock); 0 where the system does not say.
+fn peer_pid(stream: &Stream) -> u32 {
+    stream
+        .peer_creds()
+        .ok()
+        .and_then(|creds| creds.pid())
+        .and_then(|pid| u32::try_from(pid).ok())
+        .unwrap_or(0)
 }
 
 /// One half of a connection: `&Stream` reads and writes, so both halves share the stream

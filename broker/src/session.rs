@@ -33,9 +33,11 @@ pub(crate) struct Shared {
     pub(crate) output: OutputLimits,
 }
 
-/// Runs one connection to its end. Never panics on input; every way out is logged here.
+/// Runs one connection to its end: the client's process is `pid` (0 if unknown). Never
+/// panics on input; every way out is logged here.
 pub(crate) async fn run<R, W>(
     id: u64,
+    pid: u32,
     reader: R,
     writer: W,
     shared: Arc<Shared>,
@@ -51,7 +53,7 @@ pub(crate) async fn run<R, W>(
     let writer = tokio::spawn(write_loop(writer, Arc::clone(&link)));
     let shared_budget = Arc::clone(shared.registry.budget());
     let mut session = Session {
-        peer: Arc::new(Peer::new(id, Arc::clone(&link), shared.max_frame_len)),
+        peer: Arc::new(Peer::new(id, pid, Arc::clone(&link), shared.max_frame_len)),
         shared,
         handles: Vec::new(),
         by_name: HashMap::new(),
@@ -323,8 +325,17 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     .one_way_queue(handle)?
                     .send_reserved(self.peer.id, items);
             }
-            ClientMsg::Release { handle, credits } => {
-                self.one_way_queue(handle)?.release(self.peer.id, credits);
+            ClientMsg::Release {
+                handle,
+                credits,
+                bytes,
+            } => {
+                let queue = self.one_way_queue(handle)?;
+                queue.release(
+                    self.peer.id,
+                    credits,
+                    usize::try_from(bytes).unwrap_or(usize::MAX),
+                );
                 return Ok(());
             }
             ClientMsg::Return { tag, count } => {
@@ -455,9 +466,14 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 }
                 Ok(Some(Reply::Done))
             }
-            Op::Reserve { handle, credits } => {
-                let credits = self.send_queue(handle)?.reserve(peer, handle, credits);
-                Ok(Some(Reply::Accepted { credits }))
+            Op::Reserve {
+                handle,
+                credits,
+                len,
+            } => {
+                let queue = self.send_queue(handle)?;
+                let (credits, bytes) = queue.reserve(peer, handle, credits, len as usize);
+                Ok(Some(Reply::Accepted { credits, bytes }))
             }
             Op::WaitRoom {
                 handle,

@@ -17,7 +17,9 @@ use interprocess::local_socket::{
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, Op, Reply};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK, STATS_PAGE_LEN};
+use crate::common::{
+    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK, STATS_PAGE_LEN,
+};
 use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, RawQueue};
@@ -107,7 +109,7 @@ enum Followup {
     /// Deliveries for a handle that no longer exists: back to the queue.
     Return { tag: u64, count: u32 },
     /// Credits granted to a handle that no longer exists: back to the broker.
-    Release { handle: u32, credits: u32 },
+    Release(ClientMsg),
     /// A handle to let go of only after unlocking.
     Keep(Arc<Local>),
 }
@@ -686,8 +688,7 @@ impl Inner {
                     let msg = ClientMsg::Return { tag, count };
                     let _ = ipcq_proto::encode(&msg, 0, self.max_frame_len, &mut frame);
                 }
-                Followup::Release { handle, credits } => {
-                    let msg = ClientMsg::Release { handle, credits };
+                Followup::Release(msg) => {
                     let _ = ipcq_proto::encode(&msg, 0, self.max_frame_len, &mut frame);
                 }
                 Followup::Keep(local) => kept.push(local),
@@ -784,17 +785,14 @@ fn dispatch(state: &mut State, msg: BrokerMsg, tail: Bytes, followups: &mut Vec<
             }
             let waker = if let Some((detached, handle)) = slot.detached {
                 let slot = state.pending.remove(&id).expect("the slot was just found");
-                let credits = match &body {
-                    Reply::Accepted { credits } => *credits,
-                    _ => 0,
-                };
+                let grant = Grant::of(&body);
                 match (&local, detached) {
-                    (Some(local), Detached::Reserve) => local.reserve_answered(credits),
+                    (Some(local), Detached::Reserve) => local.reserve_answered(grant),
                     (Some(local), Detached::Prefetch) => local.prefetch_answered(),
                     (_, Detached::Fetch) => {}
                     // The handle is gone: so are the credits.
-                    (None, Detached::Reserve) if credits > 0 => {
-                        followups.push(Followup::Release { handle, credits });
+                    (None, Detached::Reserve) => {
+                        followups.extend(release_msg(handle, grant).map(Followup::Release));
                     }
                     (None, _) => {}
                 }

@@ -74,7 +74,7 @@ pub(crate) const ITEM_OVERHEAD: usize = 64;
 const CREDIT_REQUEST: u32 = 1024;
 
 /// Credits are asked for in proportion to item size, to keep about this many bytes in
-/// flight per producer: bytes sent on credits may overshoot a byte budget by as much.
+/// flight per producer.
 const CREDIT_BYTES: usize = 1 << 20;
 
 /// How many items a `get` fetches at most in one round trip, unless set otherwise with
@@ -163,15 +163,85 @@ pub(crate) fn runs(tags: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
     runs
 }
 
-/// Takes up to `n` of the credits counted in `credits`; returns how many.
-pub(crate) fn take_credits(credits: &std::sync::atomic::AtomicU64, n: u64) -> u64 {
-    use std::sync::atomic::Ordering;
-    let mut taken = 0;
-    let _ = credits.fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
-        taken = have.min(n);
-        Some(have - taken)
-    });
-    taken
+/// The credits the broker granted one connection on one queue: slots reserved for its
+/// next puts, and the bytes that go with them. Each item sent on them spends one credit
+/// and [`ipcq_proto::item_cost`] of its length; with the last credit the broker lets the
+/// spare bytes go, and so does this count, so that it never believes in more than the
+/// broker granted.
+#[derive(Debug, Default)]
+pub(crate) struct Credits(std::sync::Mutex<Grant>);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) credits: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Credits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Grant> {
+        // Every change is two plain assignments: a poisoned count is still whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds what the broker granted.
+    pub(crate) fn add(&self, granted: Grant) {
+        let mut grant = self.lock();
+        grant.credits += granted.credits;
+        grant.bytes += granted.bytes;
+    }
+
+    /// Spends credits on the longest prefix of items of lengths `lens` that they cover;
+    /// returns how many items that is.
+    pub(crate) fn take(&self, lens: impl IntoIterator<Item = usize>) -> usize {
+        let mut grant = self.lock();
+        let mut taken = 0;
+        for len in lens {
+            let cost = ipcq_proto::item_cost(len);
+            if grant.credits == 0 || grant.bytes < cost {
+                break;
+            }
+            grant.credits -= 1;
+            grant.bytes -= cost;
+            taken += 1;
+        }
+        if grant.credits == 0 {
+            grant.bytes = 0;
+        }
+        taken
+    }
+
+    /// Credits left.
+    pub(crate) fn count(&self) -> u64 {
+        self.lock().credits
+    }
+
+    /// Takes every credit and byte, to give them back.
+    pub(crate) fn take_all(&self) -> Grant {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+impl Grant {
+    /// What [`Reply::Accepted`](ipcq_proto::Reply::Accepted) granted, or nothing for
+    /// another answer.
+    pub(crate) fn of(reply: &ipcq_proto::Reply) -> Grant {
+        match *reply {
+            ipcq_proto::Reply::Accepted { credits, bytes } => Grant {
+                credits: u64::from(credits),
+                bytes,
+            },
+            _ => Grant::default(),
+        }
+    }
+}
+
+/// The `Release` that gives `grant` back on `handle`, if there is anything to give.
+pub(crate) fn release_msg(handle: u32, grant: Grant) -> Option<ipcq_proto::ClientMsg> {
+    (grant.credits > 0).then(|| ipcq_proto::ClientMsg::Release {
+        handle,
+        credits: u32::try_from(grant.credits).unwrap_or(u32::MAX),
+        bytes: grant.bytes,
+    })
 }
 
 /// Refuses an item that would not fit in a frame of `max_frame_len` bytes with its request.
@@ -237,6 +307,41 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn grant(credits: u64, bytes: u64) -> Grant {
+        Grant { credits, bytes }
+    }
+
+    #[test]
+    fn credits_cover_count_and_bytes() {
+        let credits = Credits::default();
+        credits.add(grant(3, ipcq_proto::item_cost(100) * 2));
+        // Two items of 100 bytes fit the bytes; the third credit has none left.
+        assert_eq!(credits.take([100, 100, 100]), 2);
+        assert_eq!(credits.count(), 1);
+        assert_eq!(credits.take([0]), 0);
+        credits.add(grant(1, ipcq_proto::item_cost(10)));
+        assert_eq!(credits.take([10, 10]), 1);
+        // One credit is left, with no bytes. A larger item than the bytes cover stops the
+        // run, and the rest stays.
+        credits.add(grant(2, ipcq_proto::item_cost(10) * 2));
+        assert_eq!(credits.take([100]), 0);
+        assert_eq!(credits.take([10]), 1);
+        assert_eq!(credits.take_all(), grant(2, ipcq_proto::item_cost(10)));
+        assert_eq!(credits.count(), 0);
+    }
+
+    #[test]
+    fn the_last_credit_takes_the_spare_bytes_with_it() {
+        let credits = Credits::default();
+        credits.add(grant(1, 1000));
+        assert_eq!(credits.take([0]), 1);
+        // As at the broker: no credit, no bytes; a new grant starts afresh.
+        credits.add(grant(1, ipcq_proto::item_cost(0)));
+        assert_eq!(credits.take([100]), 0);
+        assert_eq!(credits.take([0]), 1);
+        assert_eq!(credits.take_all(), Grant::default());
+    }
 
     #[test]
     fn runs_join_consecutive_tags() {

@@ -13,8 +13,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::client::{unexpected, Client, Detached};
 use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, take_credits,
-    Pace, DEFAULT_PREFETCH,
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, runs,
+    Credits, Grant, Pace, DEFAULT_PREFETCH,
 };
 use crate::{Error, Result};
 
@@ -24,7 +24,7 @@ use crate::{Error, Result};
 pub(crate) struct Local {
     client: Client,
     handle: u32,
-    credits: AtomicU64,
+    credits: Credits,
     /// The most items to prefetch (`set_prefetch`).
     prefetch: AtomicUsize,
     /// Delivered items with their delivery tags, in queue order.
@@ -47,7 +47,7 @@ impl Local {
         Local {
             client,
             handle,
-            credits: AtomicU64::new(0),
+            credits: Credits::default(),
             prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
             buffer: Mutex::new(VecDeque::new()),
             outstanding: AtomicU64::new(0),
@@ -58,20 +58,10 @@ impl Local {
         }
     }
 
-    /// Takes up to `n` credits; returns how many.
-    fn take_credits(&self, n: u64) -> u64 {
-        take_credits(&self.credits, n)
-    }
-
     /// Gives every unused credit back to the broker.
     pub(crate) fn release_credits(&self) {
-        let credits = self.credits.swap(0, Ordering::AcqRel);
-        if credits == 0 {
+        let Some(msg) = release_msg(self.handle, self.credits.take_all()) else {
             return;
-        }
-        let msg = ClientMsg::Release {
-            handle: self.handle,
-            credits: u32::try_from(credits).unwrap_or(u32::MAX),
         };
         let mut frame = Vec::with_capacity(16);
         // A `Release` always fits in a frame; if the connection is gone, so are the credits.
@@ -111,8 +101,8 @@ impl Local {
     }
 
     /// The credit request in flight has been answered (called by the reader).
-    pub(crate) fn reserve_answered(&self, credits: u32) {
-        self.credits.fetch_add(u64::from(credits), Ordering::AcqRel);
+    pub(crate) fn reserve_answered(&self, grant: Grant) {
+        self.credits.add(grant);
         self.reserving.store(0, Ordering::Release);
     }
 
@@ -120,12 +110,13 @@ impl Local {
     /// with the puts), so that the answer is back before they run out.
     fn encode_reserve(self: &Arc<Self>, item_len: usize, frame: &mut Vec<u8>) {
         let want = credit_request(item_len);
-        if self.credits.load(Ordering::Acquire) >= u64::from(want / 2) {
+        if self.credits.count() >= u64::from(want / 2) {
             return;
         }
         let op = Op::Reserve {
             handle: self.handle,
             credits: want,
+            len: u32::try_from(item_len).unwrap_or(u32::MAX),
         };
         self.encode_detached(Detached::Reserve, &self.reserving, op, frame);
     }
@@ -360,7 +351,7 @@ impl RawQueue {
         self.check_item(item.len())?;
         loop {
             // A credit is a slot already reserved: the put needs no answer.
-            if self.local.take_credits(1) == 1 {
+            if self.local.credits.take([item.len()]) == 1 {
                 let mut frame = Vec::with_capacity(32 + item.len());
                 self.client().encode(
                     &ClientMsg::Send {
@@ -377,6 +368,9 @@ impl RawQueue {
                 break;
             }
         }
+        // Credits left were granted for smaller items: they go back, or the slots they hold
+        // could be the room this put waits for.
+        self.local.release_credits();
         // A put that may wait asks for credits for the puts that follow it.
         let credits = if wait == Wait::NoWait {
             0
@@ -393,10 +387,8 @@ impl RawQueue {
 
     fn accepted(&self, reply: Reply) -> Result<()> {
         match reply {
-            Reply::Accepted { credits } => {
-                self.local
-                    .credits
-                    .fetch_add(u64::from(credits), Ordering::AcqRel);
+            Reply::Accepted { .. } => {
+                self.local.credits.add(Grant::of(&reply));
                 Ok(())
             }
             other => Err(unexpected(&other)),
@@ -429,13 +421,14 @@ impl RawQueue {
     fn put_batch(&self, batch: &[&[u8]]) -> Result<()> {
         let mut rest = batch;
         while !rest.is_empty() {
-            // At most `rest.len()`, so it fits.
-            let credited = usize::try_from(self.local.take_credits(rest.len() as u64)).unwrap_or(0);
+            let credited = self.local.credits.take(rest.iter().map(|item| item.len()));
             if credited == 0 {
                 // Credits asked for earlier may be on their way: they come at once.
                 if self.local.await_reserve()? {
                     continue;
                 }
+                // As in `put_wait`: credits granted for smaller items go back first.
+                self.local.release_credits();
                 let op = Op::PutMany {
                     handle: self.handle(),
                     lens: lens(rest),

@@ -40,7 +40,8 @@ pub use addr::{classify_addr, default_addr, platform_addr, private_dir, AddrKind
 pub use error::{CodecError, Error};
 pub use frame::{decode_frame, frame_prefix, DEFAULT_MAX_FRAME_LEN, MAX_HANDSHAKE_LEN, PREFIX_LEN};
 pub use message::{
-    check_name, decode, encode, encoded_len, split_items, BarrierStats, BrokerMsg, ClientMsg,
-    ErrorCode, ErrorReply, EventStats, Hello, Kind, ObjectDetail, ObjectStats, Op, PermitStats,
-    PipeStats, QueueInfo, QueueStats, Reply, Wait, MAGIC, MAX_NAME_LEN, VERSION,
+    check_name, decode, encode, encoded_len, item_cost, split_items, BarrierStats, BrokerMsg,
+    ClientMsg, ErrorCode, ErrorReply, EventStats, Hello, Kind, ObjectDetail, ObjectStats, Op,
+    PermitStats, PipeStats, QueueInfo, QueueStats, Reply, Wait, ITEM_COST, MAGIC, MAX_NAME_LEN,
+    VERSION,
 };

@@ -18,7 +18,24 @@ pub const MAGIC: [u8; 4] = *b"IPCQ";
 
 /// The protocol version this crate speaks. Peers with another version refuse each other
 /// with a clear error during the handshake.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+
+/// What every item counts against the broker's byte budgets and byte credits on top of
+/// its length: the broker's own record of it (its place in a queue or on a client's
+/// ledger, its allocation). Without it, empty and tiny items would cost nothing and could
+/// fill memory while a queue never counted as full.
+pub const ITEM_COST: usize = 64;
+
+/// The bytes an item of `len` payload bytes counts against byte budgets and byte credits:
+/// `len` + [`ITEM_COST`].
+///
+/// ```
+/// assert_eq!(ipcq_proto::item_cost(0), 64);
+/// assert_eq!(ipcq_proto::item_cost(1000), 1064);
+/// ```
+pub fn item_cost(len: usize) -> u64 {
+    len as u64 + ITEM_COST as u64
+}
 
 /// The first frame each way: who is speaking and what it accepts.
 ///
@@ -154,12 +171,15 @@ pub enum ClientMsg {
         /// Length of each item in the tail.
         lens: Vec<u32>,
     },
-    /// Gives back unused credits. No reply.
+    /// Gives back unused credits and bytes. No reply. With the last credit, the bytes
+    /// granted with the credits go back whatever `bytes` says.
     Release {
         /// Queue handle.
         handle: u32,
         /// Credits given back.
         credits: u32,
+        /// Bytes given back.
+        bytes: u64,
     },
     /// The deliveries `tag .. tag + count` were not handed to the application: they go back
     /// to the head of their queue, in order. No reply.
@@ -254,6 +274,9 @@ pub enum Op {
         handle: u32,
         /// Credits wanted.
         credits: u32,
+        /// About how long the items they are for will be: the broker grants bytes for
+        /// `credits` items of this length.
+        len: u32,
     },
     /// Take a permit of a lock or semaphore; answered with [`Reply::Acquired`], or `Busy`
     /// when none came before the wait ran out.
@@ -401,12 +424,15 @@ pub enum Reply {
     /// The request failed.
     Error(ErrorReply),
     /// Answer to [`Op::Put`], [`Op::PutMany`], [`Op::Reserve`] and [`Op::WaitRoom`]: the items
-    /// are in the queue, and
-    /// `credits` slots are reserved for this connection's next puts
-    /// ([`ClientMsg::Send`]).
+    /// are in the queue, and `credits` slots and `bytes` bytes are reserved for this
+    /// connection's next puts ([`ClientMsg::Send`]). Each item sent on them spends one
+    /// credit and [`item_cost`] of its length in bytes; a send beyond either is a protocol
+    /// error. The bytes are granted for items about as long as those of the request.
     Accepted {
         /// Credits granted.
         credits: u32,
+        /// Bytes granted with them.
+        bytes: u64,
     },
     /// Answer to [`Op::Acquire`]: a permit is held.
     Acquired {
@@ -492,6 +518,9 @@ pub struct PermitStats {
     pub holders: Vec<u64>,
     /// Requests waiting for a permit.
     pub waiters: u64,
+    /// The process of each connection in `holders`, in the same order, from the socket's
+    /// peer credentials; 0 where the system does not say.
+    pub holder_pids: Vec<u32>,
 }
 
 /// An event's figures.

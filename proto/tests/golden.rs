@@ -19,7 +19,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> Vec<u8> {
 fn hello() {
     assert_eq!(
         bytes(&Hello::new(16 << 20)),
-        [b'I', b'P', b'C', b'Q', 1, 0x80, 0x80, 0x80, 0x08]
+        [b'I', b'P', b'C', b'Q', 2, 0x80, 0x80, 0x80, 0x08]
     );
 }
 
@@ -91,9 +91,10 @@ fn client_messages() {
     assert_eq!(
         request(Op::Reserve {
             handle: 2,
-            credits: 128
+            credits: 128,
+            len: 3
         }),
-        [0, 0xac, 0x02, 10, 2, 0x80, 0x01]
+        [0, 0xac, 0x02, 10, 2, 0x80, 0x01, 3]
     );
     assert_eq!(
         request(Op::Acquire {
@@ -149,9 +150,10 @@ fn client_messages() {
     assert_eq!(
         bytes(&ClientMsg::Release {
             handle: 2,
-            credits: 7
+            credits: 7,
+            bytes: 9
         }),
-        [4, 2, 7]
+        [4, 2, 7, 9]
     );
     assert_eq!(bytes(&ClientMsg::Return { tag: 5, count: 2 }), [5, 5, 2]);
     assert_eq!(
@@ -232,6 +234,13 @@ fn broker_messages() {
             more: true
         }),
         [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1]
+    );
+    assert_eq!(
+        reply(Reply::Accepted {
+            credits: 3,
+            bytes: 200
+        }),
+        [0, 1, 8, 3, 0xc8, 0x01]
     );
     assert_eq!(
         reply(Reply::Error(ErrorReply::new(ErrorCode::Full, "f"))),

@@ -59,7 +59,11 @@ fn op() -> impl Strategy<Value = Op> {
         h.prop_map(|handle| Op::Close { handle }),
         Just(Op::Stats),
         ".{0,40}".prop_map(|name| Op::Remove { name }),
-        (h, any::<u32>()).prop_map(|(handle, credits)| Op::Reserve { handle, credits }),
+        (h, any::<u32>(), any::<u32>()).prop_map(|(handle, credits, len)| Op::Reserve {
+            handle,
+            credits,
+            len
+        }),
         (h, wait()).prop_map(|(handle, wait)| Op::Acquire { handle, wait }),
         h.prop_map(|handle| Op::ReleasePermit { handle }),
         (h, wait()).prop_map(|(handle, wait)| Op::WaitBarrier { handle, wait }),
@@ -84,8 +88,13 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         any::<u32>().prop_map(|handle| ClientMsg::Send { handle }),
         (any::<u32>(), prop::collection::vec(any::<u32>(), 0..8))
             .prop_map(|(handle, lens)| ClientMsg::SendMany { handle, lens }),
-        (any::<u32>(), any::<u32>())
-            .prop_map(|(handle, credits)| ClientMsg::Release { handle, credits }),
+        (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(handle, credits, bytes)| {
+            ClientMsg::Release {
+                handle,
+                credits,
+                bytes,
+            }
+        }),
         (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::Return { tag, count }),
         (any::<u32>(), any::<u64>()).prop_map(|(handle, id)| ClientMsg::Cancel { handle, id }),
     ]
@@ -102,7 +111,8 @@ fn broker_msg() -> impl Strategy<Value = BrokerMsg> {
             any::<u64>()
         )
             .prop_map(|(tag, lens, ready)| Reply::Items { tag, lens, ready }),
-        any::<u32>().prop_map(|credits| Reply::Accepted { credits }),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(credits, bytes)| Reply::Accepted { credits, bytes }),
         any::<bool>().prop_map(|owner_died| Reply::Acquired { owner_died }),
         any::<bool>().prop_map(Reply::Flag),
         any::<u64>().prop_map(|index| Reply::Passed { index }),

@@ -395,12 +395,25 @@ fn print_stats(stats: &[ObjectStats], rates: Option<&Rates<'_>>) {
             "permits",
             "free",
             "waiters",
-            "holders (connections)",
+            "holders (pid/connection)",
         ];
         let rows = permits
             .iter()
             .map(|(name, kind, p)| {
-                let holders: Vec<String> = p.holders.iter().map(u64::to_string).collect();
+                let pids = p
+                    .holder_pids
+                    .iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None));
+                let holders: Vec<String> = p
+                    .holders
+                    .iter()
+                    .zip(pids)
+                    .map(|(connection, pid)| match pid {
+                        Some(&pid) if pid != 0 => format!("{pid}/{connection}"),
+                        _ => format!("?/{connection}"),
+                    })
+                    .collect();
                 vec![
                     name.to_string(),
                     kind.to_string(),
@@ -587,6 +600,7 @@ fn stats_json(stats: &[ObjectStats]) -> serde_json::Value {
                 "permits": p.permits,
                 "free": p.free,
                 "holders": p.holders,
+                "holder_pids": p.holder_pids,
                 "waiters": p.waiters,
             }),
             ObjectDetail::Event(e) => serde_json::json!({

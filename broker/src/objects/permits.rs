@@ -25,11 +25,20 @@ pub(crate) struct Permits {
 #[derive(Debug, Default)]
 struct State {
     free: u64,
-    /// Connections holding permits, with how many.
-    holders: Vec<(u64, u64)>,
+    /// Connections holding permits.
+    holders: Vec<Holder>,
     waiters: Parked,
     /// A holder died holding permits: the next acquirer is told.
     owner_died: bool,
+}
+
+/// A connection holding permits.
+#[derive(Debug)]
+struct Holder {
+    peer: u64,
+    /// Its process, for stats.
+    pid: u32,
+    held: u64,
 }
 
 impl Permits {
@@ -56,7 +65,7 @@ impl Permits {
     pub(crate) fn acquire(&self, peer: &Arc<Peer>, request: u64, wait: Wait) {
         let mut state = self.lock_state();
         if state.waiters.is_empty() && state.free > 0 {
-            let owner_died = grant(&mut state, peer.id);
+            let owner_died = grant(&mut state, peer);
             drop(state);
             peer.reply(request, Reply::Acquired { owner_died });
             return;
@@ -80,15 +89,15 @@ impl Permits {
     /// When `peer` holds none: releasing what one does not hold is an error.
     pub(crate) fn release(&self, peer: u64) -> Result<(), String> {
         let mut state = self.lock_state();
-        let Some(at) = state.holders.iter().position(|&(holder, _)| holder == peer) else {
+        let Some(at) = state.holders.iter().position(|h| h.peer == peer) else {
             return Err(format!(
                 "{} '{}' is not held by this client",
                 self.kind(),
                 self.name
             ));
         };
-        state.holders[at].1 -= 1;
-        if state.holders[at].1 == 0 {
+        state.holders[at].held -= 1;
+        if state.holders[at].held == 0 {
             state.holders.swap_remove(at);
         }
         state.free += 1;
@@ -106,8 +115,8 @@ impl Permits {
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock_state();
         state.waiters.forget(peer);
-        if let Some(at) = state.holders.iter().position(|&(holder, _)| holder == peer) {
-            let (_, held) = state.holders.swap_remove(at);
+        if let Some(at) = state.holders.iter().position(|h| h.peer == peer) {
+            let held = state.holders.swap_remove(at).held;
             state.free += held;
             state.owner_died = true;
             tracing::info!(name = %self.name, held, "permits of a client that went away are back");
@@ -137,8 +146,9 @@ impl Permits {
         PermitStats {
             permits: self.permits,
             free: state.free,
-            holders: state.holders.iter().map(|&(holder, _)| holder).collect(),
+            holders: state.holders.iter().map(|h| h.peer).collect(),
             waiters: state.waiters.len() as u64,
+            holder_pids: state.holders.iter().map(|h| h.pid).collect(),
         }
     }
 
@@ -170,11 +180,15 @@ impl Permits {
 }
 
 /// Gives a free permit to `peer`; returns whether the last holder died holding one.
-fn grant(state: &mut State, peer: u64) -> bool {
+fn grant(state: &mut State, peer: &Peer) -> bool {
     state.free -= 1;
-    match state.holders.iter_mut().find(|(holder, _)| *holder == peer) {
-        Some((_, held)) => *held += 1,
-        None => state.holders.push((peer, 1)),
+    match state.holders.iter_mut().find(|h| h.peer == peer.id) {
+        Some(holder) => holder.held += 1,
+        None => state.holders.push(Holder {
+            peer: peer.id,
+            pid: peer.pid,
+            held: 1,
+        }),
     }
     std::mem::take(&mut state.owner_died)
 }
@@ -185,7 +199,7 @@ fn serve(state: &mut State) {
         let Some(waiter) = state.waiters.pop() else {
             return;
         };
-        let owner_died = grant(state, waiter.peer.id);
+        let owner_died = grant(state, &waiter.peer);
         waiter
             .peer
             .reply(waiter.request, Reply::Acquired { owner_died });

@@ -7,8 +7,10 @@
 //! never pushes the queue over its bound.
 //!
 //! Credits are how producers stream without a round trip per item: the answer to a `put`
-//! may grant some, and each later put spends one and needs no answer. The grant policy is
-//! in [`Queue::grant`].
+//! may grant some, with bytes for them, and each later put spends one credit and its
+//! item's cost in bytes and needs no answer. Granted bytes are taken from the byte
+//! budgets at once, so items sent on credits never take a budget past its limit. The
+//! grant policy is in [`Queue::grant`].
 //!
 //! The state never touches a socket: answers are handed to the peer's writer channel,
 //! which never blocks, so they can be sent with the lock held and in the order decided
@@ -53,6 +55,9 @@ struct State {
     in_flight: u64,
     /// Slots promised to producers (the sum of `holders`' credits).
     reserved: u64,
+    /// Bytes promised to producers with those slots (the sum of `holders`' bytes), counted
+    /// in the broker budget and against `max_bytes`.
+    reserved_bytes: usize,
     holders: Vec<Holder>,
     getters: VecDeque<Getter>,
     putters: VecDeque<Putter>,
@@ -104,6 +109,8 @@ struct Putter {
     slot: Option<usize>,
     /// Credits the producer asked for along with this put.
     want: u32,
+    /// What each of those credits is for: the cost of this request's largest item.
+    per_credit: usize,
     timer: Option<AbortHandle>,
 }
 
@@ -113,6 +120,8 @@ struct Holder {
     peer: Arc<Peer>,
     handle: u32,
     credits: u64,
+    /// Bytes granted with the credits and not yet spent.
+    bytes: usize,
     /// A `Revoke` was sent and not yet answered: do not send another.
     revoked: bool,
 }
@@ -158,6 +167,7 @@ impl Queue {
         wait: Wait,
         want: u32,
     ) {
+        let per_credit = items.iter().map(|item| cost(item.len())).max().unwrap_or(0);
         let mut state = self.lock();
         if state.closed {
             drop(state);
@@ -175,8 +185,8 @@ impl Queue {
             }
         }
         if items.is_empty() {
-            let credits = self.grant(&mut state, peer, handle, want);
-            peer.reply(request, Reply::Accepted { credits });
+            let (credits, bytes) = self.grant(&mut state, peer, handle, want, per_credit);
+            peer.reply(request, Reply::Accepted { credits, bytes });
             self.feed_getters(&mut state);
             return;
         }
@@ -188,6 +198,7 @@ impl Queue {
             items,
             slot: None,
             want,
+            per_credit,
             timer: None,
         };
         self.park_putter(state, putter, wait);
@@ -225,6 +236,7 @@ impl Queue {
             items: VecDeque::new(),
             slot: Some(len),
             want,
+            per_credit: len,
             timer: None,
         };
         self.park_putter(state, putter, wait);
@@ -260,9 +272,9 @@ impl Queue {
         self.wait_for_budget_if_blocked(&mut state);
     }
 
-    /// Reserves the slot that `room` found for `peer`, with the credits the grant policy
-    /// adds, and answers request `request`. The bytes `room` reserved in the broker budget
-    /// are let go: an item put on a credit is counted when it comes.
+    /// Reserves the slot that `room` found for `peer`, with the `len` bytes `room` took
+    /// from the broker budget for it and the credits the grant policy adds, and answers
+    /// request `request`.
     fn give_slot(
         &self,
         state: &mut State,
@@ -272,12 +284,10 @@ impl Queue {
         len: usize,
         want: u32,
     ) {
-        if len != 0 {
-            self.budget.release(len);
-        }
-        self.hold(state, peer, handle, 1);
-        let credits = 1 + self.grant(state, peer, handle, want);
-        peer.reply(request, Reply::Accepted { credits });
+        self.hold(state, peer, handle, 1, len);
+        let (credits, bytes) = self.grant(state, peer, handle, want, len);
+        let (credits, bytes) = (credits + 1, bytes + len as u64);
+        peer.reply(request, Reply::Accepted { credits, bytes });
     }
 
     /// The client no longer waits for request `request` of `peer`: if it is parked here, it
@@ -312,56 +322,106 @@ impl Queue {
         }
     }
 
-    /// Puts on slots reserved for `peer` (its credits). They were promised before, so they
-    /// enter even if the queue has since been closed; only a removed queue drops them.
+    /// Puts on slots reserved for `peer` (its credits), each spending one credit and its
+    /// cost in granted bytes. They were promised before, so they enter even if the queue
+    /// has since been closed; only a removed queue drops them.
     ///
     /// # Errors
     ///
-    /// When `peer` has fewer credits than items: the client broke the protocol.
+    /// When `peer` has fewer credits than items, or fewer bytes than they cost: the client
+    /// broke the protocol.
     pub(crate) fn send_reserved(&self, peer: u64, items: Vec<Bytes>) -> Result<(), String> {
         let mut state = self.lock();
         let count = items.len() as u64;
-        let Some(holder) = state.holders.iter_mut().find(|h| h.peer.id == peer) else {
+        let spent: usize = items.iter().map(|item| cost(item.len())).sum();
+        let Some(at) = state.holders.iter().position(|h| h.peer.id == peer) else {
             return Err(format!("put on queue '{}' without a credit", self.name));
         };
+        let holder = &mut state.holders[at];
         if holder.credits < count {
             return Err(format!(
                 "{count} puts on queue '{}' with {} credits",
                 self.name, holder.credits
             ));
         }
+        if holder.bytes < spent {
+            return Err(format!(
+                "puts of {spent} bytes on queue '{}' with {} bytes granted",
+                self.name, holder.bytes
+            ));
+        }
         holder.credits -= count;
+        holder.bytes -= spent;
         state.reserved -= count;
+        state.reserved_bytes -= spent;
+        // Bytes granted for larger items than came are let go with the last credit.
+        let mut freed = self.drop_spare_bytes(&mut state, at);
         if state.removed {
-            return Ok(());
+            freed += spent;
+        } else {
+            for item in items {
+                self.push(&mut state, item);
+            }
         }
-        // The slots were reserved; the bytes are counted now, even past the budget, by at
-        // most the credits outstanding (see `grant`).
-        self.budget
-            .force(items.iter().map(|item| cost(item.len())).sum());
-        for item in items {
-            self.push(&mut state, item);
-        }
-        self.feed_getters(&mut state);
+        self.settle_freed(state, freed);
         Ok(())
     }
 
-    /// Credits asked for ahead of need: what the grant policy spares now, maybe none.
-    pub(crate) fn reserve(&self, peer: &Arc<Peer>, handle: u32, want: u32) -> u32 {
-        let mut state = self.lock();
-        self.grant(&mut state, peer, handle, want)
+    /// If the holder at `at` has no credit left, lets its remaining granted bytes go from
+    /// this queue's count (the caller releases them from the budget); returns how many.
+    fn drop_spare_bytes(&self, state: &mut State, at: usize) -> usize {
+        let holder = &mut state.holders[at];
+        if holder.credits != 0 {
+            return 0;
+        }
+        let spare = std::mem::take(&mut holder.bytes);
+        state.reserved_bytes -= spare;
+        spare
     }
 
-    /// Unused credits come back.
-    pub(crate) fn release(&self, peer: u64, credits: u32) {
+    /// After a change that may have freed room: `freed` bytes go back to the broker budget,
+    /// waiting putters and getters here are served, and queues waiting for bytes elsewhere
+    /// are woken.
+    fn settle_freed(&self, mut state: MutexGuard<'_, State>, freed: usize) {
+        if freed != 0 {
+            self.budget.release(freed);
+        }
+        self.admit_putters(&mut state);
+        self.feed_getters(&mut state);
+        drop(state);
+        if freed != 0 {
+            self.budget.wake_waiting();
+        }
+    }
+
+    /// Credits asked for ahead of need, for items of about `len` bytes: what the grant
+    /// policy spares now, maybe none; returns the credits and bytes granted.
+    pub(crate) fn reserve(
+        &self,
+        peer: &Arc<Peer>,
+        handle: u32,
+        want: u32,
+        len: usize,
+    ) -> (u32, u64) {
         let mut state = self.lock();
-        if let Some(holder) = state.holders.iter_mut().find(|h| h.peer.id == peer) {
+        self.grant(&mut state, peer, handle, want, cost(len))
+    }
+
+    /// Unused credits and bytes come back (with the last credit, every byte granted with
+    /// them).
+    pub(crate) fn release(&self, peer: u64, credits: u32, bytes: usize) {
+        let mut state = self.lock();
+        if let Some(at) = state.holders.iter().position(|h| h.peer.id == peer) {
+            let holder = &mut state.holders[at];
             let returned = holder.credits.min(u64::from(credits));
+            let bytes = holder.bytes.min(bytes);
             holder.credits -= returned;
+            holder.bytes -= bytes;
             holder.revoked = false;
             state.reserved -= returned;
-            self.admit_putters(&mut state);
-            self.feed_getters(&mut state);
+            state.reserved_bytes -= bytes;
+            let freed = bytes + self.drop_spare_bytes(&mut state, at);
+            self.settle_freed(state, freed);
         }
     }
 
@@ -471,15 +531,17 @@ impl Queue {
             keep
         });
         let mut freed = false;
+        let mut bytes = 0;
         if let Some(at) = state.holders.iter().position(|h| h.peer.id == peer) {
             let holder = state.holders.swap_remove(at);
             state.reserved -= holder.credits;
-            freed = holder.credits > 0;
+            state.reserved_bytes -= holder.bytes;
+            bytes = holder.bytes;
+            freed = holder.credits > 0 || bytes > 0;
         }
         if state.putters.len() != before || freed {
             // The putter at the head may have been the one that could not fit.
-            self.admit_putters(&mut state);
-            self.feed_getters(&mut state);
+            self.settle_freed(state, bytes);
         }
     }
 
@@ -617,49 +679,63 @@ impl Queue {
         self.wait_for_budget_if_blocked(&mut state);
     }
 
-    /// Credits for a producer whose put just went in. A bounded queue grants at most half
-    /// of its free slots, so one producer's idle credits never take the last free slot from
-    /// another (and a queue with fewer than two free slots grants none: each put is then a
-    /// round trip). An unbounded queue grants what was asked while it and the broker are
-    /// below half their byte budgets; past that, none, so that bytes sent on credits can
-    /// overshoot a budget by at most the credits outstanding. Parked putters come first:
-    /// no grant while any wait.
-    fn grant(&self, state: &mut State, peer: &Arc<Peer>, handle: u32, want: u32) -> u32 {
+    /// Credits for a producer whose put just went in, each with `per_credit` bytes (the
+    /// cost of the request's largest item); returns the credits and bytes granted.
+    ///
+    /// A bounded queue grants at most half of its free slots, so one producer's idle
+    /// credits never take the last free slot from another (and a queue with fewer than two
+    /// free slots grants none: each put is then a round trip). Whatever the queue, the
+    /// bytes granted are at most half of what both this queue's byte budget and the
+    /// broker's have left, and are taken from them at once: items sent on credits never
+    /// take a budget past its limit. Parked putters come first: no grant while any wait.
+    fn grant(
+        &self,
+        state: &mut State,
+        peer: &Arc<Peer>,
+        handle: u32,
+        want: u32,
+        per_credit: usize,
+    ) -> (u32, u64) {
         if want == 0 || state.closed || state.removed || !state.putters.is_empty() {
-            return 0;
+            return (0, 0);
         }
-        let want = u64::from(want.min(MAX_GRANT));
-        let credits = if self.capacity == 0 {
-            let half_budget = state.bytes <= self.max_bytes / 2 && self.budget.below_half();
-            if half_budget {
-                want
-            } else {
-                0
-            }
-        } else {
+        let per_credit = per_credit.max(cost(0));
+        let mut credits = u64::from(want.min(MAX_GRANT));
+        if self.capacity != 0 {
             let free = self.capacity.saturating_sub(state.len() + state.reserved);
-            want.min(free / 2)
-        };
-        if credits == 0 {
-            return 0;
+            credits = credits.min(free / 2);
         }
-        self.hold(state, peer, handle, credits);
+        let room = self
+            .max_bytes
+            .saturating_sub(state.bytes + state.reserved_bytes)
+            .min(self.budget.free());
+        credits = credits.min((room / 2 / per_credit) as u64);
+        // At most MAX_GRANT credits, each within the room: the product fits.
+        let bytes = usize::try_from(credits).unwrap_or(0) * per_credit;
+        if credits == 0 || !self.budget.try_reserve(bytes) {
+            return (0, 0);
+        }
+        self.hold(state, peer, handle, credits, bytes);
         // `want` is a u32, so the grant fits.
-        u32::try_from(credits).unwrap_or(u32::MAX)
+        (u32::try_from(credits).unwrap_or(u32::MAX), bytes as u64)
     }
 
-    /// Reserves `credits` slots for `peer`.
-    fn hold(&self, state: &mut State, peer: &Arc<Peer>, handle: u32, credits: u64) {
+    /// Reserves `credits` slots and `bytes` bytes (already taken from the broker budget)
+    /// for `peer`.
+    fn hold(&self, state: &mut State, peer: &Arc<Peer>, handle: u32, credits: u64, bytes: usize) {
         state.reserved += credits;
+        state.reserved_bytes += bytes;
         match state.holders.iter_mut().find(|h| h.peer.id == peer.id) {
             Some(holder) => {
                 holder.credits += credits;
+                holder.bytes += bytes;
                 holder.revoked = false;
             }
             None => state.holders.push(Holder {
                 peer: Arc::clone(peer),
                 handle,
                 credits,
+                bytes,
                 revoked: false,
             }),
         }
@@ -764,8 +840,9 @@ impl Queue {
         }
         // An item always fits an empty queue: the broker refuses configurations whose
         // budgets are smaller than one frame, so this only stops one item from being
-        // larger than the budget forever.
-        if state.bytes != 0 && state.bytes + len > self.max_bytes {
+        // larger than the budget forever. Bytes granted with credits are as good as in.
+        let held = state.bytes + state.reserved_bytes;
+        if held != 0 && held + len > self.max_bytes {
             return Room::Full;
         }
         if len != 0 && !self.budget.try_reserve(len) {
@@ -817,10 +894,16 @@ impl Queue {
                 None => {
                     let putter = state.putters.pop_front().expect("front was just seen");
                     abort(&putter.timer);
-                    let credits = self.grant(state, &putter.peer, putter.handle, putter.want);
+                    let (credits, bytes) = self.grant(
+                        state,
+                        &putter.peer,
+                        putter.handle,
+                        putter.want,
+                        putter.per_credit,
+                    );
                     putter
                         .peer
-                        .reply(putter.request, Reply::Accepted { credits });
+                        .reply(putter.request, Reply::Accepted { credits, bytes });
                 }
             }
         }

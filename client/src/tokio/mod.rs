@@ -74,7 +74,9 @@ use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
 use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Kind, ObjectStats, Op, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::common::{connect_error, hello_frame, their_hello, Dead, REPLY_SLACK, STATS_PAGE_LEN};
+use crate::common::{
+    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK, STATS_PAGE_LEN,
+};
 use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeOptions};
 use crate::{Error, Result};
@@ -645,7 +647,7 @@ impl Inner {
 
     /// Hands the answer to request `id` to its caller, or settles it if nobody waits.
     fn dispatch(self: &Arc<Self>, id: u64, body: Reply, tail: Bytes) {
-        if let Reply::Accepted { credits } = body {
+        if let Reply::Accepted { .. } = body {
             let room = self
                 .conn
                 .lock_state()
@@ -655,7 +657,7 @@ impl Inner {
             if let Some(handle) = room {
                 // Before the caller hears of them: the credits are the handle's whoever
                 // waits.
-                self.add_credits(handle, credits);
+                self.add_credits(handle, Grant::of(&body));
             }
         }
         let slot = {
@@ -679,16 +681,16 @@ impl Inner {
     }
 
     /// Credits granted for `handle` go to its handles, or back if there are none.
-    fn add_credits(self: &Arc<Self>, handle: u32, credits: u32) {
-        if credits == 0 {
+    fn add_credits(self: &Arc<Self>, handle: u32, grant: Grant) {
+        if grant.credits == 0 {
             return;
         }
         match self.local(handle) {
-            Some(local) => local.add_credits(credits),
+            Some(local) => local.add_credits(grant),
             None => {
-                let _ = self
-                    .client()
-                    .send_msg(&ClientMsg::Release { handle, credits });
+                if let Some(msg) = release_msg(handle, grant) {
+                    let _ = self.client().send_msg(&msg);
+                }
             }
         }
     }

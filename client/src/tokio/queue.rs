@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{remaining, unexpected, Client, Purpose};
 use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, runs, take_credits,
-    Pace, DEFAULT_PREFETCH,
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, runs,
+    Credits, Grant, Pace, DEFAULT_PREFETCH,
 };
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ use crate::{Error, Result};
 pub(crate) struct Local {
     client: Client,
     handle: u32,
-    credits: AtomicU64,
+    credits: Credits,
     /// The most items to fetch at once (`set_prefetch`).
     prefetch: AtomicUsize,
     /// Delivered items with their delivery tags, in queue order.
@@ -41,7 +41,7 @@ impl Local {
         Local {
             client,
             handle,
-            credits: AtomicU64::new(0),
+            credits: Credits::default(),
             prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
             buffer: Mutex::new(VecDeque::new()),
             arrived: Notify::new(),
@@ -49,25 +49,15 @@ impl Local {
         }
     }
 
-    /// Takes up to `n` credits; returns how many.
-    fn take_credits(&self, n: u64) -> u64 {
-        take_credits(&self.credits, n)
-    }
-
-    pub(crate) fn add_credits(&self, credits: u32) {
-        self.credits.fetch_add(u64::from(credits), Ordering::AcqRel);
+    pub(crate) fn add_credits(&self, grant: Grant) {
+        self.credits.add(grant);
     }
 
     /// Gives every unused credit back to the broker.
     pub(crate) fn release_credits(&self) {
-        let credits = self.credits.swap(0, Ordering::AcqRel);
-        if credits > 0 {
-            let credits = u32::try_from(credits).unwrap_or(u32::MAX);
+        if let Some(msg) = release_msg(self.handle, self.credits.take_all()) {
             // If the connection is gone, so are the credits.
-            let _ = self.client.send_msg(&ClientMsg::Release {
-                handle: self.handle,
-                credits,
-            });
+            let _ = self.client.send_msg(&msg);
         }
     }
 
@@ -222,7 +212,7 @@ impl RawQueue {
         loop {
             // A credit is a slot already reserved: the item goes at once, and nothing after
             // this point waits, so a dropped put has put nothing.
-            if self.local.take_credits(1) == 1 {
+            if self.local.credits.take([item.len()]) == 1 {
                 let mut frame = Vec::with_capacity(16 + item.len());
                 let msg = ClientMsg::Send {
                     handle: self.handle(),
@@ -230,6 +220,9 @@ impl RawQueue {
                 self.client().encode(&msg, &[item], &mut frame)?;
                 return self.client().send(&frame);
             }
+            // Credits left were granted for smaller items: they go back, or the slots they
+            // hold could be the room this put waits for.
+            self.local.release_credits();
             self.wait_room(
                 item.len(),
                 credit_request(item.len()),
@@ -273,10 +266,10 @@ impl RawQueue {
         for batch in frames_of(&items, self.client().max_frame_len())? {
             let mut rest = &batch[..];
             while !rest.is_empty() {
-                // At most `rest.len()`, so it fits.
-                let credited =
-                    usize::try_from(self.local.take_credits(rest.len() as u64)).unwrap_or(0);
+                let credited = self.local.credits.take(rest.iter().map(|item| item.len()));
                 if credited == 0 {
+                    // As in `put_wait`: credits granted for smaller items go back first.
+                    self.local.release_credits();
                     let want = credit_request(average_len(rest));
                     self.wait_room(rest[0].len(), want, Wait::Block).await?;
                     continue;
