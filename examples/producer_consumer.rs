@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ipcq::{Client, Error};
+use ipcq::{Client, Error, QueueOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Parser)]
@@ -81,14 +81,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The run's two queues. They are auto-delete: the parent opens them first and holds them
+/// to the end, and when the last process of the run exits (or dies) they go with whatever
+/// is left in them, so a failed run leaves nothing behind in a long-running broker.
 fn queues(
     client: &Client,
     run: &str,
     capacity: usize,
 ) -> ipcq::Result<(ipcq::Queue<Option<Job>>, ipcq::Queue<Done>)> {
+    let options = QueueOptions::new().auto_delete(true);
     Ok((
-        client.queue(&format!("{run}.jobs"), capacity)?,
-        client.queue(&format!("{run}.done"), 0)?,
+        client.queue_with(&format!("{run}.jobs"), options.capacity(capacity))?,
+        client.queue_with(&format!("{run}.done"), options)?,
     ))
 }
 
@@ -209,8 +213,6 @@ fn parent(args: &Args) -> anyhow::Result<()> {
 
     let missing = seen.iter().filter(|&&n| n == 0).count();
     let duplicated = seen.iter().filter(|&&n| n > 1).count();
-    client.remove(jobs.name())?;
-    client.remove(done.name())?;
     println!(
         "{} jobs through {} producer and {} consumer processes in {:.2?}: {:.0} jobs/s",
         args.jobs,

@@ -32,7 +32,10 @@ fn assert_refused(raw: &mut Raw, code: ErrorCode, words: &str) {
 fn open_queue(raw: &mut Raw, id: u64, name: &str) -> u32 {
     let op = Op::Open {
         name: name.into(),
-        kind: Kind::Queue { capacity: 0 },
+        kind: Kind::Queue {
+            capacity: 0,
+            auto_delete: false,
+        },
     };
     raw.send(&ClientMsg::Request { id, op }, &[]);
     match raw.read_broker_msg().0 {
@@ -149,7 +152,10 @@ fn bad_input_costs_only_the_offending_connection() {
                 7,
                 Op::Open {
                     name: "\u{7}".into(),
-                    kind: Kind::Queue { capacity: 0 },
+                    kind: Kind::Queue {
+                        capacity: 0,
+                        auto_delete: false,
+                    },
                 },
                 ErrorCode::InvalidName,
             ),
@@ -371,7 +377,13 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
         };
         let mut raw = Raw::handshake(&broker.addr);
         let kinds = [
-            ("queue", Kind::Queue { capacity: u64::MAX }),
+            (
+                "queue",
+                Kind::Queue {
+                    capacity: u64::MAX,
+                    auto_delete: false,
+                },
+            ),
             ("lock", Kind::Lock),
             ("semaphore", Kind::Semaphore { permits: u64::MAX }),
             ("event", Kind::Event),

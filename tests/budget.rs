@@ -179,7 +179,10 @@ fn credits_carry_bytes_and_spending_beyond_them_is_refused() {
         let open = |raw: &mut Raw| {
             let op = Op::Open {
                 name: "q".into(),
-                kind: Kind::Queue { capacity: 0 },
+                kind: Kind::Queue {
+                    capacity: 0,
+                    auto_delete: false,
+                },
             };
             match request(raw, 1, op, &[]) {
                 Reply::Opened { handle } => handle,

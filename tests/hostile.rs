@@ -20,7 +20,10 @@ fn open_raw(addr: &str, name: &str, max_frame_len: u32) -> Raw {
     let _hello: ipcq_proto::Hello = raw.read_message();
     let open = Op::Open {
         name: name.into(),
-        kind: Kind::Queue { capacity: 0 },
+        kind: Kind::Queue {
+            capacity: 0,
+            auto_delete: false,
+        },
     };
     raw.send(&ClientMsg::Request { id: 1, op: open }, &[]);
     let _opened = raw.read_broker_msg();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ipcq::Error;
+use ipcq::{Error, QueueOptions};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -438,6 +438,40 @@ fn reopening_with_another_capacity_is_a_conflict() {
         let err = client.queue::<u32>("jobs", 0).unwrap_err();
         assert!(err.is_conflict(), "{err}");
         client.queue::<u32>("jobs", 10).unwrap();
+    });
+}
+
+#[test]
+fn an_auto_delete_queue_goes_with_the_last_client_that_opened_it() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let options = QueueOptions::new().capacity(3).auto_delete(true);
+        // Another process holds it open.
+        let mut holder = helper(&["hold", &broker.addr, "tmp", "3:auto-delete", "0"]);
+        expect_line(&mut holder, "holding");
+        let client = broker.client();
+        let queue = client.queue_with::<u64>("tmp", options).unwrap();
+        queue.put(&1).unwrap();
+        queue.put(&2).unwrap();
+        // Opening it otherwise is a conflict that names the difference.
+        let err = client.queue::<u64>("tmp", 3).unwrap_err();
+        assert!(err.is_conflict(), "{err}");
+        assert!(err.to_string().contains("auto-delete"), "{err}");
+        drop(queue);
+        drop(client);
+        // One of its two openers left: it stays, with its items.
+        let observer = broker.client();
+        let stats = queue_stats(&observer, "tmp");
+        assert!(stats.auto_delete);
+        assert_eq!(stats.ready, 2);
+        // The last one dies: it goes, items and all.
+        signal(&holder, "KILL");
+        holder.wait().unwrap();
+        broker.wait_for_log("auto-delete queue removed");
+        assert!(matches!(observer.lookup("tmp"), Err(Error::NotFound(_))));
+        // The name is free again: a new queue, empty, with whatever options come first.
+        let fresh = observer.queue::<u64>("tmp", 0).unwrap();
+        assert!(fresh.is_empty().unwrap());
     });
 }
 

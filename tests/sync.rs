@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,14 +12,6 @@ use ipcq::Error;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// Waits for a helper's first line.
-fn expect_line(child: &mut Child, expected: &str) {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), expected);
-}
-
 fn permit_stats(client: &ipcq::Client, name: &str) -> ipcq::stats::PermitStats {
     client
         .stats()

@@ -50,6 +50,7 @@ impl Registry {
                 let existing = match object {
                     Object::Queue(queue) => Kind::Queue {
                         capacity: queue.capacity,
+                        auto_delete: queue.auto_delete,
                     },
                     Object::Pipe(pipe) => Kind::PipeEnd {
                         duplex: pipe.duplex,
@@ -66,6 +67,7 @@ impl Registry {
                     },
                 };
                 if same_parameters(existing, kind) {
+                    opened(object);
                     Ok(object.clone())
                 } else {
                     Err(ErrorReply::new(
@@ -88,12 +90,16 @@ impl Registry {
                 }
                 let name = entry.key().clone();
                 let object = match kind {
-                    Kind::Queue { capacity } => Object::Queue(Queue::new(
+                    Kind::Queue {
+                        capacity,
+                        auto_delete,
+                    } => Object::Queue(Queue::new(
                         name,
                         capacity,
                         self.max_queue_bytes,
                         Arc::clone(&self.budget),
                         self.max_waiters,
+                        auto_delete,
                     )),
                     Kind::PipeEnd {
                         duplex, capacity, ..
@@ -126,11 +132,30 @@ impl Registry {
                         Object::Barrier(Barrier::new(name, parties, self.max_waiters))
                     }
                 };
+                opened(&object);
                 self.count.fetch_add(1, Ordering::SeqCst);
                 self.names().insert(entry.key().clone());
                 tracing::debug!(name = %entry.key(), kind = object.kind_name(), "object created");
                 Ok(entry.insert(object).clone())
             }
+        }
+    }
+
+    /// A connection that opened `queue` (each [`Registry::open`] counts one) is done with
+    /// it: if it was the last of an auto-delete queue's, the queue is removed as by `rm`.
+    pub(crate) fn let_go(&self, queue: &Arc<Queue>) {
+        if !queue.auto_delete {
+            return;
+        }
+        // Opens count under the same map lock, so nobody opens it between the last
+        // let-go and the removal.
+        let removed = self.objects.remove_if(&queue.name, |_, object| {
+            matches!(object, Object::Queue(q) if Arc::ptr_eq(q, queue))
+                && queue.openers.fetch_sub(1, Ordering::SeqCst) == 1
+        });
+        if let Some((name, object)) = removed {
+            tracing::info!(%name, "auto-delete queue removed: the last connection that opened it closed");
+            self.removed(&name, object);
         }
     }
 
@@ -142,6 +167,12 @@ impl Registry {
                 format!("no object is named '{name}'"),
             ));
         };
+        self.removed(name, object);
+        Ok(())
+    }
+
+    /// Finishes the removal of `object`, just taken out of the map.
+    fn removed(&self, name: &str, object: Object) {
         self.count.fetch_sub(1, Ordering::SeqCst);
         self.names().remove(name);
         match object {
@@ -152,7 +183,6 @@ impl Registry {
             Object::Barrier(barrier) => barrier.remove(),
         }
         tracing::debug!(name, "object removed");
-        Ok(())
     }
 
     /// Every object's figures, sorted by name.
@@ -245,6 +275,15 @@ impl Registry {
     }
 }
 
+/// Counts one more opener of an auto-delete queue (called with its map entry locked).
+fn opened(object: &Object) {
+    if let Object::Queue(queue) = object {
+        if queue.auto_delete {
+            queue.openers.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// An object's figures for [`Reply::Stats`](ipcq_proto::Reply::Stats).
 fn figures(name: String, object: &Object) -> ObjectStats {
     ObjectStats {
@@ -269,7 +308,16 @@ fn encoded_len(entry: &ObjectStats) -> usize {
 /// end is not a parameter of the pipe).
 fn same_parameters(existing: Kind, wanted: Kind) -> bool {
     match (existing, wanted) {
-        (Kind::Queue { capacity: a }, Kind::Queue { capacity: b }) => a == b,
+        (
+            Kind::Queue {
+                capacity: a,
+                auto_delete: x,
+            },
+            Kind::Queue {
+                capacity: b,
+                auto_delete: y,
+            },
+        ) => a == b && x == y,
         (Kind::Semaphore { permits: a }, Kind::Semaphore { permits: b }) => a == b,
         (Kind::Lock, Kind::Lock) | (Kind::Event, Kind::Event) => true,
         (Kind::Barrier { parties: a }, Kind::Barrier { parties: b }) => a == b,
@@ -291,7 +339,17 @@ fn same_parameters(existing: Kind, wanted: Kind) -> bool {
 
 fn describe(kind: Kind) -> String {
     match kind {
-        Kind::Queue { capacity } => format!("a queue of capacity {capacity}"),
+        Kind::Queue {
+            capacity,
+            auto_delete,
+        } => format!(
+            "{} of capacity {capacity}",
+            if auto_delete {
+                "an auto-delete queue"
+            } else {
+                "a queue"
+            }
+        ),
         Kind::PipeEnd {
             duplex, capacity, ..
         } => format!(

@@ -397,18 +397,21 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 let key = (name, end);
                 if let Some(&handle) = self.by_name.get(&key) {
                     if self.handles[handle as usize].object.same(&object) {
+                        // This connection counts once as an opener.
+                        self.let_go(&object);
                         return Ok(Some(Reply::Opened { handle }));
                     }
                 }
                 if let Object::Pipe(pipe) = &object {
                     pipe.claim(end, self.peer.id)?;
                 }
-                let handle = u32::try_from(self.handles.len()).map_err(|_| {
-                    ErrorReply::new(
+                let Ok(handle) = u32::try_from(self.handles.len()) else {
+                    self.let_go(&object);
+                    return Err(ErrorReply::new(
                         ErrorCode::LimitReached,
                         "too many objects open on this connection",
-                    )
-                })?;
+                    ));
+                };
                 self.handles.push(Opened { object, end });
                 self.by_name.insert(key, handle);
                 Ok(Some(Reply::Opened { handle }))
@@ -639,6 +642,17 @@ impl<R> Session<R> {
             }
         }
         restore(in_flight);
+        // Last: an auto-delete queue goes with what came back to it.
+        for opened in &self.handles {
+            self.let_go(&opened.object);
+        }
+    }
+
+    /// This connection is done with `object` (see [`Registry::let_go`]).
+    fn let_go(&self, object: &Object) {
+        if let Object::Queue(queue) = object {
+            self.shared.registry.let_go(queue);
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::common::{
 };
 use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
-use crate::queue::{Local, Queue, RawQueue};
+use crate::queue::{Local, Queue, QueueOptions, RawQueue};
 use crate::{Error, Result};
 
 /// A connection to a broker.
@@ -258,6 +258,34 @@ impl Client {
         self.raw_queue(name, capacity).map(Queue::from_raw)
     }
 
+    /// Opens the queue `name` for items of type `T`, creating it with `options` if it does
+    /// not exist: its capacity, and whether it is removed when the last client that opened
+    /// it disconnects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` exists with other options or as another kind;
+    /// otherwise as [`Client::queue`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ipcq_client::{Client, QueueOptions};
+    ///
+    /// let client = Client::connect_default()?;
+    /// // Gone, with anything left in it, once this client and the others using it exit.
+    /// let jobs = client.queue_with::<Option<u32>>("jobs", QueueOptions::new().capacity(100).auto_delete(true))?;
+    /// jobs.put(&Some(7))?;
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<Queue<T>> {
+        self.raw_queue_with(name, options).map(Queue::from_raw)
+    }
+
     /// Opens the queue `name` for raw bytes, carried untouched (this is how the `ipcq`
     /// command line sees queues).
     ///
@@ -265,14 +293,26 @@ impl Client {
     ///
     /// As [`Client::queue`].
     pub fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
+        self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
+    }
+
+    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::queue_with`].
+    pub fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
         let op = Op::Open {
             name: name.to_owned(),
-            kind: Kind::Queue {
-                capacity: capacity as u64,
-            },
+            kind: options.kind(),
         };
         match self.call(op, &[])?.0 {
-            Reply::Opened { handle } => Ok(RawQueue::new(self.local(handle), name, capacity)),
+            Reply::Opened { handle } => Ok(RawQueue::new(
+                self.local(handle),
+                name,
+                options.get_capacity(),
+            )),
             other => Err(unexpected(&other)),
         }
     }

@@ -45,7 +45,7 @@ pub use common::DEFAULT_PREFETCH;
 pub use connect::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
-pub use queue::{Queue, RawQueue};
+pub use queue::{Queue, QueueOptions, RawQueue};
 pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore};
 
 /// Broker figures as [`Client::stats`] returns them.

@@ -18,6 +18,76 @@ use crate::common::{
 };
 use crate::{Error, Result};
 
+/// How a queue is created; every opener must ask for the same, or get
+/// [`Error::Conflict`](crate::Error::Conflict).
+///
+/// By default a queue lives in the broker until it is removed (`ipcq rm`, or
+/// [`Client::remove`](crate::Client::remove)), so items wait for consumers that start
+/// later, and a run that was interrupted leaves its items (a `None` sentinel too) for the
+/// next. An *auto-delete* queue (as RabbitMQ's) is removed, with whatever it still holds,
+/// when the last client connection that opened it closes: for programs whose producers and
+/// consumers run together and whose queue should not outlive them.
+///
+/// # Examples
+///
+/// ```
+/// use ipcq_client::QueueOptions;
+///
+/// let options = QueueOptions::new().capacity(100).auto_delete(true);
+/// assert_eq!(options.get_capacity(), 100);
+/// assert!(options.is_auto_delete());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    capacity: usize,
+    auto_delete: bool,
+}
+
+impl QueueOptions {
+    /// Unbounded, living until removed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Most items at once (waiting, and on their way to getters); a `put` waits while the
+    /// queue is full. 0 means unbounded (the broker's byte budgets still apply).
+    ///
+    /// Default: 0.
+    #[must_use]
+    pub fn capacity(mut self, items: usize) -> Self {
+        self.capacity = items;
+        self
+    }
+
+    /// Whether the queue is removed, with what it holds, when the last client connection
+    /// that opened it closes.
+    ///
+    /// Default: `false`.
+    #[must_use]
+    pub fn auto_delete(mut self, auto_delete: bool) -> Self {
+        self.auto_delete = auto_delete;
+        self
+    }
+
+    /// Most items at once (0: unbounded).
+    pub fn get_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether the queue goes with the last connection that opened it.
+    pub fn is_auto_delete(&self) -> bool {
+        self.auto_delete
+    }
+
+    /// What an `Open` asks for.
+    pub(crate) fn kind(&self) -> ipcq_proto::Kind {
+        ipcq_proto::Kind::Queue {
+            capacity: self.capacity as u64,
+            auto_delete: self.auto_delete,
+        }
+    }
+}
+
 /// What one connection knows of one queue, shared by every handle on it: credits (slots
 /// the broker reserved for this connection's puts) and prefetched items (delivered to this
 /// connection, not yet handed to the application).

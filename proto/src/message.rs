@@ -113,6 +113,9 @@ pub enum Kind {
     Queue {
         /// Maximum number of items, 0 for unbounded.
         capacity: u64,
+        /// Removed, with whatever it holds, when the last connection that opened it
+        /// closes; otherwise it lives until removed.
+        auto_delete: bool,
     },
     /// One end of a two-ended pipe, claimed for this connection alone. Requests on the
     /// handle act on the end: puts send to the other end, gets receive from it.
@@ -570,6 +573,8 @@ pub struct QueueStats {
     pub total_got: u64,
     /// Whether the queue has been closed.
     pub closed: bool,
+    /// Whether the queue goes when the last connection that opened it closes.
+    pub auto_delete: bool,
 }
 
 /// Why a request failed.

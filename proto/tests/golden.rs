@@ -30,9 +30,12 @@ fn client_messages() {
     assert_eq!(
         request(Op::Open {
             name: "jobs".into(),
-            kind: Kind::Queue { capacity: 64 }
+            kind: Kind::Queue {
+                capacity: 64,
+                auto_delete: true
+            }
         }),
-        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64]
+        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64, 1]
     );
     assert_eq!(
         request(Op::Put {
@@ -217,13 +220,14 @@ fn broker_messages() {
         total_put: 7,
         total_got: 8,
         closed: false,
+        auto_delete: true,
     };
     assert_eq!(
         reply(Reply::Stats(vec![ObjectStats {
             name: "q".into(),
             detail: ObjectDetail::Queue(stats)
         }])),
-        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0]
+        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1]
     );
     assert_eq!(
         reply(Reply::StatsPage {
@@ -233,7 +237,7 @@ fn broker_messages() {
             }],
             more: true
         }),
-        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1]
+        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 1]
     );
     assert_eq!(
         reply(Reply::Accepted {

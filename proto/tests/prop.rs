@@ -21,7 +21,10 @@ fn wait() -> impl Strategy<Value = Wait> {
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        any::<u64>().prop_map(|capacity| Kind::Queue { capacity }),
+        (any::<u64>(), any::<bool>()).prop_map(|(capacity, auto_delete)| Kind::Queue {
+            capacity,
+            auto_delete
+        }),
         (any::<bool>(), any::<u64>(), any::<u8>()).prop_map(|(duplex, capacity, end)| {
             Kind::PipeEnd {
                 duplex,

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use ipcq::stats::{
     BarrierStats, EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
 };
-use ipcq::{Client, ConnectOptions, Error};
+use ipcq::{Client, ConnectOptions, Error, QueueOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "ipcq", version, about = "Talk to an ipcq broker")]
@@ -238,17 +238,19 @@ fn run(addr: &str, args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Opens an existing queue with whatever capacity it has. A queue that does not exist is
+/// Opens an existing queue with whatever options it has. A queue that does not exist is
 /// an error, unless `create` gives the capacity to create it with: a typo must not leave a
 /// queue behind, nor fix an unbounded capacity that a program would then conflict with.
 fn open(client: &Client, name: &str, create: Option<usize>) -> Result<ipcq::RawQueue, Failure> {
-    let capacity = match client.lookup(name) {
+    let options = match client.lookup(name) {
         Ok(object) => match object.detail {
-            ObjectDetail::Queue(queue) => usize::try_from(queue.capacity).unwrap_or(usize::MAX),
+            ObjectDetail::Queue(queue) => QueueOptions::new()
+                .capacity(usize::try_from(queue.capacity).unwrap_or(usize::MAX))
+                .auto_delete(queue.auto_delete),
             _ => return Err(Failure::Other(format!("'{name}' is not a queue"))),
         },
         Err(Error::NotFound(_)) => match create {
-            Some(capacity) => capacity,
+            Some(capacity) => QueueOptions::new().capacity(capacity),
             None => {
                 return Err(Failure::Other(format!(
                     "no queue is named '{name}' (create it with `ipcq create {name} \
@@ -259,7 +261,7 @@ fn open(client: &Client, name: &str, create: Option<usize>) -> Result<ipcq::RawQ
         Err(err) => return Err(Failure::Other(err.to_string())),
     };
     client
-        .raw_queue(name, capacity)
+        .raw_queue_with(name, options)
         .map_err(|err| Failure::Other(err.to_string()))
 }
 
@@ -368,7 +370,12 @@ fn print_stats(stats: &[ObjectStats], rates: Option<&Rates<'_>>) {
                     q.total_put.to_string(),
                     q.total_got.to_string(),
                     q.bytes.to_string(),
-                    if q.closed { "closed" } else { "open" }.to_string(),
+                    match (q.closed, q.auto_delete) {
+                        (true, _) => "closed",
+                        (false, true) => "open, auto-delete",
+                        (false, false) => "open",
+                    }
+                    .to_string(),
                 ];
                 if let Some(rates) = rates {
                     let (put, got) = rates.of(name, q);
@@ -583,6 +590,7 @@ fn stats_json(stats: &[ObjectStats]) -> serde_json::Value {
                 "total_put": q.total_put,
                 "total_got": q.total_got,
                 "closed": q.closed,
+                "auto_delete": q.auto_delete,
                 "reserved": q.reserved,
             }),
             ObjectDetail::Pipe(p) => serde_json::json!({

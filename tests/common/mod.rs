@@ -209,6 +209,16 @@ pub fn helper(args: &[&str]) -> Child {
         .expect("spawn ipcq-test-client")
 }
 
+/// Reads the helper's next line of output and checks it is `expected`.
+pub fn expect_line(child: &mut Child, expected: &str) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("read the helper's output");
+    assert_eq!(line.trim(), expected);
+}
+
 /// Waits for a helper and returns its stdout, failing the test if it failed.
 pub fn finish(child: Child) -> String {
     let output = child.wait_with_output().expect("helper exits");

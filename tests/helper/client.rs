@@ -34,11 +34,13 @@
 //!                                                             the system allowed), wait for
 //!                                                             stdin to close
 //! ```
+//!
+//! A queue's CAPACITY may end in `:auto-delete` to open it as an auto-delete queue.
 
 use std::io::Write;
 
 use anyhow::{bail, Context};
-use ipcq::{Client, End, Error, PipeOptions};
+use ipcq::{Client, End, Error, PipeOptions, QueueOptions};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,7 +90,14 @@ fn main() -> anyhow::Result<()> {
         out.flush()?;
         return Ok(());
     }
-    let queue = client.queue::<u64>(arg(2)?, arg(3)?.parse()?)?;
+    let (capacity, auto_delete) = match arg(3)?.strip_suffix(":auto-delete") {
+        Some(capacity) => (capacity, true),
+        None => (arg(3)?, false),
+    };
+    let options = QueueOptions::new()
+        .capacity(capacity.parse()?)
+        .auto_delete(auto_delete);
+    let queue = client.queue_with::<u64>(arg(2)?, options)?;
     match role {
         "produce" => {
             let first: u64 = arg(4)?.parse()?;

@@ -48,6 +48,7 @@ impl Pipe {
                 max_bytes,
                 Arc::clone(budget),
                 max_waiters,
+                false,
             )
         };
         Arc::new(Pipe {

@@ -17,6 +17,7 @@
 //! under it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
@@ -44,6 +45,10 @@ pub(crate) struct Queue {
     max_waiters: usize,
     /// Lets timers and the budget refer to the queue without keeping a removed queue alive.
     this: Weak<Queue>,
+    /// Removed when the last connection that opened it closes.
+    pub(crate) auto_delete: bool,
+    /// Connections that opened it, while `auto_delete` (counted by the registry).
+    pub(crate) openers: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -143,6 +148,7 @@ impl Queue {
         max_bytes: usize,
         budget: Arc<Budget>,
         max_waiters: usize,
+        auto_delete: bool,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| Queue {
             name,
@@ -151,6 +157,8 @@ impl Queue {
             budget,
             max_waiters,
             this: this.clone(),
+            auto_delete,
+            openers: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
         })
     }
@@ -787,6 +795,7 @@ impl Queue {
             total_put: state.total_put,
             total_got: state.total_got,
             closed: state.closed,
+            auto_delete: self.auto_delete,
         }
     }
 

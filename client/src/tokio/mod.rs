@@ -79,6 +79,7 @@ use crate::common::{
 };
 use crate::connect::{self, ConnectOptions};
 use crate::pipe::{End, PipeOptions};
+use crate::queue::QueueOptions;
 use crate::{Error, Result};
 use queue::Local;
 
@@ -309,17 +310,45 @@ impl Client {
         self.raw_queue(name, capacity).await.map(Queue::from_raw)
     }
 
+    /// Opens the queue `name` for items of type `T`, creating it with `options` if it does
+    /// not exist (as [`crate::Client::queue_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::queue_with`].
+    pub async fn queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<Queue<T>> {
+        self.raw_queue_with(name, options)
+            .await
+            .map(Queue::from_raw)
+    }
+
     /// Opens the queue `name` for raw bytes.
     ///
     /// # Errors
     ///
     /// As [`crate::Client::queue`].
     pub async fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
-        let kind = Kind::Queue {
-            capacity: capacity as u64,
-        };
-        let handle = self.open(name, kind).await?;
-        Ok(RawQueue::new(self.local(handle), name, capacity))
+        self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
+            .await
+    }
+
+    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::queue_with`].
+    pub async fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
+        let handle = self.open(name, options.kind()).await?;
+        Ok(RawQueue::new(
+            self.local(handle),
+            name,
+            options.get_capacity(),
+        ))
     }
 
     /// Opens end `end` of the duplex pipe `name` (as [`crate::Client::pipe`]).
