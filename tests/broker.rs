@@ -28,6 +28,90 @@ fn refuses_to_start_where_a_broker_answers() {
     });
 }
 
+/// A socket at `path` that listens with a backlog of one and never accepts, its backlog
+/// filled: a connection to it waits (as to a broker too busy to accept).
+fn listener_with_a_full_backlog(path: &std::path::Path) -> Vec<rustix::fd::OwnedFd> {
+    use rustix::net::{
+        bind, connect, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let addr = SocketAddrUnix::new(path).unwrap();
+    let listener = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )
+    .unwrap();
+    bind(&listener, &addr).unwrap();
+    listen(&listener, 0).unwrap();
+    let mut fds = vec![listener];
+    loop {
+        let socket = socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(&socket, &addr) {
+            Ok(()) => fds.push(socket),
+            Err(rustix::io::Errno::AGAIN) => return fds,
+            Err(err) => panic!("connect: {err}"),
+        }
+        assert!(fds.len() < 100, "the backlog never filled");
+    }
+}
+
+#[test]
+fn a_listener_that_takes_no_connection_is_not_taken_for_a_broker() {
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.sock");
+        let _held = listener_with_a_full_backlog(&path);
+        let Err(err) = spawn_broker(&path.to_string_lossy(), &[]) else {
+            panic!("the broker started over a live listener");
+        };
+        assert!(err.contains("not an ipcq broker"), "{err}");
+        // Said once.
+        assert_eq!(err.matches("not an ipcq broker").count(), 1, "{err}");
+        assert!(path.exists(), "the other listener's socket was removed");
+    });
+}
+
+#[test]
+fn sigterm_during_the_start_up_probe_stops_the_broker() {
+    use std::io::{BufRead, BufReader};
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mute.sock");
+        // Connections complete in its backlog, and nothing ever answers them: the probe
+        // waits for a greeting.
+        let _mute = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut broker = std::process::Command::new(BROKER)
+            .args(["--addr", &path.to_string_lossy()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = BufReader::new(broker.stderr.take().unwrap());
+        let mut seen = String::new();
+        // Once it says it is checking the old socket, it is in the probe.
+        while !seen.contains("checking whether a broker answers") {
+            assert!(log.read_line(&mut seen).unwrap() > 0, "{seen}");
+        }
+        signal(&broker, "TERM");
+        let status = broker.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+        assert!(status.success(), "{status}: {seen}{rest}");
+        assert!(rest.contains("stopped during start-up"), "{seen}{rest}");
+        assert!(path.exists(), "the other listener's socket was removed");
+    });
+}
+
 #[test]
 fn removes_a_stale_socket_file_and_starts() {
     watchdog(LIMIT, || {

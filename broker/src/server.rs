@@ -43,30 +43,59 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// # }
 /// ```
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let listener = bind(&config)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Checking a socket file left at the address may take a moment (a listener that never
+    // answers): a stop asked for meanwhile ends start-up at once.
+    let prepared = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || prepare(&config)
+    });
+    tokio::select! {
+        prepared = prepared => prepared.map_err(|err| Error::Listen {
+            addr: config.addr.clone(),
+            cause: std::io::Error::other(err),
+        })??,
+        () = &mut shutdown => {
+            tracing::info!(addr = %config.addr, "stopped during start-up");
+            return Ok(());
+        }
+    }
+    let listener = listen(&config)?;
     run(listener, config, shutdown).await;
     Ok(())
 }
 
 /// Creates the listening socket. Must run inside a tokio runtime.
 pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
+    prepare(config)?;
+    listen(config)
+}
+
+/// Checks the configuration and makes the address ready to listen on: the private
+/// directory of the default address, and no stale socket file. Blocks for at most a few
+/// seconds (the probe of an existing socket).
+fn prepare(config: &Config) -> Result<(), Error> {
     config.validate()?;
+    let addr = config.addr.as_str();
+    if let AddrKind::Path(path) = ipcq_proto::classify_addr(addr) {
+        ipcq_proto::private_dir(addr).map_err(|why| Error::Listen {
+            addr: addr.to_owned(),
+            cause: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        })?;
+        clear_stale_socket(addr, &path)?;
+    }
+    Ok(())
+}
+
+/// Listens on the address that [`prepare`] made ready.
+fn listen(config: &Config) -> Result<Listener, Error> {
     let addr = config.addr.as_str();
     let listen_err = |cause| Error::Listen {
         addr: addr.to_owned(),
         cause,
     };
     let name = match ipcq_proto::classify_addr(addr) {
-        AddrKind::Path(path) => {
-            ipcq_proto::private_dir(addr).map_err(|why| {
-                listen_err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    why,
-                ))
-            })?;
-            clear_stale_socket(addr, &path)?;
-            path.to_fs_name::<GenericFilePath>().map_err(listen_err)?
-        }
+        AddrKind::Path(path) => path.to_fs_name::<GenericFilePath>().map_err(listen_err)?,
         AddrKind::Namespaced(name) => name.to_ns_name::<GenericNamespaced>().map_err(listen_err)?,
     };
     let options = || {
@@ -136,6 +165,10 @@ fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
     #[cfg(not(unix))]
     let _ = meta;
     let name = path.to_fs_name::<GenericFilePath>().map_err(listen_err)?;
+    tracing::info!(
+        addr,
+        "a socket file is at the address: checking whether a broker answers"
+    );
     let probe = interprocess::local_socket::ConnectOptions::new()
         .name(name)
         .wait_mode(interprocess::ConnectWaitMode::Timeout(PROBE_TIMEOUT))

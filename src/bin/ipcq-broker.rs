@@ -115,10 +115,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let signal = shutdown_signal()?;
         serve(config, signal).await.map_err(anyhow::Error::from)
-    })
+    });
+    // A stop during start-up may leave the probe of an old socket running for a moment:
+    // it is not waited for.
+    runtime.shutdown_background();
+    served
 }
 
 /// Completes on SIGINT or SIGTERM (Ctrl-C on Windows).
