@@ -13,7 +13,9 @@
 //! - [`tokio`] (feature `tokio`, on by default): the same for tokio, as `async fn`s;
 //! - [`broker`] (feature `broker`, on by default): the embeddable broker (crate
 //!   `ipcq-broker`);
-//! - binaries `ipcq-broker` (the broker process) and `ipcq` (the command line).
+//! - the programs `ipcq-broker` (the broker process) and `ipcq` (the command line) are in
+//!   the package `ipcq-cli` (`cli/`), so that linking this library compiles none of what
+//!   only they need.
 //!
 //! # Hello, world!
 //!
