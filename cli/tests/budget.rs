@@ -161,6 +161,8 @@ fn tiny_items_up_to_the_budget_take_about_what_they_count() {
     });
 }
 
+// Speaks the protocol by hand over a Unix socket.
+#[cfg(unix)]
 #[test]
 fn credits_carry_bytes_and_spending_beyond_them_is_refused() {
     use common::raw::Raw;
