@@ -8,7 +8,6 @@ def varint(n):
         if n: out.append(b | 0x80)
         else: out.append(b); return bytes(out)
 def frame(body): return struct.pack('<I', len(body)) + body
-HELLO = frame(b'IPCQ' + varint(1) + varint(1 << 24))
 def req(i, op): return frame(b'\x00' + varint(i) + op)
 def rss(pid):
     for line in open(f'/proc/{pid}/status'):
@@ -18,10 +17,18 @@ b = subprocess.Popen([sys.argv[1], '--addr', addr], stderr=subprocess.PIPE)
 for line in b.stderr:
     if b'listening' in line: break
 threading.Thread(target=lambda: [None for _ in b.stderr], daemon=True).start()
+version = None
 def conn():
-    s = socket.socket(socket.AF_UNIX); s.connect(addr); s.sendall(HELLO); s.recv(64); return s
+    # The broker greets first: answer in its protocol version (1 for the builds before
+    # the hardening, 2 after), so that one script measures both.
+    global version
+    s = socket.socket(socket.AF_UNIX); s.connect(addr)
+    hello = s.recv(64); version = hello[8]
+    s.sendall(frame(b'IPCQ' + varint(version) + varint(1 << 24))); return s
 c = conn()
-opens = b''.join(req(i, b'\x01' + varint(200) + (b'%0200d' % i) + b'\x00\x00') for i in range(2000))
+# Open { name, Queue { capacity: 0 } } (and auto_delete: false since version 2).
+kind = b'\x00\x00' + (b'\x00' if version >= 2 else b'')
+opens = b''.join(req(i, b'\x01' + varint(200) + (b'%0200d' % i) + kind) for i in range(2000))
 c.sendall(opens)
 got = 0
 while got < 2000 * 5: got += len(c.recv(1 << 20))
