@@ -18,10 +18,6 @@ use crate::registry::Registry;
 /// A client that has not finished its handshake by then is not an ipcq client.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Room kept in every frame for the message in front of the items, so that any item that
-/// was accepted in a `put` frame fits in a reply frame too.
-pub(crate) const FRAME_OVERHEAD: usize = 64;
-
 /// Most bytes of figures in one [`Op::StatsPage`] answer.
 const STATS_PAGE_MAX: usize = 64 * 1024;
 
@@ -485,7 +481,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 credits,
             } => {
                 let queue = self.send_queue(handle)?;
-                if len as usize + FRAME_OVERHEAD > self.peer.max_frame_len() {
+                if len as usize + ipcq_proto::ITEM_OVERHEAD > self.peer.max_frame_len() {
                     return Err(ErrorReply::new(
                         ErrorCode::TooLarge,
                         format!(
@@ -540,7 +536,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             Op::Stats => {
                 let stats = self.shared.registry.stats();
                 let len: usize = stats.iter().map(ipcq_proto::encoded_len).sum();
-                if len + FRAME_OVERHEAD > self.peer.max_frame_len() {
+                if len + ipcq_proto::ITEM_OVERHEAD > self.peer.max_frame_len() {
                     return Err(ErrorReply::new(
                         ErrorCode::TooLarge,
                         format!(

@@ -7,9 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, Result};
 
-/// Frames the broker sends carry up to this much more than its frame limit allows for an
-/// item: the message in front of it.
-pub(crate) const REPLY_SLACK: usize = 1024;
+pub(crate) use ipcq_proto::{ITEM_OVERHEAD, REPLY_SLACK};
 
 /// Why a connection is unusable; every call on it fails with [`Dead::error`] from then on.
 #[derive(Debug, Clone)]
@@ -65,10 +63,6 @@ pub(crate) fn their_hello(frame: bytes::Bytes) -> Result<usize> {
 
 /// Bytes of figures asked for per stats page (the broker may send fewer).
 pub(crate) const STATS_PAGE_LEN: u32 = 64 * 1024;
-
-/// Room kept in a `put` frame for the request in front of the item, so that the reply that
-/// later carries the item to a getter fits in a frame too.
-pub(crate) const ITEM_OVERHEAD: usize = 64;
 
 /// Most credits a producer asks for at a time.
 const CREDIT_REQUEST: u32 = 1024;

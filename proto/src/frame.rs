@@ -4,6 +4,17 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::Error;
 
+/// Room kept in every frame for the message in front of its items: an item is at most
+/// the frame limit less this, so that an item accepted in a `put` frame fits in the reply
+/// frame that later carries it to a getter. Both sides check it: the client before
+/// sending, the broker on receipt.
+pub const ITEM_OVERHEAD: usize = 64;
+
+/// How much longer than its frame limit a frame from the broker may be: replies carry, in
+/// front of items that fit the limit, a message of up to this many bytes. A client reads
+/// with a limit this much larger than the one it announced.
+pub const REPLY_SLACK: usize = 1024;
+
 /// Size of the length prefix in bytes.
 pub const PREFIX_LEN: usize = 4;
 

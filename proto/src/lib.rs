@@ -38,7 +38,10 @@ mod message;
 
 pub use addr::{classify_addr, default_addr, platform_addr, private_dir, AddrKind, ADDR_ENV};
 pub use error::{CodecError, Error};
-pub use frame::{decode_frame, frame_prefix, DEFAULT_MAX_FRAME_LEN, MAX_HANDSHAKE_LEN, PREFIX_LEN};
+pub use frame::{
+    decode_frame, frame_prefix, DEFAULT_MAX_FRAME_LEN, ITEM_OVERHEAD, MAX_HANDSHAKE_LEN,
+    PREFIX_LEN, REPLY_SLACK,
+};
 pub use message::{
     check_name, decode, encode, encoded_len, item_cost, split_items, BarrierStats, BrokerMsg,
     ClientMsg, ErrorCode, ErrorReply, EventStats, Hello, Kind, ObjectDetail, ObjectStats, Op,

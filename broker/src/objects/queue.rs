@@ -21,13 +21,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
-use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait};
+use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait, ITEM_OVERHEAD};
 use tokio::task::AbortHandle;
 
 use super::{abort, deadline, too_many, Deadline};
 use crate::budget::{cost, Budget};
 use crate::peer::Peer;
-use crate::session::FRAME_OVERHEAD;
 
 /// Most credits granted at once, whatever a client asks for: the bytes they may carry
 /// past a byte budget stay bounded.
@@ -1033,7 +1032,7 @@ impl State {
 fn too_large_for(items: &VecDeque<Bytes>, peer: &Peer) -> Option<String> {
     let len = items.front()?.len();
     let max = peer.max_frame_len();
-    (len + FRAME_OVERHEAD > max).then(|| {
+    (len + ITEM_OVERHEAD > max).then(|| {
         format!(
             "an item of {len} bytes does not fit in a frame of {max} bytes, the most this \
              client accepts; it stays in the queue"
@@ -1043,7 +1042,7 @@ fn too_large_for(items: &VecDeque<Bytes>, peer: &Peer) -> Option<String> {
 
 /// Takes up to `max` items (at least one) that fit together in one frame.
 fn take(items: &mut VecDeque<Bytes>, max: usize, max_frame_len: usize) -> Vec<Bytes> {
-    let budget = max_frame_len.saturating_sub(FRAME_OVERHEAD);
+    let budget = max_frame_len.saturating_sub(ITEM_OVERHEAD);
     let mut used = 0;
     let mut n = 0;
     for item in items.iter().take(max.max(1)) {

@@ -46,7 +46,18 @@ struct Args {
     items: u64,
     /// Round trips per ping-pong run.
     #[arg(long, default_value_t = 20_000)]
-    rounds: u64,
+    round_trips: u64,
+    /// Interleaved rounds: each round runs every workload once on every system (ipcq, the
+    /// peers of `--vs`, the `--baseline` build), and the report gives, per workload and
+    /// system, the median over the rounds of ipcq's per-round ratio to it, with min-max.
+    /// On a noisy machine this is the figure to trust; `--runs` is ignored.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// With `--rounds`: another build's benchmark program (`cargo bench --no-run` prints
+    /// its path), run once per round and workload as the system `baseline`, so that two
+    /// builds are compared in interleaved rounds.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -97,12 +108,220 @@ pub(crate) fn main() -> anyhow::Result<()> {
         "all" => vec!["python", "redis", "relay"],
         list => list.split(',').collect(),
     };
+    if let Some(rounds) = args.rounds {
+        return run_rounds(&args, rounds, &workloads, &peers);
+    }
+    if args.baseline.is_some() {
+        bail!("--baseline compares builds in interleaved rounds: give --rounds N too");
+    }
     let mut figures = Vec::new();
     for workload in &workloads {
         figures.extend(run_workload(&args, workload, &peers)?);
     }
     report(&figures, args.json);
     Ok(())
+}
+
+/// `--rounds N`: every round runs each workload once on every system, in the same order;
+/// the report is the median of per-round ratios, which a noisy machine moves far less than
+/// the figures themselves.
+fn run_rounds(
+    args: &Args,
+    rounds: usize,
+    workloads: &[String],
+    peers: &[&str],
+) -> anyhow::Result<()> {
+    if rounds == 0 {
+        bail!("--rounds needs at least one round");
+    }
+    let once = Args {
+        runs: 1,
+        ..args.clone()
+    };
+    // Per round, every figure of every workload.
+    let mut per_round: Vec<Vec<Figure>> = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}");
+        let mut figures = Vec::new();
+        for workload in workloads {
+            figures.extend(run_workload(&once, workload, peers)?);
+            if let Some(baseline) = &args.baseline {
+                figures.extend(run_baseline(baseline, &once, workload)?);
+            }
+        }
+        per_round.push(figures);
+    }
+    report_rounds(&per_round, args.json);
+    Ok(())
+}
+
+/// One run of `workload` by another build's benchmark program; its ipcq figures become the
+/// system `baseline` (`baseline-tokio` for the tokio client).
+fn run_baseline(
+    program: &std::path::Path,
+    args: &Args,
+    workload: &str,
+) -> anyhow::Result<Vec<Figure>> {
+    let output = Command::new(program)
+        .args([
+            "--workload",
+            workload,
+            "--runs",
+            "1",
+            "--json",
+            "--vs",
+            "none",
+        ])
+        .args(["--items", &args.items.to_string()])
+        .args(["--capacity", &args.capacity.to_string()])
+        .args(["--broker-threads", &args.broker_threads.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the baseline {}", program.display()))?;
+    if !output.status.success() {
+        bail!(
+            "the baseline {} failed: {}",
+            program.display(),
+            output.status
+        );
+    }
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).context("the baseline's --json output")?;
+    let mut figures = Vec::new();
+    for row in rows {
+        let text = |key: &str| row[key].as_str().unwrap_or_default().to_string();
+        let Some(system) = text("system")
+            .strip_prefix("ipcq")
+            .map(|rest| format!("baseline{rest}"))
+        else {
+            continue;
+        };
+        let unit = match text("unit").as_str() {
+            "items/s" => "items/s",
+            "µs" => "µs",
+            "B/item" => "B/item",
+            _ => continue,
+        };
+        figures.push(Figure {
+            workload: text("workload"),
+            system,
+            unit,
+            higher_is_better: unit == "items/s",
+            runs: vec![row["median"].as_f64().context("a median")?],
+            detail: String::new(),
+        });
+    }
+    Ok(figures)
+}
+
+/// The ipcq figure a figure is compared with: `ipcq-tokio` for the tokio client's
+/// workloads and their baseline, `ipcq` otherwise.
+fn reference_system(system: &str) -> &'static str {
+    if system.ends_with("-tokio") {
+        "ipcq-tokio"
+    } else {
+        "ipcq"
+    }
+}
+
+/// One workload on one system, over the rounds.
+struct RoundRow {
+    workload: String,
+    system: String,
+    unit: &'static str,
+    /// Its figure in each round.
+    values: Vec<f64>,
+    /// How many times better ipcq was in each round (none for ipcq itself).
+    ratios: Vec<f64>,
+}
+
+fn report_rounds(per_round: &[Vec<Figure>], json: bool) {
+    let mut rows: Vec<RoundRow> = Vec::new();
+    for figures in per_round {
+        for figure in figures {
+            let reference = figures.iter().find(|f| {
+                f.workload == figure.workload && f.system == reference_system(&figure.system)
+            });
+            let value = figure.median();
+            let ratio = reference.map(|r| {
+                let ipcq = r.median();
+                if figure.higher_is_better {
+                    ipcq / value
+                } else {
+                    value / ipcq
+                }
+            });
+            let at = rows
+                .iter()
+                .position(|row| row.workload == figure.workload && row.system == figure.system);
+            let row = match at {
+                Some(at) => &mut rows[at],
+                None => {
+                    rows.push(RoundRow {
+                        workload: figure.workload.clone(),
+                        system: figure.system.clone(),
+                        unit: figure.unit,
+                        values: Vec::new(),
+                        ratios: Vec::new(),
+                    });
+                    rows.last_mut().expect("just pushed")
+                }
+            };
+            row.values.push(value);
+            row.ratios.extend(ratio);
+        }
+    }
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let min = |values: &[f64]| values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = |values: &[f64]| values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| {
+                serde_json::json!({
+                    "workload": row.workload, "system": row.system, "unit": row.unit,
+                    "rounds": row.values, "median": median(&row.values),
+                    "ipcq_ratios": row.ratios, "ipcq_ratio_median": median(&row.ratios),
+                    "ipcq_ratio_min": min(&row.ratios), "ipcq_ratio_max": max(&row.ratios),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return;
+    }
+    println!(
+        "\n{} interleaved rounds; \"ipcq is\": the median of per-round ratios (ipcq's throughput to the\nsystem's, or the system's latency to ipcq's), min - max",
+        per_round.len()
+    );
+    println!(
+        "\n{:<14} {:<14} {:>12} {:>8} {:>10} {:>15}",
+        "workload", "system", "median", "unit", "ipcq is", "min - max"
+    );
+    for row in &rows {
+        let (ratio, range) = if row.ratios.is_empty() || row.system == reference_system(&row.system)
+        {
+            ("-".to_string(), String::new())
+        } else {
+            (
+                format!("{:.2}x", median(&row.ratios)),
+                format!("{:.2} - {:.2}", min(&row.ratios), max(&row.ratios)),
+            )
+        };
+        println!(
+            "{:<14} {:<14} {:>12.1} {:>8} {ratio:>10} {range:>15}",
+            row.workload,
+            row.system,
+            median(&row.values),
+            row.unit
+        );
+    }
 }
 
 /// One measured figure: a workload on one system, all runs.
@@ -240,20 +459,20 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
         }
         "pingpong" => {
             measure("ipcq", "pingpong-p50", "µs", false, &mut || {
-                ipcq_pingpong(args.rounds)
+                ipcq_pingpong(args.round_trips)
             })?;
             for &peer in peers {
                 match peer {
                     "python" => measure("python-mp", "pingpong-p50", "µs", false, &mut || {
-                        python_pingpong(args.rounds)
+                        python_pingpong(args.round_trips)
                     })?,
                     "redis" if which("redis-server") => {
                         measure("redis", "pingpong-p50", "µs", false, &mut || {
-                            redis_pingpong(args.rounds)
+                            redis_pingpong(args.round_trips)
                         })?
                     }
                     "relay" => measure("relay", "pingpong-p50", "µs", false, &mut || {
-                        relay_pingpong(args.rounds)
+                        relay_pingpong(args.round_trips)
                     })?,
                     _ => {}
                 }
