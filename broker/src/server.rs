@@ -26,6 +26,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// socket file), serves clients, and on `shutdown` stops accepting, wakes every parked
 /// request with a "shutting down" error, lets connections flush, and removes the socket.
 ///
+/// When nothing is at the address, it listens within the first poll, so a client may
+/// connect as soon as the spawned future has run once. A file already there is first
+/// probed, for up to about a second, on a blocking thread; `shutdown` completing meanwhile
+/// ends start-up at once with `Ok(())`.
+///
 /// # Errors
 ///
 /// [`Error::AddrInUse`] if a broker already answers on the address, [`Error::Listen`] if
@@ -44,21 +49,31 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let mut shutdown = std::pin::pin!(shutdown);
-    // Checking a socket file left at the address may take a moment (a listener that never
-    // answers): a stop asked for meanwhile ends start-up at once.
-    let prepared = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || prepare(&config)
-    });
-    tokio::select! {
-        prepared = prepared => prepared.map_err(|err| Error::Listen {
-            addr: config.addr.clone(),
-            cause: std::io::Error::other(err),
-        })??,
-        () = &mut shutdown => {
-            tracing::info!(addr = %config.addr, "stopped during start-up");
-            return Ok(());
+    let file_there = match ipcq_proto::classify_addr(&config.addr) {
+        AddrKind::Path(path) => std::fs::symlink_metadata(path).is_ok(),
+        AddrKind::Namespaced(_) => false,
+    };
+    if file_there {
+        // Checking a socket file left at the address may take a moment (a listener that
+        // never answers): a stop asked for meanwhile ends start-up at once.
+        let prepared = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || prepare(&config)
+        });
+        tokio::select! {
+            prepared = prepared => prepared.map_err(|err| Error::Listen {
+                addr: config.addr.clone(),
+                cause: std::io::Error::other(err),
+            })??,
+            () = &mut shutdown => {
+                tracing::info!(addr = %config.addr, "stopped during start-up");
+                return Ok(());
+            }
         }
+    } else {
+        // Nothing to probe: listening starts within the first poll, as callers that
+        // spawn `serve` and then connect expect.
+        prepare(&config)?;
     }
     let listener = listen(&config)?;
     run(listener, config, shutdown).await;
