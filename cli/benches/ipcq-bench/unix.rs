@@ -1322,7 +1322,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
 // Python multiprocessing.Queue
 
 fn python_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/mp_queue.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/mp_queue.py")
 }
 
 fn python(args: &[String]) -> anyhow::Result<serde_json::Value> {
