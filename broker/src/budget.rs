@@ -3,14 +3,19 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
 
-use crate::objects::Queue;
-
 /// The bytes an item of `len` payload bytes counts against the byte budgets: its length
 /// and [`ipcq_proto::ITEM_COST`] for the broker's own record of it (its place in a queue
 /// or on a client's ledger, its allocation). Measured: a queue of 1-byte items costs about
 /// 64 bytes of broker memory each (docs/broker.md).
 pub(crate) fn cost(len: usize) -> usize {
     len + ipcq_proto::ITEM_COST
+}
+
+/// What waits for bytes to be released: a queue whose head putter found the budget full.
+pub(crate) trait Waiter: Send + Sync + std::fmt::Debug {
+    /// Bytes were released elsewhere in the broker: try again. Called with no queue's lock
+    /// held.
+    fn budget_released(&self);
 }
 
 /// Payload bytes held by all queues together. Over budget, every queue counts as full:
@@ -20,7 +25,7 @@ pub(crate) struct Budget {
     used: AtomicUsize,
     max: usize,
     /// Queues whose head putter waits for bytes released elsewhere.
-    waiting: Mutex<Vec<Weak<Queue>>>,
+    waiting: Mutex<Vec<Weak<dyn Waiter>>>,
     /// Lets the hot path skip the mutex when nobody waits.
     any_waiting: AtomicBool,
 }
@@ -67,7 +72,7 @@ impl Budget {
 
     /// Registers a queue to be woken by [`Budget::wake_waiting`]. Called with the queue's
     /// lock held; the budget's lock is always taken after a queue's, never before.
-    pub(crate) fn wait(&self, queue: Weak<Queue>) {
+    pub(crate) fn wait(&self, queue: Weak<dyn Waiter>) {
         self.lock().push(queue);
         self.any_waiting.store(true, Ordering::SeqCst);
     }
@@ -87,7 +92,7 @@ impl Budget {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Queue>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Waiter>>> {
         // The list is only pushed to or taken whole, so a poisoned lock is still usable.
         self.waiting
             .lock()

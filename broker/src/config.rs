@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::peer::OutputLimits;
+use crate::link::OutputLimits;
 use crate::Error;
 
 /// How a broker listens and what it allows.

@@ -6,11 +6,14 @@
 //! - [`Config`]: address and limits;
 //! - [`serve`]: runs a broker on the caller's tokio runtime until a future completes;
 //! - [`Broker`]: runs one on a thread of its own, with an idempotent `shutdown`;
-//! - inside: `server` (socket, accept loop, shutdown), `session` (one connection),
-//!   `connection` (framed reads, the writer task), `peer` (a client's answers, written at
-//!   the end of each batch of requests or by the writer task, and its in-flight items),
-//!   `registry` (objects by name), `objects` (queues, pipes, locks and semaphores, events,
-//!   barriers), `budget` (the broker-wide byte budget).
+//! - inside: `server` (socket, accept loop, shutdown), `session` (one connection: its
+//!   requests carried out), `connection` (the read side: frames, large ones in their own
+//!   allocation), `link` (the write side: answers queued per connection, written at the end
+//!   of each batch of requests or by the connection's writer task, and the bound on what a
+//!   client leaves unread), `peer` (a client as the objects see it: where its answers go,
+//!   and the ledger of items delivered to it), `registry` (objects by name), `objects`
+//!   (queues, pipes, locks and semaphores, events, barriers), `budget` (the broker-wide
+//!   byte budget).
 //!
 //! # Hello, world!
 //!
@@ -30,6 +33,7 @@ mod budget;
 mod config;
 mod connection;
 mod error;
+mod link;
 mod objects;
 mod peer;
 mod registry;

@@ -10,9 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::budget::cost;
-use crate::connection::{read_frame, write_loop, Partial, ReadError, OWN_ALLOCATION};
+use crate::connection::{read_frame, Partial, ReadError, OWN_ALLOCATION};
+use crate::link::{flush_scope, write_loop, Direct, Link, OutputLimits};
 use crate::objects::{Barrier, Event, Object, Permits, Queue};
-use crate::peer::{flush_scope, Direct, Link, OutputLimits, Peer, Taken};
+use crate::peer::{Peer, Taken};
 use crate::registry::Registry;
 
 /// A client that has not finished its handshake by then is not an ipcq client.

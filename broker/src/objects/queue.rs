@@ -25,7 +25,7 @@ use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait, ITEM_
 use tokio::task::AbortHandle;
 
 use super::{abort, deadline, too_many, Deadline};
-use crate::budget::{cost, Budget};
+use crate::budget::{cost, Budget, Waiter};
 use crate::peer::Peer;
 
 /// Most credits granted at once, whatever a client asks for: the bytes they may carry
@@ -677,15 +677,6 @@ impl Queue {
         }
     }
 
-    /// Bytes were released elsewhere in the broker: try the putters again.
-    pub(crate) fn budget_released(&self) {
-        let mut state = self.lock();
-        state.waiting_for_budget = false;
-        self.admit_putters(&mut state);
-        self.feed_getters(&mut state);
-        self.wait_for_budget_if_blocked(&mut state);
-    }
-
     /// Credits for a producer whose put just went in, each with `per_credit` bytes (the
     /// cost of the request's largest item); returns the credits and bytes granted.
     ///
@@ -969,7 +960,8 @@ impl Queue {
             && (state.bytes == 0 || state.bytes + len <= self.max_bytes);
         if local_room {
             state.waiting_for_budget = true;
-            self.budget.wait(self.this.clone());
+            let this: Weak<dyn Waiter> = self.this.clone();
+            self.budget.wait(this);
             // Bytes released between the failed reservation and the registration would
             // not wake this queue: try once more now that it is registered.
             self.admit_putters(state);
@@ -1003,6 +995,17 @@ impl Queue {
         self.state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Waiter for Queue {
+    /// Bytes were released elsewhere in the broker: try the putters again.
+    fn budget_released(&self) {
+        let mut state = self.lock();
+        state.waiting_for_budget = false;
+        self.admit_putters(&mut state);
+        self.feed_getters(&mut state);
+        self.wait_for_budget_if_blocked(&mut state);
     }
 }
 
