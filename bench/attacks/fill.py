@@ -4,36 +4,10 @@
 # Fills queue after queue (each up to --max-queue-bytes, 256 MiB by default) with items of
 # ITEM_BYTES until the broker-wide budget (1 GiB by default) is full, then prints the
 # broker's RSS and what it counts as used.
-import os, socket, struct, subprocess, sys, tempfile, time, threading
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7f; n >>= 7
-        if n: out.append(b | 0x80)
-        else: out.append(b); return bytes(out)
-def frame(body): return struct.pack('<I', len(body)) + body
-def rss(pid):
-    for line in open(f'/proc/{pid}/status'):
-        if line.startswith('VmRSS:'): return int(line.split()[1])
+import sys, time, socket
+from wire import varint, frame, rss, start_broker, read_frame, connect, queue_kind
 broker, size = sys.argv[1], int(sys.argv[2])
-d = tempfile.mkdtemp(); addr = os.path.join(d, 'ipcq.sock')
-b = subprocess.Popen([broker, '--addr', addr], stderr=subprocess.PIPE)
-for line in b.stderr:
-    if b'listening' in line: break
-threading.Thread(target=lambda: [None for _ in b.stderr], daemon=True).start()
-def read_frame(s, buf):
-    while True:
-        if len(buf) >= 4:
-            ln = struct.unpack('<I', buf[:4])[0]
-            if len(buf) >= 4 + ln: return buf[4:4 + ln], buf[4 + ln:]
-        chunk = s.recv(1 << 16)
-        if not chunk: raise EOFError
-        buf += chunk
-def connect():
-    s = socket.socket(socket.AF_UNIX); s.connect(addr)
-    hello, buf = read_frame(s, b'')
-    s.sendall(frame(b'IPCQ' + varint(hello[4]) + varint(1 << 24)))
-    return s, buf
+b, addr = start_broker(broker)
 per_frame = max(1, min(60000, (8 << 20) // (size + 8)))
 item = b'x' * size
 idle = rss(b.pid)
