@@ -235,42 +235,53 @@ impl<R: AsyncRead + Unpin> Session<R> {
             .set_max_frame_len(self.shared.max_frame_len.min(hello.max_frame_len as usize));
 
         let mut output = self.link.output();
+        // A request held back while the client leaves its answers unread.
+        let mut held: Option<Bytes> = None;
         loop {
-            // A client that leaves its answers unread is not read either, until it catches
-            // up: its requests wait in the socket, and the broker keeps no more for it.
-            if output.borrow().over_soft_since.is_some() {
-                let _ = output.wait_for(|now| now.over_soft_since.is_none()).await;
-            }
-            let frame = match read_frame(
-                &mut self.reader,
-                &mut self.buf,
-                self.shared.max_frame_len,
-                &self.partial,
-            )
-            .await
-            {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
-                Err(ReadError::Frame(err)) => {
-                    return Err(self.refuse(ErrorCode::TooLarge, err.to_string()))
+            let frame = match held.take() {
+                Some(frame) => {
+                    // A client that leaves its answers unread gets no new ones until it
+                    // catches up: its requests wait, and the broker keeps no more for it.
+                    let _ = output.wait_for(|now| now.over_soft_since.is_none()).await;
+                    frame
                 }
-                Err(err) => return Err(err.into()),
+                None => match read_frame(
+                    &mut self.reader,
+                    &mut self.buf,
+                    self.shared.max_frame_len,
+                    &self.partial,
+                )
+                .await
+                {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return Ok(()),
+                    Err(ReadError::Frame(err)) => {
+                        return Err(self.refuse(ErrorCode::TooLarge, err.to_string()))
+                    }
+                    Err(err) => return Err(err.into()),
+                },
             };
             // This frame and every other whole one already read form a batch, handled
-            // without awaiting; the answers it produced are written at its end.
+            // without awaiting; the answers it produced are written at its end. Over the
+            // soft limit, messages that ask for nothing back (acknowledgements, returns,
+            // puts on credits) are still taken, in order, up to the first request: a
+            // client that writes them without reading must not block on a full socket
+            // while the broker waits for it to read.
             flush_scope(|| {
-                self.handle_frame(frame)?;
-                loop {
-                    if self.link.over_soft() {
-                        // The rest of the batch waits in the buffer.
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    if ClientMsg::asks_for_answer(&frame) && self.link.over_soft() {
+                        held = Some(frame);
                         return Ok(());
                     }
-                    match ipcq_proto::decode_frame(&mut self.buf, self.shared.max_frame_len) {
-                        Ok(Some(frame)) => self.handle_frame(frame)?,
-                        Ok(None) => return Ok(()),
+                    self.handle_frame(frame)?;
+                    next = match ipcq_proto::decode_frame(&mut self.buf, self.shared.max_frame_len)
+                    {
+                        Ok(frame) => frame,
                         Err(err) => return Err(self.refuse(ErrorCode::TooLarge, err.to_string())),
-                    }
+                    };
                 }
+                Ok(())
             })?;
         }
     }

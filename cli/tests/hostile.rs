@@ -285,3 +285,75 @@ fn a_half_sent_frame_counts_against_the_broker_wide_budget() {
         assert_eq!(queue.len().unwrap(), 1);
     });
 }
+
+/// A consumer over the output soft limit that goes on acknowledging (as a client taking
+/// items from its prefetch buffer does, one small write each) must not be stopped: its
+/// acknowledgements ask for nothing back, and a broker that left them unread would block
+/// the consumer's writes while waiting for it to read, and both would stop.
+#[test]
+fn acknowledgements_are_read_while_a_consumer_is_over_the_soft_limit() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.raw_queue("large", 0).unwrap();
+        queue.put_many(vec![vec![7u8; 4096]; 1000]).unwrap();
+
+        let mut consumer = open_raw(&broker.addr, "large", 1 << 24);
+        // 4 MB of deliveries, far over the 256 KiB soft limit, left unread.
+        let op = Op::GetMany {
+            handle: 0,
+            max: 1000,
+            wait: Wait::NoWait,
+        };
+        consumer.send(&ClientMsg::Request { id: 2, op }, &[]);
+        // The reply's head only: [length][Reply][id 2][Items][tag]...
+        let mut head = [0u8; 16];
+        std::io::Read::read_exact(&mut consumer.stream, &mut head).unwrap();
+        assert_eq!(head[4..7], [0, 2, 4], "{head:?}");
+        let (mut tag, mut shift, mut at) = (0u64, 0, 7);
+        loop {
+            let byte = head[at];
+            at += 1;
+            tag |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        // One write per acknowledgement, as many as a socket holds several times over.
+        consumer
+            .stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        for tag in tag..tag + 1000 {
+            let mut frame = Vec::new();
+            ipcq_proto::encode(&ClientMsg::Ack { tag, count: 1 }, 0, 1 << 24, &mut frame).unwrap();
+            consumer.stream.write_all(&frame).expect(
+                "the broker reads acknowledgements while the consumer is over the soft limit",
+            );
+        }
+        // A ping behind them, answered after the deliveries: once it is back, every
+        // acknowledgement has been handled.
+        consumer.send(
+            &ClientMsg::Request {
+                id: 3,
+                op: Op::Ping,
+            },
+            &[],
+        );
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let mut rest = vec![0u8; len + 4 - head.len()];
+        std::io::Read::read_exact(&mut consumer.stream, &mut rest).unwrap();
+        assert!(matches!(
+            consumer.read_broker_msg().0,
+            ipcq_proto::BrokerMsg::Reply {
+                id: 3,
+                body: ipcq_proto::Reply::Pong
+            }
+        ));
+        // Every delivery was acknowledged: the items are taken for good.
+        let stats = queue_stats(&client, "large");
+        assert_eq!((stats.ready, stats.in_flight), (0, 0), "{stats:?}");
+        assert_eq!(stats.total_got, 1000);
+    });
+}

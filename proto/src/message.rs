@@ -204,6 +204,33 @@ pub enum ClientMsg {
     },
 }
 
+impl ClientMsg {
+    /// Whether the message a frame starts with (after its length prefix) asks for an
+    /// answer: a `Request`, or a `Cancel` (answered through the request it cancels). Read
+    /// from the variant's index alone, without decoding the rest: a broker that holds
+    /// back a client's requests can still take the messages that ask for nothing.
+    ///
+    /// ```
+    /// use ipcq_proto::{ClientMsg, Op};
+    ///
+    /// let mut frame = Vec::new();
+    /// let ack = ClientMsg::Ack { tag: 7, count: 1 };
+    /// ipcq_proto::encode(&ack, 0, 1024, &mut frame)?;
+    /// assert!(!ClientMsg::asks_for_answer(&frame[ipcq_proto::PREFIX_LEN..]));
+    /// frame.clear();
+    /// ipcq_proto::encode(&ClientMsg::Request { id: 1, op: Op::Ping }, 0, 1024, &mut frame)?;
+    /// assert!(ClientMsg::asks_for_answer(&frame[ipcq_proto::PREFIX_LEN..]));
+    /// # Ok::<(), ipcq_proto::Error>(())
+    /// ```
+    pub fn asks_for_answer(frame: &[u8]) -> bool {
+        // Postcard writes the variant's index first, as a varint: one byte for each of
+        // these. The golden tests pin the indices.
+        const REQUEST: u8 = 0;
+        const CANCEL: u8 = 6;
+        matches!(frame.first(), Some(&(REQUEST | CANCEL)))
+    }
+}
+
 /// An operation on the broker or on one of its objects.
 ///
 /// Objects are addressed by the handle that [`Op::Open`] returned on this connection.

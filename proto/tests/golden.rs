@@ -288,3 +288,26 @@ fn error_codes_keep_their_numbers() {
         );
     }
 }
+
+#[test]
+fn only_requests_and_cancels_ask_for_an_answer() {
+    let asks = |msg: &ClientMsg| ClientMsg::asks_for_answer(&bytes(msg));
+    assert!(asks(&ClientMsg::Request {
+        id: 1,
+        op: Op::Ping
+    }));
+    assert!(asks(&ClientMsg::Cancel { handle: 1, id: 2 }));
+    assert!(!asks(&ClientMsg::Ack { tag: 1, count: 1 }));
+    assert!(!asks(&ClientMsg::Send { handle: 1 }));
+    assert!(!asks(&ClientMsg::SendMany {
+        handle: 1,
+        lens: vec![1]
+    }));
+    assert!(!asks(&ClientMsg::Release {
+        handle: 1,
+        credits: 1,
+        bytes: 64
+    }));
+    assert!(!asks(&ClientMsg::Return { tag: 1, count: 1 }));
+    assert!(!ClientMsg::asks_for_answer(&[]));
+}
