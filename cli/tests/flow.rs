@@ -229,3 +229,79 @@ fn a_producer_may_exit_right_after_put() {
         assert_eq!(got, (0..2000).collect::<Vec<u64>>());
     });
 }
+
+/// A consumer streams its acknowledgements while the broker holds more deliveries for it
+/// than the output soft limit (here, 4 KiB items prefetched a thousand at a time): the
+/// broker must keep taking acknowledgements, or the consumer blocks writing them while
+/// the broker waits for it to read, and both stop.
+#[test]
+fn a_consumer_acknowledging_while_over_the_output_soft_limit_keeps_going() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.raw_queue("large", 1000).unwrap();
+        // Full before the consumer starts: its first fetches bring megabytes at once.
+        let item = vec![7u8; 4096];
+        for _ in 0..1000 {
+            queue.put(&item).unwrap();
+        }
+        let producer = std::thread::spawn({
+            let client = broker.client();
+            move || {
+                let queue = client.raw_queue("large", 1000).unwrap();
+                let item = vec![7u8; 4096];
+                for _ in 0..19_000 {
+                    queue.put(&item).unwrap();
+                }
+            }
+        });
+        for _ in 0..20_000 {
+            assert_eq!(queue.get().unwrap().len(), 4096);
+        }
+        producer.join().unwrap();
+        assert!(queue.get_nowait().unwrap_err().is_empty());
+    });
+}
+
+/// A worker takes 4 KiB items (its prefetched deliveries put it over the output soft
+/// limit) and puts a small result for each on credits, asking for more credits along the
+/// way. Its credit requests wait while it is over the limit; its puts must not block on a
+/// full socket while nobody in the worker reads, or worker and broker wait for each other.
+#[test]
+fn a_worker_over_the_soft_limit_that_puts_as_it_takes_keeps_going() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let jobs = 20_000;
+        let client = broker.client();
+        let inbox = client.raw_queue("in", 1000).unwrap();
+        let item = vec![7u8; 4096];
+        for _ in 0..1000 {
+            inbox.put(&item).unwrap();
+        }
+        let producer = std::thread::spawn({
+            let client = broker.client();
+            move || {
+                let inbox = client.raw_queue("in", 1000).unwrap();
+                for _ in 1000..jobs {
+                    inbox.put(&item).unwrap();
+                }
+            }
+        });
+        let drainer = std::thread::spawn({
+            let client = broker.client();
+            move || {
+                let results = client.raw_queue("out", 0).unwrap();
+                for _ in 0..jobs {
+                    results.get().unwrap();
+                }
+            }
+        });
+        let results = client.raw_queue("out", 0).unwrap();
+        for _ in 0..jobs {
+            let job = inbox.get().unwrap();
+            results.put(&job[..8]).unwrap();
+        }
+        producer.join().unwrap();
+        drainer.join().unwrap();
+    });
+}

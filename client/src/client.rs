@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use bytes::{Bytes, BytesMut};
@@ -18,9 +18,11 @@ use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, ErrorReply, Kind, ObjectStats, 
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::common::{
-    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK, STATS_PAGE_LEN,
+    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK,
 };
 use crate::connect::{self, ConnectOptions};
+pub(crate) use crate::ops::unexpected;
+use crate::ops::{self, Request};
 use crate::pipe::{End, PipeEnd, PipeOptions, RawPipeEnd};
 use crate::queue::{Local, Queue, QueueOptions, RawQueue};
 use crate::{Error, Result};
@@ -59,6 +61,9 @@ struct Inner {
     next_id: AtomicU64,
     /// Serializes whole frames onto the socket.
     write_lock: Mutex<()>,
+    /// Writes give up after [`WRITE_SLICE`] when the socket is full (not on Windows), so
+    /// that the writer can read meanwhile.
+    sliced_writes: AtomicBool,
     /// Held only by the thread currently reading.
     read_buf: Mutex<BytesMut>,
     state: Mutex<State>,
@@ -193,6 +198,7 @@ impl Client {
                 max_frame_len,
                 next_id: AtomicU64::new(1),
                 write_lock: Mutex::new(()),
+                sliced_writes: AtomicBool::new(false),
                 read_buf: Mutex::new(buf),
                 state: Mutex::new(State::default()),
                 locals: Mutex::new(HashMap::new()),
@@ -207,8 +213,15 @@ impl Client {
                 err
             }
         })?;
-        // From here on the broker keeps the time of every request.
+        // From here on the broker keeps the time of every request; writes are cut into
+        // slices, between which a writer reads what has come (see `Inner::write`).
         set_timeouts(&client.inner.stream, None)?;
+        let sliced = client
+            .inner
+            .stream
+            .set_send_timeout(Some(WRITE_SLICE))
+            .is_ok();
+        client.inner.sliced_writes.store(sliced, Ordering::Relaxed);
         Ok(client)
     }
 
@@ -303,18 +316,12 @@ impl Client {
     ///
     /// As [`Client::queue_with`].
     pub fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
-        let op = Op::Open {
-            name: name.to_owned(),
-            kind: options.kind(),
-        };
-        match self.call(op, &[])?.0 {
-            Reply::Opened { handle } => Ok(RawQueue::new(
-                self.local(handle),
-                name,
-                options.get_capacity(),
-            )),
-            other => Err(unexpected(&other)),
-        }
+        let handle = self.open(name, options.kind())?;
+        Ok(RawQueue::new(
+            self.local(handle),
+            name,
+            options.get_capacity(),
+        ))
     }
 
     /// Opens end `end` of the duplex pipe `name`, creating the pipe (with
@@ -365,33 +372,19 @@ impl Client {
     ///
     /// As [`Client::pipe_with`].
     pub fn raw_pipe(&self, name: &str, end: End, options: PipeOptions) -> Result<RawPipeEnd> {
-        let op = Op::Open {
-            name: name.to_owned(),
-            kind: Kind::PipeEnd {
-                duplex: options.is_duplex(),
-                capacity: options.get_capacity() as u64,
-                end: end.index(),
-            },
+        let kind = Kind::PipeEnd {
+            duplex: options.is_duplex(),
+            capacity: options.get_capacity() as u64,
+            end: end.index(),
         };
-        match self.call(op, &[])?.0 {
-            Reply::Opened { handle } => {
-                let queue = RawQueue::new(self.local(handle), name, options.get_capacity());
-                Ok(RawPipeEnd::new(queue, end, options))
-            }
-            other => Err(unexpected(&other)),
-        }
+        let handle = self.open(name, kind)?;
+        let queue = RawQueue::new(self.local(handle), name, options.get_capacity());
+        Ok(RawPipeEnd::new(queue, end, options))
     }
 
     /// Opens `name` as `kind`; returns its handle.
     pub(crate) fn open(&self, name: &str, kind: Kind) -> Result<u32> {
-        let op = Op::Open {
-            name: name.to_owned(),
-            kind,
-        };
-        match self.call(op, &[])?.0 {
-            Reply::Opened { handle } => Ok(handle),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::open(name, kind))
     }
 
     /// Checks that the broker answers.
@@ -400,10 +393,7 @@ impl Client {
     ///
     /// [`Error::BrokerGone`] if it does not.
     pub fn ping(&self) -> Result<()> {
-        match self.call(Op::Ping, &[])?.0 {
-            Reply::Pong => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::ping())
     }
 
     /// Every object in the broker with its figures, sorted by name.
@@ -413,23 +403,7 @@ impl Client {
     /// [`Error::BrokerGone`] if the broker does not answer.
     pub fn stats(&self) -> Result<Vec<ObjectStats>> {
         // Page by page, so that any number of objects can be listed.
-        let mut all: Vec<ObjectStats> = Vec::new();
-        loop {
-            let after = all.last().map(|last| last.name.clone()).unwrap_or_default();
-            let page = Op::StatsPage {
-                after,
-                max_len: STATS_PAGE_LEN,
-            };
-            match self.call(page, &[])?.0 {
-                Reply::StatsPage { objects, more } => {
-                    all.extend(objects);
-                    if !more {
-                        return Ok(all);
-                    }
-                }
-                other => return Err(unexpected(&other)),
-            }
-        }
+        ops::stats(|page| self.run(page))
     }
 
     /// The figures of the object `name` alone, as [`Client::stats`] lists them. Creates
@@ -451,13 +425,7 @@ impl Client {
     /// # Ok::<(), ipcq_client::Error>(())
     /// ```
     pub fn lookup(&self, name: &str) -> Result<ObjectStats> {
-        let op = Op::Lookup {
-            name: name.to_owned(),
-        };
-        match self.call(op, &[])?.0 {
-            Reply::Stats(mut stats) if stats.len() == 1 => Ok(stats.remove(0)),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::lookup(name))
     }
 
     /// Removes the object `name` from the broker: its items are dropped, its waiters get
@@ -467,18 +435,13 @@ impl Client {
     ///
     /// [`Error::NotFound`] when there is no such object.
     pub fn remove(&self, name: &str) -> Result<()> {
-        match self
-            .call(
-                Op::Remove {
-                    name: name.to_owned(),
-                },
-                &[],
-            )?
-            .0
-        {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::remove(name))
+    }
+
+    /// Sends `request` and reads its answer.
+    pub(crate) fn run<T>(&self, request: Request<T>) -> Result<T> {
+        let Request { op, reader, .. } = request;
+        reader(self.call(op, &[]).map(|(reply, _)| reply))
     }
 
     /// Sends a request whose tail is `items` and waits for its answer.
@@ -626,12 +589,7 @@ impl Client {
     /// Writes one or more whole frames. A failure is not final by itself: the reader finds
     /// out why the connection ended.
     pub(crate) fn send(&self, frames: &[u8]) -> Result<()> {
-        let _write = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        (&self.inner.stream).write_all(frames).map_err(gone)
+        self.inner.write(frames).map_err(gone)
     }
 
     /// The shared state of `handle`, created on first use.
@@ -735,8 +693,7 @@ impl Inner {
             }
         }
         if !frame.is_empty() {
-            let _write = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = (&self.stream).write_all(&frame);
+            let _ = self.write(&frame);
         }
         self.give_back_credits(&revoked);
         drop(kept);
@@ -753,6 +710,101 @@ impl Inner {
         };
         for local in locals {
             local.release_credits();
+        }
+    }
+
+    /// Writes whole frames, in one piece with respect to other threads' frames.
+    ///
+    /// The broker stops reading a client that leaves too many answers unread, until it
+    /// reads them. A client whose write waits for room while none of its threads reads
+    /// would then wait forever. So a write that finds the socket full for
+    /// [`WRITE_SLICE`] reads what has arrived, when no other thread is reading, and tries
+    /// again.
+    fn write(&self, frames: &[u8]) -> std::io::Result<()> {
+        let mut followups = Vec::new();
+        let written = {
+            let _write = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut written = 0;
+            loop {
+                if written == frames.len() {
+                    break Ok(());
+                }
+                match (&self.stream).write(&frames[written..]) {
+                    Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(err) if is_timeout(&err) && self.sliced_writes.load(Ordering::Relaxed) => {
+                        followups.extend(self.read_while_writing());
+                    }
+                    Err(err) => break Err(err),
+                }
+            }
+        };
+        // What those answers call for takes writes: not while holding the write lock.
+        if !followups.is_empty() {
+            self.follow_up(followups);
+        }
+        written
+    }
+
+    /// Reads and hands out what has arrived, if no other thread is reading (that one will);
+    /// returns what the answers call for.
+    fn read_while_writing(&self) -> Vec<Followup> {
+        let mut followups = Vec::new();
+        {
+            let mut state = self.lock_state();
+            if state.reading || state.dead.is_some() {
+                return followups;
+            }
+            state.reading = true;
+        }
+        let read = self.read_available();
+        let mut state = self.lock_state();
+        state.reading = false;
+        match read {
+            Ok(messages) => {
+                for (msg, tail) in messages {
+                    dispatch(&mut state, msg, tail, &mut followups);
+                }
+            }
+            Err(dead) => {
+                state.dead = Some(dead);
+                wake_all(&state);
+            }
+        }
+        // Threads still waiting for answers: one of them takes over the reading.
+        wake_one(&state);
+        followups
+    }
+
+    /// Reads whatever whole messages the socket holds now, without waiting for more.
+    fn read_available(&self) -> Result<Vec<(BrokerMsg, Bytes)>, Dead> {
+        let mut buf = self.read_buf.lock().unwrap_or_else(|p| p.into_inner());
+        let max = self.max_frame_len + REPLY_SLACK;
+        // Nobody else reads while `reading` is set: the socket's time limit is ours.
+        let _ = self.stream.set_recv_timeout(Some(Duration::from_millis(1)));
+        let mut messages = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let read = loop {
+            match (&self.stream).read(&mut chunk) {
+                Ok(0) => break Err(Dead::Gone("the broker closed the connection".into())),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) if is_timeout(&err) => break Ok(()),
+                Err(err) => break Err(Dead::Gone(format!("connection lost: {err}"))),
+            }
+        };
+        let _ = self.stream.set_recv_timeout(None);
+        read?;
+        loop {
+            match ipcq_proto::decode_frame(&mut buf, max) {
+                Ok(Some(frame)) => match ipcq_proto::decode::<BrokerMsg>(frame) {
+                    Ok(message) => messages.push(message),
+                    Err(err) => return Err(Dead::Protocol(err.to_string())),
+                },
+                Ok(None) => return Ok(messages),
+                Err(err) => return Err(Dead::Protocol(err.to_string())),
+            }
         }
     }
 
@@ -876,6 +928,18 @@ fn wake_all(state: &State) {
     }
 }
 
+/// How long a write waits for room in the socket before it reads what has come (see
+/// `Inner::write`).
+const WRITE_SLICE: Duration = Duration::from_millis(10);
+
+/// Whether an I/O error is a socket time limit running out.
+fn is_timeout(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// Time limits for the socket's reads and writes. Windows named pipes have none: there the
 /// handshake is not timed (docs/broker.md).
 fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<()> {
@@ -920,10 +984,6 @@ fn gone(err: std::io::Error) -> Error {
 
 fn protocol(err: ipcq_proto::Error) -> Error {
     Error::Protocol(err.to_string())
-}
-
-pub(crate) fn unexpected(reply: &Reply) -> Error {
-    Error::Protocol(format!("unexpected answer from the broker: {reply:?}"))
 }
 
 impl fmt::Debug for Client {

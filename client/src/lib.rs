@@ -34,6 +34,7 @@ mod client;
 mod common;
 mod connect;
 mod error;
+mod ops;
 mod pipe;
 mod queue;
 mod sync;

@@ -16,6 +16,7 @@ use crate::common::{
     average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, runs,
     Credits, Grant, Pace, DEFAULT_PREFETCH,
 };
+use crate::ops;
 use crate::{Error, Result};
 
 /// How a queue is created; every opener must ask for the same, or get
@@ -653,19 +654,7 @@ impl RawQueue {
     /// [`Error::Invalid`] when called more times than items were put;
     /// [`Error::BrokerGone`].
     pub fn task_done(&self) -> Result<()> {
-        match self
-            .client()
-            .call(
-                Op::TaskDone {
-                    handle: self.handle(),
-                },
-                &[],
-            )?
-            .0
-        {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::task_done(self.handle()))
     }
 
     /// Waits until every item put on the queue has been marked done
@@ -689,14 +678,7 @@ impl RawQueue {
     }
 
     fn join_for(&self, wait: Wait) -> Result<bool> {
-        let op = Op::Join {
-            handle: self.handle(),
-            wait,
-        };
-        match self.client().call(op, &[])?.0 {
-            Reply::Flag(done) => Ok(done),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::join(self.handle(), wait))
     }
 
     /// Items put and not yet taken: those waiting in the queue plus those delivered to a
@@ -741,19 +723,7 @@ impl RawQueue {
     }
 
     fn info(&self) -> Result<QueueInfo> {
-        match self
-            .client()
-            .call(
-                Op::Info {
-                    handle: self.handle(),
-                },
-                &[],
-            )?
-            .0
-        {
-            Reply::QueueInfo(info) => Ok(info),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::info(self.handle()))
     }
 
     /// Closes the queue for everyone: later puts fail with [`Error::Closed`], parked
@@ -765,19 +735,7 @@ impl RawQueue {
     /// [`Error::BrokerGone`].
     pub fn close(&self) -> Result<()> {
         self.local.release_credits();
-        match self
-            .client()
-            .call(
-                Op::Close {
-                    handle: self.handle(),
-                },
-                &[],
-            )?
-            .0
-        {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::close(self.handle()))
     }
 
     fn check_item(&self, len: usize) -> Result<()> {

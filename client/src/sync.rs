@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipcq_proto::{Op, Reply, Wait};
+use ipcq_proto::Wait;
 
-use crate::client::{unexpected, Client};
+use crate::client::Client;
+use crate::ops;
 use crate::{Error, Result};
 
 /// A permit of a [`Lock`] or [`Semaphore`] was acquired.
@@ -38,32 +39,12 @@ struct Permits {
 
 impl Permits {
     fn acquire(&self, wait: Wait) -> Result<Option<Acquired>> {
-        let op = Op::Acquire {
-            handle: self.handle,
-            wait,
-        };
-        match self.client.call(op, &[]) {
-            Ok((Reply::Acquired { owner_died }, _)) => Ok(Some(Acquired { owner_died })),
-            Ok((other, _)) => Err(unexpected(&other)),
-            Err(Error::Busy(_)) => Ok(None),
-            Err(err) => Err(err),
-        }
+        let acquired = self.client.run(ops::acquire(self.handle, wait))?;
+        Ok(acquired.map(Acquired::new))
     }
 
     fn release(&self) -> Result<()> {
-        match self
-            .client
-            .call(
-                Op::ReleasePermit {
-                    handle: self.handle,
-                },
-                &[],
-            )?
-            .0
-        {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::release_permit(self.handle))
     }
 }
 
@@ -288,9 +269,7 @@ impl Event {
     ///
     /// [`Error::BrokerGone`].
     pub fn set(&self) -> Result<()> {
-        self.done(Op::SetEvent {
-            handle: self.handle,
-        })
+        self.client.run(ops::set_event(self.handle))
     }
 
     /// Clears the flag.
@@ -299,9 +278,7 @@ impl Event {
     ///
     /// [`Error::BrokerGone`].
     pub fn clear(&self) -> Result<()> {
-        self.done(Op::ClearEvent {
-            handle: self.handle,
-        })
+        self.client.run(ops::clear_event(self.handle))
     }
 
     /// Whether the flag is set now.
@@ -337,21 +314,7 @@ impl Event {
     }
 
     fn wait_for(&self, wait: Wait) -> Result<bool> {
-        let op = Op::WaitEvent {
-            handle: self.handle,
-            wait,
-        };
-        match self.client.call(op, &[])?.0 {
-            Reply::Flag(set) => Ok(set),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    fn done(&self, op: Op) -> Result<()> {
-        match self.client.call(op, &[])?.0 {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::wait_event(self.handle, wait))
     }
 }
 
@@ -412,19 +375,7 @@ impl Barrier {
     ///
     /// [`Error::BrokerGone`].
     pub fn reset(&self) -> Result<()> {
-        match self
-            .client
-            .call(
-                Op::ResetBarrier {
-                    handle: self.handle,
-                },
-                &[],
-            )?
-            .0
-        {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::reset_barrier(self.handle))
     }
 
     /// Parties that release the barrier.
@@ -438,14 +389,7 @@ impl Barrier {
     }
 
     fn wait_for(&self, wait: Wait) -> Result<u64> {
-        let op = Op::WaitBarrier {
-            handle: self.handle,
-            wait,
-        };
-        match self.client.call(op, &[])?.0 {
-            Reply::Passed { index } => Ok(index),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::wait_barrier(self.handle, wait))
     }
 }
 

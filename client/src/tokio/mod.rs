@@ -75,9 +75,11 @@ use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Kind, ObjectStats, Op, Reply, W
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::common::{
-    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK, STATS_PAGE_LEN,
+    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK,
 };
 use crate::connect::{self, ConnectOptions};
+use crate::ops::{self, Request};
+pub(crate) use crate::ops::{unexpected, Purpose};
 use crate::pipe::{End, PipeOptions};
 use crate::queue::QueueOptions;
 use crate::{Error, Result};
@@ -156,21 +158,6 @@ struct Slot {
     handle: u32,
     /// The caller stopped waiting: the reader settles the answer.
     abandoned: bool,
-}
-
-/// What a request is for, as far as its answer needs settling when nobody waits for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Purpose {
-    /// Items for a getter: back to the queue if the getter is gone.
-    Get,
-    /// Room for a put: the credits granted go to the handle whoever waits.
-    Room,
-    /// A permit: released if the acquirer is gone.
-    Acquire,
-    /// A wait that may park in the broker and can be withdrawn.
-    Wait,
-    /// Anything answered at once.
-    Other,
 }
 
 impl Client {
@@ -398,14 +385,7 @@ impl Client {
 
     /// Opens `name` as `kind`; returns its handle.
     pub(crate) async fn open(&self, name: &str, kind: Kind) -> Result<u32> {
-        let op = Op::Open {
-            name: name.to_owned(),
-            kind,
-        };
-        match self.call(op).await? {
-            Reply::Opened { handle } => Ok(handle),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::open(name, kind)).await
     }
 
     /// Checks that the broker answers.
@@ -414,10 +394,7 @@ impl Client {
     ///
     /// [`Error::BrokerGone`] if it does not.
     pub async fn ping(&self) -> Result<()> {
-        match self.call(Op::Ping).await? {
-            Reply::Pong => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::ping()).await
     }
 
     /// Every object in the broker with its figures, sorted by name.
@@ -429,18 +406,10 @@ impl Client {
         let mut all: Vec<ObjectStats> = Vec::new();
         loop {
             let after = all.last().map(|last| last.name.clone()).unwrap_or_default();
-            let page = Op::StatsPage {
-                after,
-                max_len: STATS_PAGE_LEN,
-            };
-            match self.call(page).await? {
-                Reply::StatsPage { objects, more } => {
-                    all.extend(objects);
-                    if !more {
-                        return Ok(all);
-                    }
-                }
-                other => return Err(unexpected(&other)),
+            let (objects, more) = self.run(ops::stats_page(after)).await?;
+            all.extend(objects);
+            if !more {
+                return Ok(all);
             }
         }
     }
@@ -451,13 +420,7 @@ impl Client {
     ///
     /// [`Error::NotFound`] when there is no such object.
     pub async fn lookup(&self, name: &str) -> Result<ObjectStats> {
-        let op = Op::Lookup {
-            name: name.to_owned(),
-        };
-        match self.call(op).await? {
-            Reply::Stats(mut stats) if stats.len() == 1 => Ok(stats.remove(0)),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::lookup(name)).await
     }
 
     /// Removes the object `name` from the broker (as [`crate::Client::remove`]).
@@ -466,13 +429,7 @@ impl Client {
     ///
     /// [`Error::NotFound`] when there is no such object.
     pub async fn remove(&self, name: &str) -> Result<()> {
-        let op = Op::Remove {
-            name: name.to_owned(),
-        };
-        match self.call(op).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.run(ops::remove(name)).await
     }
 
     /// Waits until everything handed to the connection so far has been written to the
@@ -500,9 +457,20 @@ impl Client {
         }
     }
 
-    /// A request answered at once, with no handle.
-    async fn call(&self, op: Op) -> Result<Reply> {
-        Ok(self.request(op, &[], Purpose::Other, u32::MAX)?.await?.0)
+    /// Sends `request` and reads its answer. Dropped before the answer, the request is
+    /// settled as its purpose says.
+    pub(crate) async fn run<T>(&self, request: Request<T>) -> Result<T> {
+        let Request {
+            op,
+            handle,
+            purpose,
+            reader,
+        } = request;
+        let answer = match self.request(op, &[], purpose, handle) {
+            Ok(call) => call.await.map(|(reply, _)| reply),
+            Err(err) => Err(err),
+        };
+        reader(answer)
     }
 
     /// Registers and sends request `op` (with `items` as its tail); the returned future
@@ -931,10 +899,6 @@ fn gone(err: std::io::Error) -> Error {
 
 fn protocol(err: ipcq_proto::Error) -> Error {
     Error::Protocol(err.to_string())
-}
-
-pub(crate) fn unexpected(reply: &Reply) -> Error {
-    Error::Protocol(format!("unexpected answer from the broker: {reply:?}"))
 }
 
 impl fmt::Debug for Client {

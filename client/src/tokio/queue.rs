@@ -17,6 +17,7 @@ use crate::common::{
     average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, runs,
     Credits, Grant, Pace, DEFAULT_PREFETCH,
 };
+use crate::ops;
 use crate::{Error, Result};
 
 /// What one connection knows of one queue (or pipe end), shared by every handle on it:
@@ -427,13 +428,7 @@ impl RawQueue {
     /// [`Error::Invalid`] when called more times than items were put;
     /// [`Error::BrokerGone`].
     pub async fn task_done(&self) -> Result<()> {
-        let op = Op::TaskDone {
-            handle: self.handle(),
-        };
-        match self.call(op).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::task_done(self.handle())).await
     }
 
     /// Waits until every item put has been marked done, as `JoinableQueue.join`.
@@ -456,17 +451,7 @@ impl RawQueue {
     }
 
     async fn join_for(&self, wait: Wait) -> Result<bool> {
-        let op = Op::Join {
-            handle: self.handle(),
-            wait,
-        };
-        let call = self
-            .client()
-            .request(op, &[], Purpose::Wait, self.handle())?;
-        match call.await?.0 {
-            Reply::Flag(done) => Ok(done),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::join(self.handle(), wait)).await
     }
 
     /// Items put and not yet taken (see [`crate::RawQueue::len`]).
@@ -506,13 +491,7 @@ impl RawQueue {
     }
 
     async fn info(&self) -> Result<QueueInfo> {
-        let op = Op::Info {
-            handle: self.handle(),
-        };
-        match self.call(op).await? {
-            Reply::QueueInfo(info) => Ok(info),
-            other => Err(unexpected(&other)),
-        }
+        self.client().run(ops::info(self.handle())).await
     }
 
     /// Closes the queue for everyone (see [`crate::RawQueue::close`]).
@@ -522,20 +501,7 @@ impl RawQueue {
     /// [`Error::BrokerGone`].
     pub async fn close(&self) -> Result<()> {
         self.local.release_credits();
-        let op = Op::Close {
-            handle: self.handle(),
-        };
-        match self.call(op).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    async fn call(&self, op: Op) -> Result<Reply> {
-        let call = self
-            .client()
-            .request(op, &[], Purpose::Other, self.handle())?;
-        Ok(call.await?.0)
+        self.client().run(ops::close(self.handle())).await
     }
 }
 

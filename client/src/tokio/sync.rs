@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipcq_proto::{Kind, Op, Reply, Wait};
+use ipcq_proto::{Kind, Wait};
 
-use super::{unexpected, Client, Purpose};
+use super::Client;
+use crate::ops;
 use crate::sync::Acquired;
 use crate::{Error, Result};
 
@@ -20,19 +21,8 @@ struct Permits {
 
 impl Permits {
     async fn acquire(&self, wait: Wait) -> Result<Option<Acquired>> {
-        let op = Op::Acquire {
-            handle: self.handle,
-            wait,
-        };
-        let call = self
-            .client
-            .request(op, &[], Purpose::Acquire, self.handle)?;
-        match call.await {
-            Ok((Reply::Acquired { owner_died }, _)) => Ok(Some(Acquired::new(owner_died))),
-            Ok((other, _)) => Err(unexpected(&other)),
-            Err(Error::Busy(_)) => Ok(None),
-            Err(err) => Err(err),
-        }
+        let acquired = self.client.run(ops::acquire(self.handle, wait)).await?;
+        Ok(acquired.map(Acquired::new))
     }
 
     async fn acquire_blocking(&self) -> Result<Acquired> {
@@ -42,28 +32,18 @@ impl Permits {
     }
 
     async fn release(&self) -> Result<()> {
-        let op = Op::ReleasePermit {
-            handle: self.handle,
-        };
-        match self.call(op).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::release_permit(self.handle)).await
     }
 
     /// Releases without waiting for the answer (a guard's drop).
     fn release_later(&self) {
-        let op = Op::ReleasePermit {
-            handle: self.handle,
-        };
+        let request = ops::release_permit(self.handle);
         // Dropping the call abandons it: the release is sent, its answer ignored. If the
         // connection is gone, so is the permit.
-        drop(self.client.request(op, &[], Purpose::Other, self.handle));
-    }
-
-    async fn call(&self, op: Op) -> Result<Reply> {
-        let call = self.client.request(op, &[], Purpose::Other, self.handle)?;
-        Ok(call.await?.0)
+        drop(
+            self.client
+                .request(request.op, &[], request.purpose, request.handle),
+        );
     }
 }
 
@@ -302,10 +282,7 @@ impl Event {
     ///
     /// [`Error::BrokerGone`].
     pub async fn set(&self) -> Result<()> {
-        self.done(Op::SetEvent {
-            handle: self.handle,
-        })
-        .await
+        self.client.run(ops::set_event(self.handle)).await
     }
 
     /// Clears the flag.
@@ -314,10 +291,7 @@ impl Event {
     ///
     /// [`Error::BrokerGone`].
     pub async fn clear(&self) -> Result<()> {
-        self.done(Op::ClearEvent {
-            handle: self.handle,
-        })
-        .await
+        self.client.run(ops::clear_event(self.handle)).await
     }
 
     /// Whether the flag is set now.
@@ -353,23 +327,7 @@ impl Event {
     }
 
     async fn wait_for(&self, wait: Wait) -> Result<bool> {
-        let op = Op::WaitEvent {
-            handle: self.handle,
-            wait,
-        };
-        let call = self.client.request(op, &[], Purpose::Wait, self.handle)?;
-        match call.await?.0 {
-            Reply::Flag(set) => Ok(set),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    async fn done(&self, op: Op) -> Result<()> {
-        let call = self.client.request(op, &[], Purpose::Other, self.handle)?;
-        match call.await?.0 {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::wait_event(self.handle, wait)).await
     }
 }
 
@@ -416,14 +374,7 @@ impl Barrier {
     ///
     /// [`Error::BrokerGone`].
     pub async fn reset(&self) -> Result<()> {
-        let op = Op::ResetBarrier {
-            handle: self.handle,
-        };
-        let call = self.client.request(op, &[], Purpose::Other, self.handle)?;
-        match call.await?.0 {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::reset_barrier(self.handle)).await
     }
 
     /// Parties that release the barrier.
@@ -437,15 +388,7 @@ impl Barrier {
     }
 
     async fn wait_for(&self, wait: Wait) -> Result<u64> {
-        let op = Op::WaitBarrier {
-            handle: self.handle,
-            wait,
-        };
-        let call = self.client.request(op, &[], Purpose::Wait, self.handle)?;
-        match call.await?.0 {
-            Reply::Passed { index } => Ok(index),
-            other => Err(unexpected(&other)),
-        }
+        self.client.run(ops::wait_barrier(self.handle, wait)).await
     }
 }
 

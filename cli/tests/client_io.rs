@@ -1,0 +1,127 @@
+#![cfg(unix)]
+//! The blocking client against a scripted broker: what it does when the socket is full
+//! in both directions at once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::watchdog;
+use ipcq_proto::{BrokerMsg, ClientMsg, Hello, Op, Reply};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// One side of a scripted connection: whole frames in and out.
+struct Script {
+    stream: UnixStream,
+    buf: BytesMut,
+}
+
+impl Script {
+    fn read<T: serde::de::DeserializeOwned>(&mut self) -> (T, bytes::Bytes) {
+        loop {
+            if let Some(frame) = ipcq_proto::decode_frame(&mut self.buf, 1 << 25).unwrap() {
+                return ipcq_proto::decode::<T>(frame).unwrap();
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn write<T: serde::Serialize>(&mut self, msg: &T, tail: &[u8]) {
+        let mut frame = Vec::new();
+        ipcq_proto::encode(msg, tail.len(), 1 << 25, &mut frame).unwrap();
+        frame.extend_from_slice(tail);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    fn answer(&mut self, id: u64, body: Reply) {
+        self.write(&BrokerMsg::Reply { id, body }, &[]);
+    }
+}
+
+/// The broker stops reading a client that leaves its answers unread. A client thread that
+/// writes (puts on credits) while none of its threads reads must read what has come
+/// between its writes, or it waits for the broker while the broker waits for it.
+#[test]
+fn a_write_that_finds_the_socket_full_reads_what_has_come() {
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = dir.path().join("scripted.sock");
+        let listener = UnixListener::bind(&addr).unwrap();
+        let puts = 50_000u64;
+        let broker = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut script = Script {
+                stream,
+                buf: BytesMut::new(),
+            };
+            let (hello, _): (Hello, _) = script.read();
+            hello.check().unwrap();
+            script.write(&Hello::new(16 << 20), &[]);
+            let mut sends = 0u64;
+            loop {
+                let (msg, _): (ClientMsg, _) = script.read();
+                match msg {
+                    ClientMsg::Request { id, op: Op::Ping } => script.answer(id, Reply::Pong),
+                    ClientMsg::Request {
+                        id,
+                        op: Op::Open { .. },
+                    } => script.answer(id, Reply::Opened { handle: 0 }),
+                    ClientMsg::Request {
+                        id,
+                        op: Op::Put { .. },
+                    } => {
+                        // Credits for every later put, then 16 MB of answers nobody asked
+                        // for, written before reading anything more: the client has to
+                        // read them for these writes to end.
+                        let credits = u32::try_from(puts).unwrap();
+                        script.answer(
+                            id,
+                            Reply::Accepted {
+                                credits,
+                                bytes: u64::MAX / 2,
+                            },
+                        );
+                        let junk = vec![0u8; 1 << 20];
+                        for id in 0..16 {
+                            let body = Reply::Item { tag: id };
+                            script.write(&BrokerMsg::Reply { id: 1 << 40, body }, &junk);
+                        }
+                    }
+                    ClientMsg::Send { .. } => {
+                        sends += 1;
+                        if sends == puts {
+                            return sends;
+                        }
+                    }
+                    // Credit requests along the way: none granted.
+                    ClientMsg::Request {
+                        id,
+                        op: Op::Reserve { .. },
+                    } => script.answer(
+                        id,
+                        Reply::Accepted {
+                            credits: 0,
+                            bytes: 0,
+                        },
+                    ),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
+        let queue = client.raw_queue("q", 0).unwrap();
+        queue.put(b"first").unwrap();
+        // Each on a credit: a write of its own, with nobody else reading.
+        for _ in 0..puts {
+            queue.put(b"x").unwrap();
+        }
+        assert_eq!(broker.join().unwrap(), puts);
+    });
+}
