@@ -15,6 +15,13 @@
 //!   never leaves stuck; joinable queues (`task_done`, `join`);
 //! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
 //!
+//! Inside, shared by the blocking client (`client`, `queue`, `pipe`, `sync`) and the tokio
+//! one (`tokio`), with no I/O of their own: `ops` (each operation's request and how its
+//! answer reads), `inbox` (delivered items not yet handed out, the acknowledgements taking
+//! them calls for, and how many to fetch next), `common` (credits counted in slots and
+//! bytes, the pace of gets, frames of items, the handshake), `connect` (address checks,
+//! server identity, time limits).
+//!
 //! # Hello, world!
 //!
 //! ```no_run
@@ -34,6 +41,7 @@ mod client;
 mod common;
 mod connect;
 mod error;
+mod inbox;
 mod ops;
 mod pipe;
 mod queue;

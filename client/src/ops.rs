@@ -13,7 +13,9 @@ use crate::common::STATS_PAGE_LEN;
 use crate::{Error, Result};
 
 /// What a request's answer needs if the caller stops waiting for it (a dropped future).
+/// Only the tokio client's callers can stop waiting; the blocking client ignores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) enum Purpose {
     /// Items for a getter: back to the queue if the getter is gone.
     Get,

@@ -1,10 +1,9 @@
 //! Queue handles: raw bytes, and typed on top of them.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +12,10 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::client::{unexpected, Client, Detached};
 use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, runs,
-    Credits, Grant, Pace, DEFAULT_PREFETCH,
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, Credits,
+    Grant,
 };
+use crate::inbox::Inbox;
 use crate::ops;
 use crate::{Error, Result};
 
@@ -96,21 +96,14 @@ pub(crate) struct Local {
     client: Client,
     handle: u32,
     credits: Credits,
-    /// The most items to prefetch (`set_prefetch`).
-    prefetch: AtomicUsize,
-    /// Delivered items with their delivery tags, in queue order.
-    buffer: Mutex<VecDeque<(u64, Bytes)>>,
+    /// Delivered items not yet handed out, and the application's pace.
+    inbox: Inbox,
     /// The id of the prefetch request in flight, 0 if none.
     outstanding: AtomicU64,
     /// The id of the credit request in flight, 0 if none.
     reserving: AtomicU64,
     /// Threads waiting for that prefetch wait here.
     waker: Arc<Condvar>,
-    /// The broker said items were left in the queue after the last delivery: a prefetch
-    /// would find some.
-    more: AtomicBool,
-    /// How fast the application takes items, to size prefetches.
-    pace: Mutex<Pace>,
 }
 
 impl Local {
@@ -119,13 +112,10 @@ impl Local {
             client,
             handle,
             credits: Credits::default(),
-            prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
-            buffer: Mutex::new(VecDeque::new()),
+            inbox: Inbox::new(),
             outstanding: AtomicU64::new(0),
             reserving: AtomicU64::new(0),
             waker: Arc::new(Condvar::new()),
-            more: AtomicBool::new(false),
-            pace: Mutex::new(Pace::new()),
         }
     }
 
@@ -141,11 +131,6 @@ impl Local {
         }
     }
 
-    fn lock_buffer(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Bytes)>> {
-        // Pushes and pops only: a poisoned buffer is still in order.
-        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub(crate) fn waker(&self) -> Arc<Condvar> {
         Arc::clone(&self.waker)
     }
@@ -157,13 +142,12 @@ impl Local {
     /// Whether items wait in the buffer (called with the client's state locked: the buffer
     /// lock is always taken after it, never before).
     pub(crate) fn has_buffered(&self) -> bool {
-        !self.lock_buffer().is_empty()
+        !self.inbox.is_empty()
     }
 
     /// Items delivered to this handle, in arrival order (called by the reader).
     pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>, ready: u64) {
-        self.lock_buffer().extend((tag..).zip(items));
-        self.more.store(ready > 0, Ordering::Release);
+        self.inbox.receive(tag, items, Some(ready));
     }
 
     /// The prefetch in flight has been answered (called by the reader).
@@ -238,39 +222,23 @@ impl Local {
     /// Takes up to `max` prefetched items. In one write, acknowledges them and, if the
     /// buffer runs low, asks for more.
     fn take_buffered(self: &Arc<Self>, max: usize) -> Vec<Bytes> {
-        let (taken, left): (Vec<(u64, Bytes)>, usize) = {
-            let mut buffer = self.lock_buffer();
-            let n = max.min(buffer.len());
-            (buffer.drain(..n).collect(), buffer.len())
-        };
-        if taken.is_empty() {
+        let Some(taken) = self.inbox.take(max) else {
             return Vec::new();
-        }
+        };
         let mut frame = Vec::new();
-        self.encode_settle(taken.iter().map(|(tag, _)| *tag), true, &mut frame);
-        let want = self.paced(taken.len());
-        if left < want / 2 && self.more.load(Ordering::Acquire) {
-            self.encode_prefetch(want - left, &mut frame);
+        self.encode_all(&taken.acks, &mut frame);
+        if let Some(n) = taken.fetch_ahead() {
+            self.encode_prefetch(n, &mut frame);
         }
         // A failed write means the broker is gone, which the next call reports; the items
         // are in hand.
         let _ = self.client.send(&frame);
-        taken.into_iter().map(|(_, item)| item).collect()
-    }
-
-    /// Notes that the application took `n` items now; returns how many items to keep
-    /// prefetched.
-    fn paced(&self, n: usize) -> usize {
-        let max = self.prefetch.load(Ordering::Relaxed);
-        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
-        pace.took(n, max)
+        taken.items
     }
 
     /// How many items to fetch now, at the application's recent pace (at least 1).
     fn window(&self) -> usize {
-        let max = self.prefetch.load(Ordering::Relaxed);
-        let pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
-        pace.window(max)
+        self.inbox.window()
     }
 
     /// Appends a prefetch request for up to `n` items to `frame`, unless one is in flight.
@@ -285,17 +253,11 @@ impl Local {
         self.encode_detached(Detached::Prefetch, &self.outstanding, op, frame);
     }
 
-    /// Appends acknowledgements (the application has the items) or returns (back to the
-    /// queue) of deliveries to `frame`, one message per run of consecutive tags.
-    fn encode_settle(&self, tags: impl Iterator<Item = u64>, ack: bool, frame: &mut Vec<u8>) {
-        for (tag, count) in runs(tags) {
-            let msg = if ack {
-                ClientMsg::Ack { tag, count }
-            } else {
-                ClientMsg::Return { tag, count }
-            };
-            // Acknowledgements are a few bytes: they always fit.
-            let _ = self.client.encode(&msg, &[], frame);
+    /// Appends one-way messages (acknowledgements, returns) to `frame`.
+    fn encode_all(&self, msgs: &[ClientMsg], frame: &mut Vec<u8>) {
+        for msg in msgs {
+            // A few bytes each: they always fit.
+            let _ = self.client.encode(msg, &[], frame);
         }
     }
 }
@@ -313,9 +275,8 @@ impl Drop for Local {
                 let _ = self.client.wait_answered(id, &self.waker);
             }
         }
-        let buffered: Vec<u64> = self.lock_buffer().drain(..).map(|(tag, _)| tag).collect();
         let mut frame = Vec::new();
-        self.encode_settle(buffered.into_iter(), false, &mut frame);
+        self.encode_all(&self.inbox.give_back(), &mut frame);
         if !frame.is_empty() {
             let _ = self.client.send(&frame);
         }
@@ -380,12 +341,12 @@ impl RawQueue {
     ///
     /// The setting is shared by every handle on this queue from the same [`Client`].
     pub fn set_prefetch(&self, items: usize) {
-        self.local.prefetch.store(items.max(1), Ordering::Relaxed);
+        self.local.inbox.set_prefetch(items);
     }
 
     /// The current prefetch window (see [`set_prefetch`](RawQueue::set_prefetch)).
     pub fn prefetch(&self) -> usize {
-        self.local.prefetch.load(Ordering::Relaxed)
+        self.local.inbox.prefetch()
     }
 
     /// Puts an item, waiting while the queue is full. When it returns, the item is in the

@@ -1,10 +1,8 @@
 //! Queue handles for the tokio client.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::tokio::sync::Notify;
@@ -14,9 +12,10 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{remaining, unexpected, Client, Purpose};
 use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, runs,
-    Credits, Grant, Pace, DEFAULT_PREFETCH,
+    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, Credits,
+    Grant,
 };
+use crate::inbox::Inbox;
 use crate::ops;
 use crate::{Error, Result};
 
@@ -27,14 +26,10 @@ pub(crate) struct Local {
     client: Client,
     handle: u32,
     credits: Credits,
-    /// The most items to fetch at once (`set_prefetch`).
-    prefetch: AtomicUsize,
-    /// Delivered items with their delivery tags, in queue order.
-    buffer: Mutex<VecDeque<(u64, Bytes)>>,
-    /// Items were added to the buffer.
+    /// Delivered items not yet handed out, and the application's pace.
+    inbox: Inbox,
+    /// Items were added to the inbox.
     arrived: Notify,
-    /// How fast the application takes items, to size fetches.
-    pace: Mutex<Pace>,
 }
 
 impl Local {
@@ -43,10 +38,8 @@ impl Local {
             client,
             handle,
             credits: Credits::default(),
-            prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
-            buffer: Mutex::new(VecDeque::new()),
+            inbox: Inbox::new(),
             arrived: Notify::new(),
-            pace: Mutex::new(Pace::new()),
         }
     }
 
@@ -62,41 +55,29 @@ impl Local {
         }
     }
 
-    fn lock_buffer(&self) -> MutexGuard<'_, VecDeque<(u64, Bytes)>> {
-        // Pushes and pops only: a poisoned buffer is still in order.
-        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Takes up to `max` fetched items and acknowledges them: from now on they are the
     /// application's.
     fn take_buffered(&self, max: usize) -> Vec<Bytes> {
-        let taken: Vec<(u64, Bytes)> = {
-            let mut buffer = self.lock_buffer();
-            let n = max.min(buffer.len());
-            buffer.drain(..n).collect()
-        };
-        if !taken.is_empty() {
-            self.acknowledge(taken.iter().map(|(tag, _)| *tag), true);
-            let max = self.prefetch.load(Ordering::Relaxed);
-            self.lock_pace().took(taken.len(), max);
+        match self.inbox.take(max) {
+            Some(taken) => {
+                self.send_all(&taken.acks);
+                taken.items
+            }
+            None => Vec::new(),
         }
-        taken.into_iter().map(|(_, item)| item).collect()
     }
 
-    /// Acknowledges (the application has them) or returns (back to the queue) deliveries.
-    fn acknowledge(&self, tags: impl Iterator<Item = u64>, ack: bool) {
+    /// Sends one-way messages (acknowledgements, returns) in one write.
+    fn send_all(&self, msgs: &[ClientMsg]) {
         let mut frame = Vec::new();
-        for (tag, count) in runs(tags) {
-            let msg = if ack {
-                ClientMsg::Ack { tag, count }
-            } else {
-                ClientMsg::Return { tag, count }
-            };
+        for msg in msgs {
             // A few bytes each: they always fit.
-            let _ = self.client.encode(&msg, &[], &mut frame);
+            let _ = self.client.encode(msg, &[], &mut frame);
         }
         // If the connection is gone, the broker settles the deliveries itself.
-        let _ = self.client.send(&frame);
+        if !frame.is_empty() {
+            let _ = self.client.send(&frame);
+        }
     }
 
     /// Keeps delivered items for the next gets, behind those already kept.
@@ -104,18 +85,13 @@ impl Local {
         if items.is_empty() {
             return;
         }
-        self.lock_buffer().extend((tag..).zip(items));
+        self.inbox.receive(tag, items, None);
         self.arrived.notify_waiters();
-    }
-
-    fn lock_pace(&self) -> MutexGuard<'_, Pace> {
-        self.pace.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many items to fetch now, at the application's recent pace (at least 1).
     fn window(&self) -> usize {
-        let max = self.prefetch.load(Ordering::Relaxed);
-        self.lock_pace().window(max)
+        self.inbox.window()
     }
 }
 
@@ -123,10 +99,7 @@ impl Drop for Local {
     /// The last handle is gone: fetched items go back to the head of the queue, unused
     /// credits back to the broker.
     fn drop(&mut self) {
-        let buffered: Vec<u64> = self.lock_buffer().drain(..).map(|(tag, _)| tag).collect();
-        if !buffered.is_empty() {
-            self.acknowledge(buffered.into_iter(), false);
-        }
+        self.send_all(&self.inbox.give_back());
         self.release_credits();
     }
 }
@@ -171,12 +144,12 @@ impl RawQueue {
     /// How many items a `get` may fetch in one round trip (see
     /// [`crate::RawQueue::set_prefetch`]; 1 is strict fair dispatch).
     pub fn set_prefetch(&self, items: usize) {
-        self.local.prefetch.store(items.max(1), Ordering::Relaxed);
+        self.local.inbox.set_prefetch(items);
     }
 
     /// The current prefetch window.
     pub fn prefetch(&self) -> usize {
-        self.local.prefetch.load(Ordering::Relaxed)
+        self.local.inbox.prefetch()
     }
 
     /// Puts an item, waiting while the queue is full. `Ok` means the item is put; a future
@@ -396,7 +369,7 @@ impl RawQueue {
     /// Waits up to `timeout` until a `get` would return at once: an item is fetched (it
     /// stays for the next `get`) or the queue is closed and drained.
     pub(crate) async fn poll(&self, timeout: Duration) -> Result<bool> {
-        if !self.local.lock_buffer().is_empty() {
+        if !self.local.inbox.is_empty() {
             return Ok(true);
         }
         let op = Op::GetMany {
@@ -415,7 +388,7 @@ impl RawQueue {
                 Ok(true)
             }
             Ok((other, _)) => Err(unexpected(&other)),
-            Err(Error::Empty) => Ok(!self.local.lock_buffer().is_empty()),
+            Err(Error::Empty) => Ok(!self.local.inbox.is_empty()),
             Err(Error::Closed) => Ok(true),
             Err(err) => Err(err),
         }

@@ -1,0 +1,221 @@
+//! Items delivered to one connection for one queue and not yet handed to the application,
+//! shared by both clients. No I/O: taking items says which deliveries to acknowledge and
+//! how many items to ask for next; the client sends the messages.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use ipcq_proto::ClientMsg;
+
+use crate::common::{runs, Pace, DEFAULT_PREFETCH};
+
+/// Delivered items in queue order, with their delivery tags, and the application's pace.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    state: Mutex<State>,
+    /// The most items to fetch at once (`set_prefetch`).
+    prefetch: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct State {
+    items: VecDeque<(u64, Bytes)>,
+    /// How fast the application takes items, to size fetches.
+    pace: Pace,
+    /// The broker said items were left in the queue after the last delivery.
+    more: bool,
+}
+
+/// What taking items from the inbox calls for.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    /// The items, for the application.
+    pub(crate) items: Vec<Bytes>,
+    /// Their deliveries, to acknowledge now: the items are the application's.
+    pub(crate) acks: Vec<ClientMsg>,
+    /// Items to keep fetched at the application's pace (0 with prefetching off).
+    pub(crate) want: usize,
+    /// Items still in the inbox.
+    pub(crate) left: usize,
+    /// Whether the broker had items left after its last delivery.
+    pub(crate) more: bool,
+}
+
+impl Taken {
+    /// How many items to fetch ahead now: when fewer than half of `want` are left and the
+    /// queue has more, what brings the inbox back to `want`.
+    pub(crate) fn fetch_ahead(&self) -> Option<usize> {
+        (self.more && self.left < self.want / 2).then(|| self.want - self.left)
+    }
+}
+
+impl Inbox {
+    pub(crate) fn new() -> Self {
+        Inbox {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                pace: Pace::new(),
+                more: false,
+            }),
+            prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Pushes, drains and a moving average: a poisoned inbox is still in order.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the most items to fetch at once (at least 1).
+    pub(crate) fn set_prefetch(&self, items: usize) {
+        self.prefetch.store(items.max(1), Ordering::Relaxed);
+    }
+
+    /// The most items to fetch at once.
+    pub(crate) fn prefetch(&self) -> usize {
+        self.prefetch.load(Ordering::Relaxed)
+    }
+
+    /// Items delivered under tags `tag ..`, kept behind those already here; `ready` is
+    /// what the broker said was left in the queue, when it said.
+    pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>, ready: Option<u64>) {
+        let mut state = self.lock();
+        state.items.extend((tag..).zip(items));
+        if let Some(ready) = ready {
+            state.more = ready > 0;
+        }
+    }
+
+    /// Whether no item waits here.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
+    /// Takes up to `max` items, in order, with the acknowledgements that make them the
+    /// application's, and notes the application's pace. Nothing when the inbox is empty.
+    pub(crate) fn take(&self, max: usize) -> Option<Taken> {
+        let prefetch = self.prefetch();
+        let mut state = self.lock();
+        let n = max.min(state.items.len());
+        if n == 0 {
+            return None;
+        }
+        let taken: Vec<(u64, Bytes)> = state.items.drain(..n).collect();
+        let want = state.pace.took(n, prefetch);
+        let acks = runs(taken.iter().map(|(tag, _)| *tag))
+            .into_iter()
+            .map(|(tag, count)| ClientMsg::Ack { tag, count })
+            .collect();
+        Some(Taken {
+            items: taken.into_iter().map(|(_, item)| item).collect(),
+            acks,
+            want,
+            left: state.items.len(),
+            more: state.more,
+        })
+    }
+
+    /// How many items to fetch now, at the application's recent pace (at least 1).
+    pub(crate) fn window(&self) -> usize {
+        let prefetch = self.prefetch();
+        self.lock().pace.window(prefetch)
+    }
+
+    /// Empties the inbox: the messages that give its deliveries back to the head of the
+    /// queue, in order (the last handle is gone).
+    pub(crate) fn give_back(&self) -> Vec<ClientMsg> {
+        let tags: Vec<u64> = self.lock().items.drain(..).map(|(tag, _)| tag).collect();
+        runs(tags)
+            .into_iter()
+            .map(|(tag, count)| ClientMsg::Return { tag, count })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: u8) -> Vec<Bytes> {
+        (0..n).map(|i| Bytes::from(vec![i])).collect()
+    }
+
+    #[test]
+    fn acknowledgements_run_across_gaps_between_deliveries() {
+        let inbox = Inbox::new();
+        // Two deliveries, with tags of other queues' deliveries between them.
+        inbox.receive(10, items(3), Some(5));
+        inbox.receive(20, items(2), Some(0));
+        let taken = inbox.take(4).unwrap();
+        assert_eq!(taken.items.len(), 4);
+        assert_eq!(
+            taken.acks,
+            [
+                ClientMsg::Ack { tag: 10, count: 3 },
+                ClientMsg::Ack { tag: 20, count: 1 }
+            ]
+        );
+        assert_eq!(taken.left, 1);
+        // The last delivery said the queue was empty: nothing to fetch ahead.
+        assert!(!taken.more);
+        assert_eq!(taken.fetch_ahead(), None);
+        let taken = inbox.take(4).unwrap();
+        assert_eq!(taken.acks, [ClientMsg::Ack { tag: 21, count: 1 }]);
+        assert!(inbox.take(1).is_none());
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn items_come_out_in_the_order_they_were_delivered() {
+        let inbox = Inbox::new();
+        inbox.receive(0, items(3), None);
+        inbox.receive(7, vec![Bytes::from_static(b"late")], None);
+        let taken = inbox.take(10).unwrap();
+        let firsts: Vec<&[u8]> = taken.items.iter().map(|b| &b[..]).collect();
+        assert_eq!(firsts, [&[0u8][..], &[1], &[2], b"late"]);
+    }
+
+    #[test]
+    fn what_is_given_back_returns_in_order() {
+        let inbox = Inbox::new();
+        inbox.receive(4, items(2), Some(1));
+        inbox.receive(9, items(3), Some(1));
+        inbox.take(1).unwrap();
+        assert_eq!(
+            inbox.give_back(),
+            [
+                ClientMsg::Return { tag: 5, count: 1 },
+                ClientMsg::Return { tag: 9, count: 3 }
+            ]
+        );
+        assert!(inbox.give_back().is_empty());
+    }
+
+    #[test]
+    fn a_prefetch_of_one_asks_for_nothing_ahead() {
+        let inbox = Inbox::new();
+        inbox.set_prefetch(0);
+        assert_eq!(inbox.prefetch(), 1);
+        inbox.receive(0, items(1), Some(100));
+        let taken = inbox.take(1).unwrap();
+        assert_eq!(taken.want, 0);
+        assert_eq!(taken.fetch_ahead(), None);
+        assert_eq!(inbox.window(), 1);
+    }
+
+    #[test]
+    fn a_low_inbox_with_more_in_the_queue_fetches_ahead() {
+        let taken = Taken {
+            items: Vec::new(),
+            acks: Vec::new(),
+            want: 100,
+            left: 10,
+            more: true,
+        };
+        assert_eq!(taken.fetch_ahead(), Some(90));
+        let half_full = Taken { left: 50, ..taken };
+        assert_eq!(half_full.fetch_ahead(), None);
+    }
+}
