@@ -333,7 +333,7 @@ impl RawQueue {
     }
 
     /// How many items a `get` may fetch in one round trip (default
-    /// [`DEFAULT_PREFETCH`]). Fetched items wait in this client until `get` hands them
+    /// [`DEFAULT_PREFETCH`](crate::DEFAULT_PREFETCH)). Fetched items wait in this client until `get` hands them
     /// out; until then they count in [`len`](RawQueue::len), other getters cannot have
     /// them, and they go back to the head of the queue if the connection closes or the
     /// last handle on this queue is dropped. 1 is strict fair dispatch: an item leaves the
