@@ -175,13 +175,7 @@ impl Registry {
     fn removed(&self, name: &str, object: Object) {
         self.count.fetch_sub(1, Ordering::SeqCst);
         self.names().remove(name);
-        match object {
-            Object::Queue(queue) => queue.remove(),
-            Object::Pipe(pipe) => pipe.remove(),
-            Object::Permits(permits) => permits.remove(),
-            Object::Event(event) => event.remove(),
-            Object::Barrier(barrier) => barrier.remove(),
-        }
+        object.waits().remove();
         tracing::debug!(name, "object removed");
     }
 
@@ -242,13 +236,7 @@ impl Registry {
     /// Wakes every parked request with `ShuttingDown`.
     pub(crate) fn shut_down(&self) {
         for (_, object) in self.snapshot() {
-            match object {
-                Object::Queue(queue) => queue.shut_down(),
-                Object::Pipe(pipe) => pipe.shut_down(),
-                Object::Permits(permits) => permits.shut_down(),
-                Object::Event(event) => event.shut_down(),
-                Object::Barrier(barrier) => barrier.shut_down(),
-            }
+            object.waits().shut_down();
         }
     }
 

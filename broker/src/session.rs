@@ -351,14 +351,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 return Ok(());
             }
             ClientMsg::Cancel { handle, id } => {
-                let peer = self.peer.id;
-                match &self.opened(handle).map_err(|err| err.message)?.object {
-                    Object::Queue(queue) => queue.cancel(peer, id),
-                    Object::Pipe(pipe) => pipe.cancel(peer, id),
-                    Object::Permits(permits) => permits.cancel(peer, id),
-                    Object::Event(event) => event.cancel(peer, id),
-                    Object::Barrier(barrier) => barrier.cancel(peer, id),
-                }
+                let opened = self.opened(handle).map_err(|err| err.message)?;
+                opened.object.waits().cancel(self.peer.id, id);
                 return Ok(());
             }
         };
@@ -641,13 +635,7 @@ impl<R> Session<R> {
     fn clean_up(&mut self) {
         let in_flight = self.peer.close();
         for opened in &self.handles {
-            match &opened.object {
-                Object::Queue(queue) => queue.forget(self.peer.id),
-                Object::Pipe(pipe) => pipe.forget(self.peer.id),
-                Object::Permits(permits) => permits.forget(self.peer.id),
-                Object::Event(event) => event.forget(self.peer.id),
-                Object::Barrier(barrier) => barrier.forget(self.peer.id),
-            }
+            opened.object.waits().forget(self.peer.id);
         }
         restore(in_flight);
         // Last: an auto-delete queue goes with what came back to it.

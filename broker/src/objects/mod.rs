@@ -65,6 +65,42 @@ pub(crate) fn abort(timer: &Option<AbortHandle>) {
     }
 }
 
+/// What every object does with the requests parked on it, and at its end: the part of an
+/// object that sessions and the registry use without caring which kind it is.
+pub(crate) trait Waits {
+    /// The client no longer waits for its request `request`: if parked, it leaves and is
+    /// answered `Cancelled`.
+    fn cancel(&self, peer: u64, request: u64);
+    /// The client went away: its parked requests are dropped, what it held comes back.
+    fn forget(&self, peer: u64);
+    /// `rm`: waiters get `Closed`, and what the object holds is dropped.
+    fn remove(&self);
+    /// Broker shutdown: every waiter learns it at once.
+    fn shut_down(&self);
+}
+
+/// Each object's own methods, as [`Waits`].
+macro_rules! waits {
+    ($($object:ty),*) => {$(
+        impl Waits for $object {
+            fn cancel(&self, peer: u64, request: u64) {
+                <$object>::cancel(self, peer, request);
+            }
+            fn forget(&self, peer: u64) {
+                <$object>::forget(self, peer);
+            }
+            fn remove(&self) {
+                <$object>::remove(self);
+            }
+            fn shut_down(&self) {
+                <$object>::shut_down(self);
+            }
+        }
+    )*};
+}
+
+waits!(Queue, Pipe, Permits, Event, Barrier);
+
 /// An object as the registry and the sessions hold it.
 #[derive(Debug, Clone)]
 pub(crate) enum Object {
@@ -86,6 +122,17 @@ impl Object {
             (Object::Event(a), Object::Event(b)) => Arc::ptr_eq(a, b),
             (Object::Barrier(a), Object::Barrier(b)) => Arc::ptr_eq(a, b),
             _ => false,
+        }
+    }
+
+    /// The object as [`Waits`], whatever its kind.
+    pub(crate) fn waits(&self) -> &dyn Waits {
+        match self {
+            Object::Queue(queue) => &**queue,
+            Object::Pipe(pipe) => &**pipe,
+            Object::Permits(permits) => &**permits,
+            Object::Event(event) => &**event,
+            Object::Barrier(barrier) => &**barrier,
         }
     }
 
