@@ -55,7 +55,7 @@ pub use connect::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
 pub use queue::{Queue, QueueOptions, RawQueue};
-pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore};
+pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
 
 /// Broker figures as [`Client::stats`] returns them.
 pub mod stats {

@@ -138,6 +138,35 @@ impl fmt::Debug for Lock {
     }
 }
 
+/// Holds a permit of a [`Semaphore`] until dropped.
+pub struct SemaphoreGuard {
+    permits: Permits,
+    acquired: Acquired,
+}
+
+impl SemaphoreGuard {
+    /// Whether the permit came back from a holder that died (see [`Acquired::owner_died`]).
+    pub fn owner_died(&self) -> bool {
+        self.acquired.owner_died()
+    }
+}
+
+impl Drop for SemaphoreGuard {
+    fn drop(&mut self) {
+        // If the broker is gone, so is the permit; nothing is left to give back.
+        let _ = self.permits.release();
+    }
+}
+
+impl fmt::Debug for SemaphoreGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SemaphoreGuard")
+            .field("semaphore", &self.permits.name)
+            .field("owner_died", &self.owner_died())
+            .finish()
+    }
+}
+
 /// Holds a [`Lock`] until dropped.
 #[derive(Debug)]
 pub struct LockGuard<'a> {
@@ -220,6 +249,29 @@ impl Semaphore {
     /// [`Error::Invalid`] if this client holds none; [`Error::BrokerGone`].
     pub fn release(&self) -> Result<()> {
         self.permits.release()
+    }
+
+    /// Takes a permit, waiting as long as it takes, and returns a guard that gives it back
+    /// when dropped (as the tokio client's `Semaphore::enter`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::acquire`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = ipcq_client::Client::connect_default()?;
+    /// let rooms = client.semaphore("rooms", 4)?;
+    /// let _room = rooms.enter()?; // given back at the end of the scope
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn enter(&self) -> Result<SemaphoreGuard> {
+        let acquired = self.acquire()?;
+        Ok(SemaphoreGuard {
+            permits: self.permits.clone(),
+            acquired,
+        })
     }
 
     /// Permits in all.

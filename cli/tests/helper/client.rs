@@ -16,7 +16,7 @@
 //!                                                             number in FILE, write it + 1
 //! ipcq-test-client lock-hold ADDR LOCK                        acquire, print "held", wait to
 //!                                                             be killed
-//! ipcq-test-client sem-room ADDR SEM PERMITS LOCK FILE        enter the room (SEM), count the
+//! ipcq-test-client sem-room ADDR SEM PERMITS LOCK FILE        enter the room (SEM, a guard), count the
 //!                                                             guests inside in FILE under LOCK
 //! ipcq-test-client sem-hold ADDR SEM PERMITS                  take a permit, print "held", wait
 //! ipcq-test-client event-wait ADDR EVENT                      print "set" once EVENT is set
@@ -224,12 +224,13 @@ fn sync_role(client: &Client, role: &str, args: &[String]) -> anyhow::Result<Opt
                 std::fs::write(file, format!("{inside} {most}"))?;
                 Ok(())
             };
-            let _permit = room.acquire()?;
+            // The guard gives the permit back when it goes.
+            let guard = room.enter()?;
             update(1)?;
             // Stay a moment, so that guests overlap.
             std::thread::sleep(std::time::Duration::from_millis(20));
             update(-1)?;
-            room.release()?;
+            drop(guard);
             "left".into()
         }
         "sem-hold" => {
