@@ -702,7 +702,7 @@ impl Inner {
                 let local = self.local(handle);
                 let items = ipcq_proto::split_items(tail, &lens);
                 match (local, items) {
-                    (Some(local), Ok(items)) => local.keep(tag, items),
+                    (Some(local), Ok(items)) => local.receive(tag, items),
                     _ => {
                         let count = u32::try_from(lens.len()).unwrap_or(u32::MAX);
                         let _ = self.client().send_msg(&ClientMsg::Return { tag, count });

@@ -81,7 +81,7 @@ impl Local {
     }
 
     /// Keeps delivered items for the next gets, behind those already kept.
-    pub(crate) fn keep(&self, tag: u64, items: Vec<Bytes>) {
+    pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>) {
         if items.is_empty() {
             return;
         }
@@ -349,7 +349,7 @@ impl RawQueue {
                             .map_err(|err| Error::Protocol(err.to_string()))?;
                         // Behind items kept from earlier answers, which came first. (Another
                         // task on this handle may take them first: then this one goes on.)
-                        self.local.keep(tag, items);
+                        self.local.receive(tag, items);
                         let taken = self.local.take_buffered(max);
                         if !taken.is_empty() {
                             return Ok(taken);
@@ -384,7 +384,7 @@ impl RawQueue {
             Ok((Reply::Items { tag, lens, .. }, tail)) => {
                 let items = ipcq_proto::split_items(tail, &lens)
                     .map_err(|err| Error::Protocol(err.to_string()))?;
-                self.local.keep(tag, items);
+                self.local.receive(tag, items);
                 Ok(true)
             }
             Ok((other, _)) => Err(unexpected(&other)),
