@@ -125,3 +125,162 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
         assert_eq!(broker.join().unwrap(), puts);
     });
 }
+
+/// A scripted broker's side of a connection, after the handshake.
+fn scripted(listener: &UnixListener) -> Script {
+    let (stream, _) = listener.accept().unwrap();
+    let mut script = Script {
+        stream,
+        buf: BytesMut::new(),
+    };
+    let (hello, _): (Hello, _) = script.read();
+    hello.check().unwrap();
+    script.write(&Hello::new(16 << 20), &[]);
+    script
+}
+
+/// Asked to give its credits back, a client releases every one it has not spent, with
+/// the bytes granted for them, and puts with a round trip from then on.
+#[test]
+fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = dir.path().join("scripted.sock");
+        let listener = UnixListener::bind(&addr).unwrap();
+        let broker = std::thread::spawn(move || {
+            let mut script = scripted(&listener);
+            let expect_request = |script: &mut Script| -> (u64, Op) {
+                match script.read().0 {
+                    ClientMsg::Request { id, op } => (id, op),
+                    other => panic!("expected a request, got {other:?}"),
+                }
+            };
+            let (id, op) = expect_request(&mut script);
+            assert_eq!(op, Op::Ping);
+            script.answer(id, Reply::Pong);
+            let (id, _open) = expect_request(&mut script);
+            script.answer(id, Reply::Opened { handle: 0 });
+            // The first put: 100 credits, with bytes for 100 items of 1 byte.
+            let (id, op) = expect_request(&mut script);
+            assert!(matches!(op, Op::Put { .. }), "{op:?}");
+            let per_item = ipcq_proto::item_cost(1);
+            script.answer(
+                id,
+                Reply::Accepted {
+                    credits: 100,
+                    bytes: 100 * per_item,
+                },
+            );
+            // Ten puts on credits; more credits asked for along the way get none: 90 are
+            // left.
+            let mut sends = 0;
+            while sends < 10 {
+                let (msg, _): (ClientMsg, _) = script.read();
+                match msg {
+                    ClientMsg::Send { handle: 0 } => sends += 1,
+                    ClientMsg::Request {
+                        id,
+                        op: Op::Reserve { .. },
+                    } => script.answer(
+                        id,
+                        Reply::Accepted {
+                            credits: 0,
+                            bytes: 0,
+                        },
+                    ),
+                    other => panic!("{other:?}"),
+                }
+            }
+            script.write(&BrokerMsg::Revoke { handle: 0 }, &[]);
+            // The client reads the revoke when it next waits for an answer.
+            let (id, op) = expect_request(&mut script);
+            assert_eq!(op, Op::Ping);
+            script.answer(id, Reply::Pong);
+            let (release, _): (ClientMsg, _) = script.read();
+            assert_eq!(
+                release,
+                ClientMsg::Release {
+                    handle: 0,
+                    credits: 90,
+                    bytes: 90 * per_item,
+                }
+            );
+            // With no credit left, the next put is a round trip.
+            let (id, op) = expect_request(&mut script);
+            assert!(matches!(op, Op::Put { .. }), "{op:?}");
+            script.answer(
+                id,
+                Reply::Accepted {
+                    credits: 0,
+                    bytes: 0,
+                },
+            );
+        });
+        let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
+        let queue = client.raw_queue("q", 0).unwrap();
+        queue.put(b"a").unwrap();
+        for _ in 0..10 {
+            queue.put(b"b").unwrap();
+        }
+        client.ping().unwrap();
+        queue.put(b"c").unwrap();
+        broker.join().unwrap();
+    });
+}
+
+/// The broker drops a client that still holds prefetched items (as for one that stays
+/// over the output limit too long) and gives them back to their queue. The client must
+/// not hand them out as well: a get whose acknowledgement cannot be written fails, and the
+/// rest of the buffer goes.
+#[test]
+fn items_of_a_dropped_connection_are_not_handed_out_twice() {
+    watchdog(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = dir.path().join("scripted.sock");
+        let listener = UnixListener::bind(&addr).unwrap();
+        let broker = std::thread::spawn(move || {
+            let mut script = scripted(&listener);
+            let mut request = |script: &mut Script| -> (u64, Op) {
+                loop {
+                    match script.read().0 {
+                        ClientMsg::Request { id, op } => return (id, op),
+                        // Acknowledgements: counted by the caller's next read.
+                        ClientMsg::Ack { .. } => {}
+                        other => panic!("expected a request, got {other:?}"),
+                    }
+                }
+            };
+            let (id, op) = request(&mut script);
+            assert_eq!(op, Op::Ping);
+            script.answer(id, Reply::Pong);
+            let (id, _open) = request(&mut script);
+            script.answer(id, Reply::Opened { handle: 0 });
+            let (id, op) = request(&mut script);
+            assert!(matches!(op, Op::GetMany { .. }), "{op:?}");
+            script.write(
+                &BrokerMsg::Reply {
+                    id,
+                    body: Reply::Items {
+                        tag: 0,
+                        lens: vec![1; 5],
+                        ready: 0,
+                    },
+                },
+                b"abcde",
+            );
+            // The first item is acknowledged; then the broker drops the connection.
+            let (ack, _): (ClientMsg, _) = script.read();
+            assert_eq!(ack, ClientMsg::Ack { tag: 0, count: 1 });
+        });
+        let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
+        let queue = client.raw_queue("q", 0).unwrap();
+        queue.set_prefetch(5);
+        assert_eq!(&queue.get_many(1).unwrap()[..], [&b"a"[..]]);
+        broker.join().unwrap();
+        // Four items are still in this client, and the broker gave them back to the queue.
+        let err = queue.get().unwrap_err();
+        assert!(matches!(err, ipcq::Error::BrokerGone(_)), "{err}");
+        let err = queue.get_nowait().unwrap_err();
+        assert!(matches!(err, ipcq::Error::BrokerGone(_)), "{err}");
+    });
+}

@@ -221,19 +221,26 @@ impl Local {
 
     /// Takes up to `max` prefetched items. In one write, acknowledges them and, if the
     /// buffer runs low, asks for more.
-    fn take_buffered(self: &Arc<Self>, max: usize) -> Vec<Bytes> {
+    ///
+    /// # Errors
+    ///
+    /// The connection's error when the acknowledgement cannot be written: the broker gives
+    /// the items back to the queue when it sees the connection end, so they are not handed
+    /// out here too (they would be delivered twice); the rest of the buffer goes with them.
+    fn take_buffered(self: &Arc<Self>, max: usize) -> Result<Vec<Bytes>> {
         let Some(taken) = self.inbox.take(max) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut frame = Vec::new();
         self.encode_all(&taken.acks, &mut frame);
         if let Some(n) = taken.fetch_ahead() {
             self.encode_prefetch(n, &mut frame);
         }
-        // A failed write means the broker is gone, which the next call reports; the items
-        // are in hand.
-        let _ = self.client.send(&frame);
-        taken.items
+        if let Err(err) = self.client.send_one_way(&frame) {
+            drop(self.inbox.give_back());
+            return Err(err);
+        }
+        Ok(taken.items)
     }
 
     /// How many items to fetch now, at the application's recent pace (at least 1).
@@ -550,17 +557,16 @@ impl RawQueue {
     /// those of a round trip that waits as asked and fetches up to the prefetch window.
     fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
         loop {
-            let buffered = self.local.take_buffered(max);
+            let buffered = self.local.take_buffered(max)?;
             if !buffered.is_empty() {
                 return Ok(buffered);
             }
             if let Err(err) = self.refill(max.max(self.local.window()), wait) {
-                // Items that arrived before the error still come first.
-                let buffered = self.local.take_buffered(max);
-                return if buffered.is_empty() {
-                    Err(err)
-                } else {
-                    Ok(buffered)
+                // Items that arrived before the error still come first (if they can still
+                // be acknowledged).
+                return match self.local.take_buffered(max) {
+                    Ok(buffered) if !buffered.is_empty() => Ok(buffered),
+                    _ => Err(err),
                 };
             }
         }

@@ -57,27 +57,38 @@ impl Local {
 
     /// Takes up to `max` fetched items and acknowledges them: from now on they are the
     /// application's.
-    fn take_buffered(&self, max: usize) -> Vec<Bytes> {
-        match self.inbox.take(max) {
-            Some(taken) => {
-                self.send_all(&taken.acks);
-                taken.items
-            }
-            None => Vec::new(),
+    ///
+    /// # Errors
+    ///
+    /// The connection's error when the acknowledgement cannot be written: the broker gives
+    /// the items back to the queue when it sees the connection end, so they are not handed
+    /// out here too (they would be delivered twice); the rest of the buffer goes with them.
+    fn take_buffered(&self, max: usize) -> Result<Vec<Bytes>> {
+        let Some(taken) = self.inbox.take(max) else {
+            return Ok(Vec::new());
+        };
+        if let Err(err) = self.send_all(&taken.acks) {
+            drop(self.inbox.give_back());
+            return Err(err);
         }
+        Ok(taken.items)
     }
 
     /// Sends one-way messages (acknowledgements, returns) in one write.
-    fn send_all(&self, msgs: &[ClientMsg]) {
+    ///
+    /// # Errors
+    ///
+    /// The connection's error when it is gone: the broker settles the deliveries itself.
+    fn send_all(&self, msgs: &[ClientMsg]) -> Result<()> {
         let mut frame = Vec::new();
         for msg in msgs {
             // A few bytes each: they always fit.
             let _ = self.client.encode(msg, &[], &mut frame);
         }
-        // If the connection is gone, the broker settles the deliveries itself.
-        if !frame.is_empty() {
-            let _ = self.client.send(&frame);
+        if frame.is_empty() {
+            return Ok(());
         }
+        self.client.send(&frame)
     }
 
     /// Keeps delivered items for the next gets, behind those already kept.
@@ -99,7 +110,8 @@ impl Drop for Local {
     /// The last handle is gone: fetched items go back to the head of the queue, unused
     /// credits back to the broker.
     fn drop(&mut self) {
-        self.send_all(&self.inbox.give_back());
+        // If the connection is gone, the broker gives the items back itself.
+        let _ = self.send_all(&self.inbox.give_back());
         self.release_credits();
     }
 }
@@ -326,7 +338,7 @@ impl RawQueue {
             let arrived = self.local.arrived.notified();
             ::tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let buffered = self.local.take_buffered(max);
+            let buffered = self.local.take_buffered(max)?;
             if !buffered.is_empty() {
                 return Ok(buffered);
             }
@@ -350,16 +362,19 @@ impl RawQueue {
                         // Behind items kept from earlier answers, which came first. (Another
                         // task on this handle may take them first: then this one goes on.)
                         self.local.receive(tag, items);
-                        let taken = self.local.take_buffered(max);
+                        let taken = self.local.take_buffered(max)?;
                         if !taken.is_empty() {
                             return Ok(taken);
                         }
                     }
                     Ok((other, _)) => return Err(unexpected(&other)),
                     Err(err) => {
-                        // Items another task fetched meanwhile still come first.
-                        let buffered = self.local.take_buffered(max);
-                        return if buffered.is_empty() { Err(err) } else { Ok(buffered) };
+                        // Items another task fetched meanwhile still come first (if they
+                        // can still be acknowledged).
+                        return match self.local.take_buffered(max) {
+                            Ok(buffered) if !buffered.is_empty() => Ok(buffered),
+                            _ => Err(err),
+                        };
                     }
                 },
             }
