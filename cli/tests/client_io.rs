@@ -240,7 +240,7 @@ fn items_of_a_dropped_connection_are_not_handed_out_twice() {
         let listener = UnixListener::bind(&addr).unwrap();
         let broker = std::thread::spawn(move || {
             let mut script = scripted(&listener);
-            let mut request = |script: &mut Script| -> (u64, Op) {
+            let request = |script: &mut Script| -> (u64, Op) {
                 loop {
                     match script.read().0 {
                         ClientMsg::Request { id, op } => return (id, op),
