@@ -45,34 +45,66 @@ impl Script {
     }
 }
 
+impl Script {
+    /// The next request, skipping acknowledgements.
+    fn request(&mut self) -> (u64, Op) {
+        loop {
+            match self.read().0 {
+                ClientMsg::Request { id, op } => return (id, op),
+                ClientMsg::Ack { .. } => {}
+                other => panic!("expected a request, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads and answers the client's next request, which must be `Open` of a queue.
+    fn opened(&mut self) {
+        let (id, op) = self.request();
+        assert!(matches!(op, Op::Open { .. }), "{op:?}");
+        self.answer(id, Reply::Opened { handle: 0 });
+    }
+}
+
+/// A broker played by `script` on a thread, at a fresh socket: it greets the one client
+/// that connects, answers the ping every connection starts with, and hands the
+/// connection to `script`.
+fn scripted<T: Send + 'static>(
+    play: impl FnOnce(Script) -> T + Send + 'static,
+) -> (ipcq::Client, std::thread::JoinHandle<T>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = dir.path().join("scripted.sock");
+    let listener = UnixListener::bind(&addr).unwrap();
+    let broker = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut script = Script {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let (hello, _): (Hello, _) = script.read();
+        hello.check().unwrap();
+        script.write(&Hello::new(16 << 20), &[]);
+        let (id, op) = script.request();
+        assert_eq!(op, Op::Ping);
+        script.answer(id, Reply::Pong);
+        play(script)
+    });
+    let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
+    (client, broker, dir)
+}
+
 /// The broker stops reading a client that leaves its answers unread. A client thread that
 /// writes (puts on credits) while none of its threads reads must read what has come
 /// between its writes, or it waits for the broker while the broker waits for it.
 #[test]
 fn a_write_that_finds_the_socket_full_reads_what_has_come() {
     watchdog(LIMIT, || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = dir.path().join("scripted.sock");
-        let listener = UnixListener::bind(&addr).unwrap();
         let puts = 50_000u64;
-        let broker = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut script = Script {
-                stream,
-                buf: BytesMut::new(),
-            };
-            let (hello, _): (Hello, _) = script.read();
-            hello.check().unwrap();
-            script.write(&Hello::new(16 << 20), &[]);
+        let (client, broker, _dir) = scripted(move |mut script| {
+            script.opened();
             let mut sends = 0u64;
             loop {
                 let (msg, _): (ClientMsg, _) = script.read();
                 match msg {
-                    ClientMsg::Request { id, op: Op::Ping } => script.answer(id, Reply::Pong),
-                    ClientMsg::Request {
-                        id,
-                        op: Op::Open { .. },
-                    } => script.answer(id, Reply::Opened { handle: 0 }),
                     ClientMsg::Request {
                         id,
                         op: Op::Put { .. },
@@ -115,7 +147,6 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
                 }
             }
         });
-        let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
         let queue = client.raw_queue("q", 0).unwrap();
         queue.put(b"first").unwrap();
         // Each on a credit: a write of its own, with nobody else reading.
@@ -126,42 +157,15 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
     });
 }
 
-/// A scripted broker's side of a connection, after the handshake.
-fn scripted(listener: &UnixListener) -> Script {
-    let (stream, _) = listener.accept().unwrap();
-    let mut script = Script {
-        stream,
-        buf: BytesMut::new(),
-    };
-    let (hello, _): (Hello, _) = script.read();
-    hello.check().unwrap();
-    script.write(&Hello::new(16 << 20), &[]);
-    script
-}
-
 /// Asked to give its credits back, a client releases every one it has not spent, with
 /// the bytes granted for them, and puts with a round trip from then on.
 #[test]
 fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
     watchdog(LIMIT, || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = dir.path().join("scripted.sock");
-        let listener = UnixListener::bind(&addr).unwrap();
-        let broker = std::thread::spawn(move || {
-            let mut script = scripted(&listener);
-            let expect_request = |script: &mut Script| -> (u64, Op) {
-                match script.read().0 {
-                    ClientMsg::Request { id, op } => (id, op),
-                    other => panic!("expected a request, got {other:?}"),
-                }
-            };
-            let (id, op) = expect_request(&mut script);
-            assert_eq!(op, Op::Ping);
-            script.answer(id, Reply::Pong);
-            let (id, _open) = expect_request(&mut script);
-            script.answer(id, Reply::Opened { handle: 0 });
+        let (client, broker, _dir) = scripted(|mut script| {
+            script.opened();
             // The first put: 100 credits, with bytes for 100 items of 1 byte.
-            let (id, op) = expect_request(&mut script);
+            let (id, op) = script.request();
             assert!(matches!(op, Op::Put { .. }), "{op:?}");
             let per_item = ipcq_proto::item_cost(1);
             script.answer(
@@ -193,7 +197,7 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
             }
             script.write(&BrokerMsg::Revoke { handle: 0 }, &[]);
             // The client reads the revoke when it next waits for an answer.
-            let (id, op) = expect_request(&mut script);
+            let (id, op) = script.request();
             assert_eq!(op, Op::Ping);
             script.answer(id, Reply::Pong);
             let (release, _): (ClientMsg, _) = script.read();
@@ -206,7 +210,7 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
                 }
             );
             // With no credit left, the next put is a round trip.
-            let (id, op) = expect_request(&mut script);
+            let (id, op) = script.request();
             assert!(matches!(op, Op::Put { .. }), "{op:?}");
             script.answer(
                 id,
@@ -216,7 +220,6 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
                 },
             );
         });
-        let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
         let queue = client.raw_queue("q", 0).unwrap();
         queue.put(b"a").unwrap();
         for _ in 0..10 {
@@ -235,27 +238,9 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
 #[test]
 fn items_of_a_dropped_connection_are_not_handed_out_twice() {
     watchdog(LIMIT, || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = dir.path().join("scripted.sock");
-        let listener = UnixListener::bind(&addr).unwrap();
-        let broker = std::thread::spawn(move || {
-            let mut script = scripted(&listener);
-            let request = |script: &mut Script| -> (u64, Op) {
-                loop {
-                    match script.read().0 {
-                        ClientMsg::Request { id, op } => return (id, op),
-                        // Acknowledgements: counted by the caller's next read.
-                        ClientMsg::Ack { .. } => {}
-                        other => panic!("expected a request, got {other:?}"),
-                    }
-                }
-            };
-            let (id, op) = request(&mut script);
-            assert_eq!(op, Op::Ping);
-            script.answer(id, Reply::Pong);
-            let (id, _open) = request(&mut script);
-            script.answer(id, Reply::Opened { handle: 0 });
-            let (id, op) = request(&mut script);
+        let (client, broker, _dir) = scripted(|mut script| {
+            script.opened();
+            let (id, op) = script.request();
             assert!(matches!(op, Op::GetMany { .. }), "{op:?}");
             script.write(
                 &BrokerMsg::Reply {
@@ -272,7 +257,6 @@ fn items_of_a_dropped_connection_are_not_handed_out_twice() {
             let (ack, _): (ClientMsg, _) = script.read();
             assert_eq!(ack, ClientMsg::Ack { tag: 0, count: 1 });
         });
-        let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
         let queue = client.raw_queue("q", 0).unwrap();
         queue.set_prefetch(5);
         assert_eq!(&queue.get_many(1).unwrap()[..], [&b"a"[..]]);
