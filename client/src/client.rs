@@ -758,54 +758,60 @@ impl Inner {
             }
             state.reading = true;
         }
-        let read = self.read_available();
+        let (messages, end) = self.read_available();
         let mut state = self.lock_state();
         state.reading = false;
-        match read {
-            Ok(messages) => {
-                for (msg, tail) in messages {
-                    dispatch(&mut state, msg, tail, &mut followups);
-                }
-            }
-            Err(dead) => {
+        // What came before the end first: it may say why the connection ends.
+        for (msg, tail) in messages {
+            dispatch(&mut state, msg, tail, &mut followups);
+        }
+        if let Some(dead) = end {
+            if state.dead.is_none() {
                 state.dead = Some(dead);
-                wake_all(&state);
             }
+            wake_all(&state);
         }
         // Threads still waiting for answers: one of them takes over the reading.
         wake_one(&state);
         followups
     }
 
-    /// Reads whatever whole messages the socket holds now, without waiting for more.
-    fn read_available(&self) -> Result<Vec<(BrokerMsg, Bytes)>, Dead> {
+    /// Reads whatever whole messages the socket holds now, without waiting for more; and
+    /// how the connection ended, if it did.
+    fn read_available(&self) -> (Vec<(BrokerMsg, Bytes)>, Option<Dead>) {
         let mut buf = self.read_buf.lock().unwrap_or_else(|p| p.into_inner());
         let max = self.max_frame_len + REPLY_SLACK;
         // Nobody else reads while `reading` is set: the socket's time limit is ours.
         let _ = self.stream.set_recv_timeout(Some(Duration::from_millis(1)));
-        let mut messages = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
-        let read = loop {
+        let mut end = loop {
             match (&self.stream).read(&mut chunk) {
-                Ok(0) => break Err(Dead::Gone("the broker closed the connection".into())),
+                Ok(0) => break Some(Dead::Gone("the broker closed the connection".into())),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) if is_timeout(&err) => break Ok(()),
-                Err(err) => break Err(Dead::Gone(format!("connection lost: {err}"))),
+                Err(err) if is_timeout(&err) => break None,
+                Err(err) => break Some(Dead::Gone(format!("connection lost: {err}"))),
             }
         };
         let _ = self.stream.set_recv_timeout(None);
-        read?;
+        let mut messages = Vec::new();
         loop {
             match ipcq_proto::decode_frame(&mut buf, max) {
                 Ok(Some(frame)) => match ipcq_proto::decode::<BrokerMsg>(frame) {
                     Ok(message) => messages.push(message),
-                    Err(err) => return Err(Dead::Protocol(err.to_string())),
+                    Err(err) => {
+                        end = Some(Dead::Protocol(err.to_string()));
+                        break;
+                    }
                 },
-                Ok(None) => return Ok(messages),
-                Err(err) => return Err(Dead::Protocol(err.to_string())),
+                Ok(None) => break,
+                Err(err) => {
+                    end = Some(Dead::Protocol(err.to_string()));
+                    break;
+                }
             }
         }
+        (messages, end)
     }
 
     /// Reads until at least one whole message has arrived; returns all that have.
