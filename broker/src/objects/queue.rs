@@ -28,8 +28,8 @@ use super::{abort, deadline, too_many, Deadline};
 use crate::budget::{cost, Budget, Waiter};
 use crate::peer::Peer;
 
-/// Most credits granted at once, whatever a client asks for: the bytes they may carry
-/// past a byte budget stay bounded.
+/// Most credits granted at once, whatever a client asks for: one producer's idle credits
+/// hold at most this many slots.
 const MAX_GRANT: u32 = 4096;
 
 #[derive(Debug)]
