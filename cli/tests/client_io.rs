@@ -14,6 +14,12 @@ use ipcq_proto::{BrokerMsg, ClientMsg, Hello, Op, Reply};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A credit answer that grants nothing.
+const NONE_GRANTED: Reply = Reply::Accepted {
+    credits: 0,
+    bytes: 0,
+};
+
 /// One side of a scripted connection: whole frames in and out.
 struct Script {
     stream: UnixStream,
@@ -136,13 +142,7 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
                     ClientMsg::Request {
                         id,
                         op: Op::Reserve { .. },
-                    } => script.answer(
-                        id,
-                        Reply::Accepted {
-                            credits: 0,
-                            bytes: 0,
-                        },
-                    ),
+                    } => script.answer(id, NONE_GRANTED),
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -185,13 +185,7 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
                     ClientMsg::Request {
                         id,
                         op: Op::Reserve { .. },
-                    } => script.answer(
-                        id,
-                        Reply::Accepted {
-                            credits: 0,
-                            bytes: 0,
-                        },
-                    ),
+                    } => script.answer(id, NONE_GRANTED),
                     other => panic!("{other:?}"),
                 }
             }
@@ -212,13 +206,7 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
             // With no credit left, the next put is a round trip.
             let (id, op) = script.request();
             assert!(matches!(op, Op::Put { .. }), "{op:?}");
-            script.answer(
-                id,
-                Reply::Accepted {
-                    credits: 0,
-                    bytes: 0,
-                },
-            );
+            script.answer(id, NONE_GRANTED);
         });
         let queue = client.raw_queue("q", 0).unwrap();
         queue.put(b"a").unwrap();
