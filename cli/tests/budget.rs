@@ -83,6 +83,8 @@ fn the_broker_wide_budget_wakes_putters_on_other_queues() {
         // Bytes freed on `a` let the putter on `b` in.
         a.get().unwrap();
         blocked.join().unwrap().unwrap();
+        // Answered on the putter's connection after its item: it is in.
+        assert_eq!(b.len().unwrap(), 1);
         assert_eq!(queue_stats(&client, "b").ready, 1);
     });
 }

@@ -113,12 +113,12 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
                 match msg {
                     ClientMsg::Request {
                         id,
-                        op: Op::Put { .. },
+                        op: Op::WaitRoom { .. },
                     } => {
-                        // Credits for every later put, then 16 MB of answers nobody asked
+                        // Credits for every put, then 16 MB of answers nobody asked
                         // for, written before reading anything more: the client has to
                         // read them for these writes to end.
-                        let credits = u32::try_from(puts).unwrap();
+                        let credits = u32::try_from(puts + 1).unwrap();
                         script.answer(
                             id,
                             Reply::Accepted {
@@ -134,7 +134,7 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
                     }
                     ClientMsg::Send { .. } => {
                         sends += 1;
-                        if sends == puts {
+                        if sends == puts + 1 {
                             return sends;
                         }
                     }
@@ -153,32 +153,33 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
         for _ in 0..puts {
             queue.put(b"x").unwrap();
         }
-        assert_eq!(broker.join().unwrap(), puts);
+        assert_eq!(broker.join().unwrap(), puts + 1);
     });
 }
 
 /// Asked to give its credits back, a client releases every one it has not spent, with
-/// the bytes granted for them, and puts with a round trip from then on.
+/// the bytes granted for them, and waits for room with a round trip from then on.
 #[test]
 fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
     watchdog(LIMIT, || {
         let (client, broker, _dir) = scripted(|mut script| {
             script.opened();
-            // The first put: 100 credits, with bytes for 100 items of 1 byte.
+            // The first put waits for room: 101 credits, with bytes for 101 items of 1
+            // byte.
             let (id, op) = script.request();
-            assert!(matches!(op, Op::Put { .. }), "{op:?}");
+            assert!(matches!(op, Op::WaitRoom { .. }), "{op:?}");
             let per_item = ipcq_proto::item_cost(1);
             script.answer(
                 id,
                 Reply::Accepted {
-                    credits: 100,
-                    bytes: 100 * per_item,
+                    credits: 101,
+                    bytes: 101 * per_item,
                 },
             );
-            // Ten puts on credits; more credits asked for along the way get none: 90 are
-            // left.
+            // Its item and ten more on credits; more credits asked for along the way get
+            // none: 90 are left.
             let mut sends = 0;
-            while sends < 10 {
+            while sends < 11 {
                 let (msg, _): (ClientMsg, _) = script.read();
                 match msg {
                     ClientMsg::Send { handle: 0 } => sends += 1,
@@ -203,10 +204,18 @@ fn a_revoke_gives_back_the_unspent_credits_and_their_bytes() {
                     bytes: 90 * per_item,
                 }
             );
-            // With no credit left, the next put is a round trip.
+            // With no credit left, the next put waits for room first.
             let (id, op) = script.request();
-            assert!(matches!(op, Op::Put { .. }), "{op:?}");
-            script.answer(id, NONE_GRANTED);
+            assert!(matches!(op, Op::WaitRoom { .. }), "{op:?}");
+            script.answer(
+                id,
+                Reply::Accepted {
+                    credits: 1,
+                    bytes: per_item,
+                },
+            );
+            let (send, _): (ClientMsg, _) = script.read();
+            assert_eq!(send, ClientMsg::Send { handle: 0 });
         });
         let queue = client.raw_queue("q", 0).unwrap();
         queue.put(b"a").unwrap();

@@ -103,14 +103,13 @@ impl Pace {
         }
     }
 
-    /// Notes that the application took `n` items now, and returns how many items to keep
+    /// Notes that the application took `n` items at `now`, and returns how many items to keep
     /// prefetched: what it takes in [`PREFETCH_HORIZON`] at its recent pace, within `max`
     /// (0 when prefetching is off).
-    pub(crate) fn took(&mut self, n: usize, max: usize) -> usize {
+    pub(crate) fn took(&mut self, n: usize, max: usize, now: Instant) -> usize {
         if max <= 1 {
             return 0;
         }
-        let now = Instant::now();
         if let Some(last) = self.last {
             let interval = now.duration_since(last).as_nanos() as f64 / n.max(1) as f64;
             self.interval = if self.interval.is_finite() {
@@ -163,7 +162,7 @@ pub(crate) fn runs(tags: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
 /// spare bytes go, and so does this count, so that it never believes in more than the
 /// broker granted.
 #[derive(Debug, Default)]
-pub(crate) struct Credits(std::sync::Mutex<Grant>);
+pub(crate) struct Credits(Grant);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Grant {
@@ -172,22 +171,16 @@ pub(crate) struct Grant {
 }
 
 impl Credits {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Grant> {
-        // Every change is two plain assignments: a poisoned count is still whole.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Adds what the broker granted.
-    pub(crate) fn add(&self, granted: Grant) {
-        let mut grant = self.lock();
-        grant.credits += granted.credits;
-        grant.bytes += granted.bytes;
+    pub(crate) fn add(&mut self, granted: Grant) {
+        self.0.credits += granted.credits;
+        self.0.bytes += granted.bytes;
     }
 
     /// Spends credits on the longest prefix of items of lengths `lens` that they cover;
     /// returns how many items that is.
-    pub(crate) fn take(&self, lens: impl IntoIterator<Item = usize>) -> usize {
-        let mut grant = self.lock();
+    pub(crate) fn take(&mut self, lens: impl IntoIterator<Item = usize>) -> usize {
+        let grant = &mut self.0;
         let mut taken = 0;
         for len in lens {
             let cost = ipcq_proto::item_cost(len);
@@ -206,12 +199,12 @@ impl Credits {
 
     /// Credits left.
     pub(crate) fn count(&self) -> u64 {
-        self.lock().credits
+        self.0.credits
     }
 
     /// Takes every credit and byte, to give them back.
-    pub(crate) fn take_all(&self) -> Grant {
-        std::mem::take(&mut *self.lock())
+    pub(crate) fn take_all(&mut self) -> Grant {
+        std::mem::take(&mut self.0)
     }
 }
 
@@ -308,7 +301,7 @@ mod tests {
 
     #[test]
     fn credits_cover_count_and_bytes() {
-        let credits = Credits::default();
+        let mut credits = Credits::default();
         credits.add(grant(3, ipcq_proto::item_cost(100) * 2));
         // Two items of 100 bytes fit the bytes; the third credit has none left.
         assert_eq!(credits.take([100, 100, 100]), 2);
@@ -327,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_last_credit_takes_the_spare_bytes_with_it() {
-        let credits = Credits::default();
+        let mut credits = Credits::default();
         credits.add(grant(1, 1000));
         assert_eq!(credits.take([0]), 1);
         // As at the broker: no credit, no bytes; a new grant starts afresh.

@@ -1,10 +1,10 @@
 //! Items delivered to one connection for one queue and not yet handed to the application,
-//! shared by both clients. No I/O: taking items says which deliveries to acknowledge and
-//! how many items to ask for next; the client sends the messages.
+//! held by the [`Core`](crate::core::Core). No I/O and no clock: taking items says which
+//! deliveries to acknowledge and how many items to ask for next; the core sends the
+//! messages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use ipcq_proto::ClientMsg;
@@ -14,18 +14,13 @@ use crate::common::{runs, Pace, DEFAULT_PREFETCH};
 /// Delivered items in queue order, with their delivery tags, and the application's pace.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    state: Mutex<State>,
-    /// The most items to fetch at once (`set_prefetch`).
-    prefetch: AtomicUsize,
-}
-
-#[derive(Debug)]
-struct State {
     items: VecDeque<(u64, Bytes)>,
     /// How fast the application takes items, to size fetches.
     pace: Pace,
     /// The broker said items were left in the queue after the last delivery.
     more: bool,
+    /// The most items to fetch at once (`set_prefetch`).
+    prefetch: usize,
 }
 
 /// What taking items from the inbox calls for.
@@ -54,56 +49,47 @@ impl Taken {
 impl Inbox {
     pub(crate) fn new() -> Self {
         Inbox {
-            state: Mutex::new(State {
-                items: VecDeque::new(),
-                pace: Pace::new(),
-                more: false,
-            }),
-            prefetch: AtomicUsize::new(DEFAULT_PREFETCH),
+            items: VecDeque::new(),
+            pace: Pace::new(),
+            more: false,
+            prefetch: DEFAULT_PREFETCH,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Pushes, drains and a moving average: a poisoned inbox is still in order.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Sets the most items to fetch at once (at least 1).
-    pub(crate) fn set_prefetch(&self, items: usize) {
-        self.prefetch.store(items.max(1), Ordering::Relaxed);
+    pub(crate) fn set_prefetch(&mut self, items: usize) {
+        self.prefetch = items.max(1);
     }
 
     /// The most items to fetch at once.
     pub(crate) fn prefetch(&self) -> usize {
-        self.prefetch.load(Ordering::Relaxed)
+        self.prefetch
     }
 
     /// Items delivered under tags `tag ..`, kept behind those already here; `ready` is
     /// what the broker said was left in the queue, when it said.
-    pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>, ready: Option<u64>) {
-        let mut state = self.lock();
-        state.items.extend((tag..).zip(items));
+    pub(crate) fn receive(&mut self, tag: u64, items: Vec<Bytes>, ready: Option<u64>) {
+        self.items.extend((tag..).zip(items));
         if let Some(ready) = ready {
-            state.more = ready > 0;
+            self.more = ready > 0;
         }
     }
 
     /// Whether no item waits here.
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().items.is_empty()
+        self.items.is_empty()
     }
 
     /// Takes up to `max` items, in order, with the acknowledgements that make them the
-    /// application's, and notes the application's pace. Nothing when the inbox is empty.
-    pub(crate) fn take(&self, max: usize) -> Option<Taken> {
-        let prefetch = self.prefetch();
-        let mut state = self.lock();
-        let n = max.min(state.items.len());
+    /// application's, and notes the application's pace (taking them `now`). Nothing when
+    /// the inbox is empty.
+    pub(crate) fn take(&mut self, max: usize, now: Instant) -> Option<Taken> {
+        let n = max.min(self.items.len());
         if n == 0 {
             return None;
         }
-        let taken: Vec<(u64, Bytes)> = state.items.drain(..n).collect();
-        let want = state.pace.took(n, prefetch);
+        let taken: Vec<(u64, Bytes)> = self.items.drain(..n).collect();
+        let want = self.pace.took(n, self.prefetch, now);
         let acks = runs(taken.iter().map(|(tag, _)| *tag))
             .into_iter()
             .map(|(tag, count)| ClientMsg::Ack { tag, count })
@@ -112,23 +98,24 @@ impl Inbox {
             items: taken.into_iter().map(|(_, item)| item).collect(),
             acks,
             want,
-            left: state.items.len(),
-            more: state.more,
+            left: self.items.len(),
+            more: self.more,
         })
     }
 
     /// How many items to fetch now, at the application's recent pace (at least 1).
     pub(crate) fn window(&self) -> usize {
-        let prefetch = self.prefetch();
-        self.lock().pace.window(prefetch)
+        self.pace.window(self.prefetch)
     }
 
     /// Empties the inbox: the messages that give its deliveries back to the head of the
-    /// queue, in order (the last handle is gone).
-    pub(crate) fn give_back(&self) -> Vec<ClientMsg> {
-        let tags: Vec<u64> = self.lock().items.drain(..).map(|(tag, _)| tag).collect();
+    /// queue (the last handle is gone). Each goes in front of what the queue holds, so the
+    /// last run goes first: the queue then holds them in their order.
+    pub(crate) fn give_back(&mut self) -> Vec<ClientMsg> {
+        let tags: Vec<u64> = self.items.drain(..).map(|(tag, _)| tag).collect();
         runs(tags)
             .into_iter()
+            .rev()
             .map(|(tag, count)| ClientMsg::Return { tag, count })
             .collect()
     }
@@ -144,11 +131,11 @@ mod tests {
 
     #[test]
     fn acknowledgements_run_across_gaps_between_deliveries() {
-        let inbox = Inbox::new();
+        let mut inbox = Inbox::new();
         // Two deliveries, with tags of other queues' deliveries between them.
         inbox.receive(10, items(3), Some(5));
         inbox.receive(20, items(2), Some(0));
-        let taken = inbox.take(4).unwrap();
+        let taken = inbox.take(4, Instant::now()).unwrap();
         assert_eq!(taken.items.len(), 4);
         assert_eq!(
             taken.acks,
@@ -161,33 +148,33 @@ mod tests {
         // The last delivery said the queue was empty: nothing to fetch ahead.
         assert!(!taken.more);
         assert_eq!(taken.fetch_ahead(), None);
-        let taken = inbox.take(4).unwrap();
+        let taken = inbox.take(4, Instant::now()).unwrap();
         assert_eq!(taken.acks, [ClientMsg::Ack { tag: 21, count: 1 }]);
-        assert!(inbox.take(1).is_none());
+        assert!(inbox.take(1, Instant::now()).is_none());
         assert!(inbox.is_empty());
     }
 
     #[test]
     fn items_come_out_in_the_order_they_were_delivered() {
-        let inbox = Inbox::new();
+        let mut inbox = Inbox::new();
         inbox.receive(0, items(3), None);
         inbox.receive(7, vec![Bytes::from_static(b"late")], None);
-        let taken = inbox.take(10).unwrap();
+        let taken = inbox.take(10, Instant::now()).unwrap();
         let firsts: Vec<&[u8]> = taken.items.iter().map(|b| &b[..]).collect();
         assert_eq!(firsts, [&[0u8][..], &[1], &[2], b"late"]);
     }
 
     #[test]
-    fn what_is_given_back_returns_in_order() {
-        let inbox = Inbox::new();
+    fn what_is_given_back_goes_last_run_first_so_the_queue_keeps_its_order() {
+        let mut inbox = Inbox::new();
         inbox.receive(4, items(2), Some(1));
         inbox.receive(9, items(3), Some(1));
-        inbox.take(1).unwrap();
+        inbox.take(1, Instant::now()).unwrap();
         assert_eq!(
             inbox.give_back(),
             [
-                ClientMsg::Return { tag: 5, count: 1 },
-                ClientMsg::Return { tag: 9, count: 3 }
+                ClientMsg::Return { tag: 9, count: 3 },
+                ClientMsg::Return { tag: 5, count: 1 }
             ]
         );
         assert!(inbox.give_back().is_empty());
@@ -195,11 +182,11 @@ mod tests {
 
     #[test]
     fn a_prefetch_of_one_asks_for_nothing_ahead() {
-        let inbox = Inbox::new();
+        let mut inbox = Inbox::new();
         inbox.set_prefetch(0);
         assert_eq!(inbox.prefetch(), 1);
         inbox.receive(0, items(1), Some(100));
-        let taken = inbox.take(1).unwrap();
+        let taken = inbox.take(1, Instant::now()).unwrap();
         assert_eq!(taken.want, 0);
         assert_eq!(taken.fetch_ahead(), None);
         assert_eq!(inbox.window(), 1);

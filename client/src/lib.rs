@@ -40,6 +40,7 @@
 mod client;
 mod common;
 mod connect;
+mod core;
 mod error;
 mod inbox;
 mod ops;

@@ -12,14 +12,19 @@ use ipcq_proto::{Kind, ObjectStats, Op, QueueInfo, Reply, Wait};
 use crate::common::STATS_PAGE_LEN;
 use crate::{Error, Result};
 
-/// What a request's answer needs if the caller stops waiting for it (a dropped future).
-/// Only the tokio client's callers can stop waiting; the blocking client ignores it.
+/// What a request is for, and so what its answer needs if the caller stops waiting for it
+/// (a dropped future, a getter that took items another answer brought).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) enum Purpose {
-    /// Items for a getter: back to the queue if the getter is gone.
+    /// Items for a getter: they join the handle's inbox whoever waits, and go back to the
+    /// queue if the handle is gone.
     Get,
-    /// Room for a put: the credits granted go to the handle whoever waits.
+    /// Items asked for ahead of need: nobody waits for them; they join the inbox.
+    Prefetch,
+    /// Credits asked for ahead of need: nobody waits for them; they join the handle's.
+    Reserve,
+    /// Room for a put: the credits granted go to the handle whoever waits, back to the
+    /// broker if the handle is gone.
     Room,
     /// A permit: released if the acquirer is gone.
     Acquire,

@@ -5,8 +5,10 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ipcq_proto::Kind;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::client::Client;
 use crate::common::{decode, encode};
 use crate::queue::RawQueue;
 use crate::Result;
@@ -366,5 +368,65 @@ impl<T> fmt::Debug for PipeEnd<T> {
             .field("name", &self.raw.name())
             .field("end", &self.raw.end)
             .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens end `end` of the duplex pipe `name`, creating the pipe (with
+    /// [`PipeOptions::default`]) if it does not exist, and holds that end for this client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] when another client holds that end; [`Error::Closed`] when the end
+    /// was closed (pipes are not reopened); [`Error::Conflict`] when `name` exists as
+    /// something else; [`Error::Invalid`] for a bad name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ipcq_client::{Client, End};
+    ///
+    /// let client = Client::connect_default()?;
+    /// let end = client.pipe::<u32>("numbers", End::One)?;
+    /// end.send(&42)?;
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn pipe<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        end: End,
+    ) -> Result<PipeEnd<T>> {
+        self.pipe_with(name, end, PipeOptions::default())
+    }
+
+    /// Opens end `end` of the pipe `name` created with `options` (duplex or simplex,
+    /// buffer per direction). Typed as [`Client::pipe`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::pipe`]; [`Error::Conflict`] when the pipe exists with other options.
+    pub fn pipe_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        end: End,
+        options: PipeOptions,
+    ) -> Result<PipeEnd<T>> {
+        self.raw_pipe(name, end, options).map(PipeEnd::from_raw)
+    }
+
+    /// Opens end `end` of the pipe `name` for raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::pipe_with`].
+    pub fn raw_pipe(&self, name: &str, end: End, options: PipeOptions) -> Result<RawPipeEnd> {
+        let kind = Kind::PipeEnd {
+            duplex: options.is_duplex(),
+            capacity: options.get_capacity() as u64,
+            end: end.index(),
+        };
+        let handle = self.open(name, kind)?;
+        let queue = RawQueue::new(self.hold(handle), name, options.get_capacity());
+        Ok(RawPipeEnd::new(queue, end, options))
     }
 }

@@ -2,21 +2,17 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ipcq_proto::{ClientMsg, Op, QueueInfo, Reply, Wait};
+use ipcq_proto::{QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::client::{unexpected, Client, Detached};
-use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, Credits,
-    Grant,
-};
-use crate::inbox::Inbox;
-use crate::ops;
+use crate::client::{Client, Hold};
+use crate::common::{check_item, decode, encode, frames_of};
+use crate::core::{Fetch, GetStep, Progress, PutStep};
+use crate::ops::{self, unexpected};
 use crate::{Error, Result};
 
 /// How a queue is created; every opener must ask for the same, or get
@@ -89,205 +85,82 @@ impl QueueOptions {
     }
 }
 
-/// What one connection knows of one queue, shared by every handle on it: credits (slots
-/// the broker reserved for this connection's puts) and prefetched items (delivered to this
-/// connection, not yet handed to the application).
-pub(crate) struct Local {
-    client: Client,
-    handle: u32,
-    credits: Credits,
-    /// Delivered items not yet handed out, and the application's pace.
-    inbox: Inbox,
-    /// The id of the prefetch request in flight, 0 if none.
-    outstanding: AtomicU64,
-    /// The id of the credit request in flight, 0 if none.
-    reserving: AtomicU64,
-    /// Threads waiting for that prefetch wait here.
-    waker: Arc<Condvar>,
-}
-
-impl Local {
-    pub(crate) fn new(client: Client, handle: u32) -> Self {
-        Local {
-            client,
-            handle,
-            credits: Credits::default(),
-            inbox: Inbox::new(),
-            outstanding: AtomicU64::new(0),
-            reserving: AtomicU64::new(0),
-            waker: Arc::new(Condvar::new()),
-        }
-    }
-
-    /// Gives every unused credit back to the broker.
-    pub(crate) fn release_credits(&self) {
-        let Some(msg) = release_msg(self.handle, self.credits.take_all()) else {
-            return;
-        };
-        let mut frame = Vec::with_capacity(16);
-        // A `Release` always fits in a frame; if the connection is gone, so are the credits.
-        if self.client.encode(&msg, &[], &mut frame).is_ok() {
-            let _ = self.client.send(&frame);
-        }
-    }
-
-    pub(crate) fn waker(&self) -> Arc<Condvar> {
-        Arc::clone(&self.waker)
-    }
-
-    pub(crate) fn handle(&self) -> u32 {
-        self.handle
-    }
-
-    /// Whether items wait in the buffer (called with the client's state locked: the buffer
-    /// lock is always taken after it, never before).
-    pub(crate) fn has_buffered(&self) -> bool {
-        !self.inbox.is_empty()
-    }
-
-    /// Items delivered to this handle, in arrival order (called by the reader).
-    pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>, ready: u64) {
-        self.inbox.receive(tag, items, Some(ready));
-    }
-
-    /// The prefetch in flight has been answered (called by the reader).
-    pub(crate) fn prefetch_answered(&self) {
-        self.outstanding.store(0, Ordering::Release);
-    }
-
-    /// The credit request in flight has been answered (called by the reader).
-    pub(crate) fn reserve_answered(&self, grant: Grant) {
-        self.credits.add(grant);
-        self.reserving.store(0, Ordering::Release);
-    }
-
-    /// After spending credits: if few are left, appends a request for more to `frame` (sent
-    /// with the puts), so that the answer is back before they run out.
-    fn encode_reserve(self: &Arc<Self>, item_len: usize, frame: &mut Vec<u8>) {
-        let want = credit_request(item_len);
-        if self.credits.count() >= u64::from(want / 2) {
-            return;
-        }
-        let op = Op::Reserve {
-            handle: self.handle,
-            credits: want,
-            len: u32::try_from(item_len).unwrap_or(u32::MAX),
-        };
-        self.encode_detached(Detached::Reserve, &self.reserving, op, frame);
-    }
-
-    /// Appends a request whose answer nobody waits for (the reader settles it into this
-    /// handle) to `frame`, unless one of its kind is in flight: `in_flight` holds its id.
-    fn encode_detached(
-        self: &Arc<Self>,
-        kind: Detached,
-        in_flight: &AtomicU64,
-        op: Op,
-        frame: &mut Vec<u8>,
-    ) {
-        let id = self.client.next_id();
-        if in_flight
-            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return;
-        }
-        let registered = self
-            .client
-            .register(
-                id,
-                Arc::clone(&self.waker),
-                Some(self),
-                Some((kind, self.handle)),
-            )
-            .and_then(|()| {
-                self.client
-                    .encode(&ClientMsg::Request { id, op }, &[], frame)
-            });
-        if registered.is_err() {
-            in_flight.store(0, Ordering::Release);
-        }
-    }
-
-    /// Waits for the credit request in flight, if any. Returns whether there was one.
-    fn await_reserve(&self) -> Result<bool> {
-        let reserving = self.reserving.load(Ordering::Acquire);
-        if reserving == 0 {
-            return Ok(false);
-        }
-        self.client.wait_answered(reserving, &self.waker)?;
-        Ok(true)
-    }
-
-    /// Takes up to `max` prefetched items. In one write, acknowledges them and, if the
-    /// buffer runs low, asks for more.
+impl Client {
+    /// Opens the queue `name` for items of type `T`, creating it with `capacity` (0 for
+    /// unbounded) if it does not exist. Items are encoded with postcard.
     ///
     /// # Errors
     ///
-    /// The connection's error when the acknowledgement cannot be written: the broker gives
-    /// the items back to the queue when it sees the connection end, so they are not handed
-    /// out here too (they would be delivered twice); the rest of the buffer goes with them.
-    fn take_buffered(self: &Arc<Self>, max: usize) -> Result<Vec<Bytes>> {
-        let Some(taken) = self.inbox.take(max) else {
-            return Ok(Vec::new());
-        };
-        let mut frame = Vec::new();
-        self.encode_all(&taken.acks, &mut frame);
-        if let Some(n) = taken.fetch_ahead() {
-            self.encode_prefetch(n, &mut frame);
-        }
-        if let Err(err) = self.client.send_one_way(&frame) {
-            drop(self.inbox.give_back());
-            return Err(err);
-        }
-        Ok(taken.items)
+    /// [`Error::Conflict`] when `name` exists with another capacity or as another kind;
+    /// [`Error::Invalid`] for a bad name (empty, over 255 bytes, control characters).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let client = ipcq_client::Client::connect_default()?;
+    /// let results = client.queue::<(u32, f64)>("results", 0)?;
+    /// assert_eq!(results.capacity(), None); // unbounded
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        capacity: usize,
+    ) -> Result<Queue<T>> {
+        self.raw_queue(name, capacity).map(Queue::from_raw)
     }
 
-    /// How many items to fetch now, at the application's recent pace (at least 1).
-    fn window(&self) -> usize {
-        self.inbox.window()
+    /// Opens the queue `name` for items of type `T`, creating it with `options` if it does
+    /// not exist: its capacity, and whether it is removed when the last client that opened
+    /// it disconnects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when `name` exists with other options or as another kind;
+    /// otherwise as [`Client::queue`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ipcq_client::{Client, QueueOptions};
+    ///
+    /// let client = Client::connect_default()?;
+    /// // Gone, with anything left in it, once this client and the others using it exit.
+    /// let jobs = client.queue_with::<Option<u32>>("jobs", QueueOptions::new().capacity(100).auto_delete(true))?;
+    /// jobs.put(&Some(7))?;
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    pub fn queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<Queue<T>> {
+        self.raw_queue_with(name, options).map(Queue::from_raw)
     }
 
-    /// Appends a prefetch request for up to `n` items to `frame`, unless one is in flight.
-    /// The prefetch takes only what the queue holds now (it never waits), so it never
-    /// captures items that arrive later, while the application may not be asking.
-    fn encode_prefetch(self: &Arc<Self>, n: usize, frame: &mut Vec<u8>) {
-        let op = Op::GetMany {
-            handle: self.handle,
-            max: u32::try_from(n).unwrap_or(u32::MAX),
-            wait: Wait::NoWait,
-        };
-        self.encode_detached(Detached::Prefetch, &self.outstanding, op, frame);
+    /// Opens the queue `name` for raw bytes, carried untouched (this is how the `ipcq`
+    /// command line sees queues).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::queue`].
+    pub fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
+        self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
     }
 
-    /// Appends one-way messages (acknowledgements, returns) to `frame`.
-    fn encode_all(&self, msgs: &[ClientMsg], frame: &mut Vec<u8>) {
-        for msg in msgs {
-            // A few bytes each: they always fit.
-            let _ = self.client.encode(msg, &[], frame);
-        }
-    }
-}
-
-impl Drop for Local {
-    /// The last handle on this queue is gone: prefetched items go back to the head of the
-    /// queue for other getters, and unused credits back to the broker.
-    fn drop(&mut self) {
-        // Answers still on their way would come to a handle that no longer exists; wait for
-        // them (they never wait in the broker), and the reader sends their items and credits
-        // back.
-        for id in [&self.outstanding, &self.reserving] {
-            let id = id.load(Ordering::Acquire);
-            if id != 0 {
-                let _ = self.client.wait_answered(id, &self.waker);
-            }
-        }
-        let mut frame = Vec::new();
-        self.encode_all(&self.inbox.give_back(), &mut frame);
-        if !frame.is_empty() {
-            let _ = self.client.send(&frame);
-        }
-        self.release_credits();
+    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::queue_with`].
+    pub fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
+        let handle = self.open(name, options.kind())?;
+        Ok(RawQueue::new(
+            self.hold(handle),
+            name,
+            options.get_capacity(),
+        ))
     }
 }
 
@@ -307,26 +180,26 @@ impl Drop for Local {
 /// ```
 #[derive(Clone)]
 pub struct RawQueue {
-    local: Arc<Local>,
+    hold: Arc<Hold>,
     name: Arc<str>,
     capacity: usize,
 }
 
 impl RawQueue {
-    pub(crate) fn new(local: Arc<Local>, name: &str, capacity: usize) -> Self {
+    pub(crate) fn new(hold: Arc<Hold>, name: &str, capacity: usize) -> Self {
         RawQueue {
-            local,
+            hold,
             name: name.into(),
             capacity,
         }
     }
 
     fn client(&self) -> &Client {
-        &self.local.client
+        &self.hold.client
     }
 
     fn handle(&self) -> u32 {
-        self.local.handle
+        self.hold.handle
     }
 
     /// The queue's name.
@@ -348,12 +221,13 @@ impl RawQueue {
     ///
     /// The setting is shared by every handle on this queue from the same [`Client`].
     pub fn set_prefetch(&self, items: usize) {
-        self.local.inbox.set_prefetch(items);
+        self.client()
+            .with_core(|core| core.set_prefetch(self.handle(), items));
     }
 
     /// The current prefetch window (see [`set_prefetch`](RawQueue::set_prefetch)).
     pub fn prefetch(&self) -> usize {
-        self.local.inbox.prefetch()
+        self.client().with_core(|core| core.prefetch(self.handle()))
     }
 
     /// Puts an item, waiting while the queue is full. When it returns, the item is in the
@@ -387,50 +261,31 @@ impl RawQueue {
     }
 
     fn put_wait(&self, item: &[u8], wait: Wait) -> Result<()> {
-        self.check_item(item.len())?;
-        loop {
-            // A credit is a slot already reserved: the put needs no answer.
-            if self.local.credits.take([item.len()]) == 1 {
-                let mut frame = Vec::with_capacity(32 + item.len());
-                self.client().encode(
-                    &ClientMsg::Send {
-                        handle: self.handle(),
-                    },
-                    &[item],
-                    &mut frame,
-                )?;
-                self.local.encode_reserve(item.len(), &mut frame);
-                return self.client().send_one_way(&frame);
-            }
-            // Credits asked for earlier may be on their way: they come at once.
-            if !self.local.await_reserve()? {
-                break;
-            }
-        }
-        // Credits left were granted for smaller items: they go back, or the slots they hold
-        // could be the room this put waits for.
-        self.local.release_credits();
-        // A put that may wait asks for credits for the puts that follow it.
-        let credits = if wait == Wait::NoWait {
-            0
-        } else {
-            credit_request(item.len())
-        };
-        let op = Op::Put {
-            handle: self.handle(),
-            wait,
-            credits,
-        };
-        self.accepted(self.client().call(op, &[item])?.0)
+        check_item(item.len(), self.client().max_frame_len())?;
+        self.put_items(&[item], wait).map(|_| ())
     }
 
-    fn accepted(&self, reply: Reply) -> Result<()> {
-        match reply {
-            Reply::Accepted { .. } => {
-                self.local.credits.add(Grant::of(&reply));
-                Ok(())
+    /// Puts the first of `items` at least (all of them if there are credits for them, in
+    /// one write); returns how many were put.
+    fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
+        let (client, handle, waker) = (self.client(), self.handle(), &self.hold.waker);
+        loop {
+            match client.with_core(|core| core.put_step(handle, items, wait))? {
+                // On slots already reserved: the put needs no answer.
+                PutStep::Sent(n, mark) => return client.flush(mark).map(|()| n),
+                // Credits asked for earlier are on their way: they come at once.
+                PutStep::Await(id) => {
+                    let _ = client.flush_all();
+                    client.wait(waker, |core| core.poll_settled(id, handle, Some(waker)))?;
+                }
+                PutStep::Room(id) => {
+                    let _ = client.flush_all();
+                    match client.wait(waker, |core| core.poll(id, Some(waker)))?.0 {
+                        Reply::Accepted { .. } => {}
+                        other => return Err(unexpected(&other)),
+                    }
+                }
             }
-            other => Err(unexpected(&other)),
         }
     }
 
@@ -450,43 +305,11 @@ impl RawQueue {
         let items: Vec<I::Item> = items.into_iter().collect();
         let items: Vec<&[u8]> = items.iter().map(AsRef::as_ref).collect();
         for batch in frames_of(&items, self.client().max_frame_len())? {
-            self.put_batch(&batch)?;
-        }
-        Ok(())
-    }
-
-    /// Puts one frame's worth: as many items as there are credits in one write, the rest
-    /// in one round trip that asks for more credits.
-    fn put_batch(&self, batch: &[&[u8]]) -> Result<()> {
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let credited = self.local.credits.take(rest.iter().map(|item| item.len()));
-            if credited == 0 {
-                // Credits asked for earlier may be on their way: they come at once.
-                if self.local.await_reserve()? {
-                    continue;
-                }
-                // As in `put_wait`: credits granted for smaller items go back first.
-                self.local.release_credits();
-                let op = Op::PutMany {
-                    handle: self.handle(),
-                    lens: lens(rest),
-                    credits: credit_request(average_len(batch)),
-                };
-                return self.accepted(self.client().call(op, rest)?.0);
+            let mut rest = &batch[..];
+            while !rest.is_empty() {
+                let put = self.put_items(rest, Wait::Block)?;
+                rest = &rest[put..];
             }
-            let (on_credit, after) = rest.split_at(credited);
-            let msg = ClientMsg::SendMany {
-                handle: self.handle(),
-                lens: lens(on_credit),
-            };
-            let mut frame =
-                Vec::with_capacity(48 + on_credit.iter().map(|i| i.len() + 5).sum::<usize>());
-            self.client().encode(&msg, on_credit, &mut frame)?;
-            self.local
-                .encode_reserve(average_len(on_credit), &mut frame);
-            self.client().send_one_way(&frame)?;
-            rest = after;
         }
         Ok(())
     }
@@ -553,64 +376,72 @@ impl RawQueue {
         self.fetch(max, wait)
     }
 
-    /// Hands out up to `max` items (at least one): prefetched ones if there are any, else
+    /// Hands out up to `max` items (at least one): fetched ones if there are any, else
     /// those of a round trip that waits as asked and fetches up to the prefetch window.
+    /// While it waits, items another thread's answer brought are taken instead, and the
+    /// request is withdrawn.
     fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
+        let (client, handle) = (self.client(), self.handle());
         loop {
-            let buffered = self.local.take_buffered(max)?;
-            if !buffered.is_empty() {
-                return Ok(buffered);
-            }
-            if let Err(err) = self.refill(max.max(self.local.window()), wait) {
+            let step = client.with_core(|core| core.get_step(handle, max, wait, Instant::now()))?;
+            let fetch = match step {
+                // Theirs once acknowledged.
+                GetStep::Items(items, mark) => return client.flush(mark).map(|()| items),
+                GetStep::Wait(fetch) => fetch,
+            };
+            if let Err(err) = self.wait_fetch(fetch) {
                 // Items that arrived before the error still come first (if they can still
                 // be acknowledged).
-                return match self.local.take_buffered(max) {
-                    Ok(buffered) if !buffered.is_empty() => Ok(buffered),
-                    _ => Err(err),
+                let step = client
+                    .with_core(|core| core.get_step(handle, max, Wait::NoWait, Instant::now()));
+                return match step {
+                    Ok(GetStep::Items(items, mark)) => client.flush(mark).map(|()| items),
+                    Ok(GetStep::Wait(fetch)) => {
+                        client.with_core(|core| core.abandon(fetch.id()));
+                        Err(err)
+                    }
+                    Err(_) => Err(err),
                 };
             }
         }
     }
 
-    /// Waits up to `timeout` until a `get` would return at once: an item is prefetched
-    /// (fetching one if needed; it stays for the next `get`) or the queue is closed and
-    /// drained.
-    pub(crate) fn poll(&self, timeout: Duration) -> Result<bool> {
-        let wait = Wait::timeout(timeout);
-        loop {
-            if self.local.has_buffered() {
-                return Ok(true);
-            }
-            match self.refill(self.local.window(), wait) {
-                Ok(()) => {}
-                Err(Error::Empty) => return Ok(self.local.has_buffered()),
-                Err(Error::Closed) => return Ok(true),
-                Err(err) => return Err(err),
+    /// Waits until `fetch` is answered or items arrive otherwise (then withdraws it).
+    fn wait_fetch(&self, fetch: Fetch) -> Result<()> {
+        let (client, handle, waker) = (self.client(), self.handle(), &self.hold.waker);
+        let _ = client.flush_all();
+        match client.wait(waker, |core| core.poll_fetch(fetch, handle, Some(waker)))? {
+            Progress::Answer(Reply::Items { .. }) => Ok(()),
+            Progress::Answer(other) => Err(unexpected(&other)),
+            Progress::Moved => {
+                if let Fetch::Own(id) = fetch {
+                    client.with_core(|core| core.abandon(id));
+                }
+                Ok(())
             }
         }
     }
 
-    /// With the buffer empty: waits for the prefetch in flight, if any (it is answered at
-    /// once, and its items come before anything a new request could get); otherwise asks
-    /// for up to `max` items, waiting as `wait` says, until they or other items are in the
-    /// buffer.
-    fn refill(&self, max: usize, wait: Wait) -> Result<()> {
-        let outstanding = self.local.outstanding.load(Ordering::Acquire);
-        if outstanding != 0 {
-            return self.client().wait_answered(outstanding, &self.local.waker);
+    /// Waits up to `timeout` until a `get` would return at once: an item is fetched (it
+    /// stays for the next `get`) or the queue is closed and drained.
+    pub(crate) fn poll(&self, timeout: Duration) -> Result<bool> {
+        let (client, handle) = (self.client(), self.handle());
+        let wait = Wait::timeout(timeout);
+        loop {
+            if client.with_core(|core| core.has_items(handle)) {
+                return Ok(true);
+            }
+            let fetch = client.with_core(|core| {
+                let window = core.window(handle);
+                core.fetch(handle, window, wait)
+            })?;
+            match self.wait_fetch(fetch) {
+                Ok(()) => {}
+                Err(Error::Empty) => return Ok(client.with_core(|core| core.has_items(handle))),
+                Err(Error::Closed) => return Ok(true),
+                Err(err) => return Err(err),
+            }
         }
-        let id = self.client().next_id();
-        let op = Op::GetMany {
-            handle: self.handle(),
-            max: u32::try_from(max).unwrap_or(u32::MAX),
-            wait,
-        };
-        let mut frame = Vec::with_capacity(32);
-        self.client()
-            .encode(&ClientMsg::Request { id, op }, &[], &mut frame)?;
-        self.client()
-            .fetch_into(id, &frame, &self.local)
-            .map(|_| ())
     }
 
     /// Marks one item as processed, as `JoinableQueue.task_done`: once every item put has
@@ -701,12 +532,9 @@ impl RawQueue {
     ///
     /// [`Error::BrokerGone`].
     pub fn close(&self) -> Result<()> {
-        self.local.release_credits();
+        self.client()
+            .with_core(|core| core.release_credits(self.handle()));
         self.client().run(ops::close(self.handle()))
-    }
-
-    fn check_item(&self, len: usize) -> Result<()> {
-        check_item(len, self.client().max_frame_len())
     }
 }
 

@@ -56,34 +56,27 @@ pub use pipe::{PipeEnd, RawPipeEnd};
 pub use queue::{Queue, RawQueue};
 pub use sync::{Barrier, Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use ::tokio::sync::{oneshot, Notify};
+use ::tokio::sync::Notify;
 use ::tokio::task::AbortHandle;
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
-use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Kind, ObjectStats, Op, Reply, Wait};
-use serde::{de::DeserializeOwned, Serialize};
+use ipcq_proto::{AddrKind, Kind, ObjectStats, Op, Reply, Wait};
 
-use crate::common::{
-    connect_error, hello_frame, release_msg, their_hello, Dead, Grant, REPLY_SLACK,
-};
+use crate::common::{connect_error, hello_frame, their_hello, Dead};
 use crate::connect::{self, ConnectOptions};
-use crate::ops::{self, Request};
-pub(crate) use crate::ops::{unexpected, Purpose};
-use crate::pipe::{End, PipeOptions};
-use crate::queue::QueueOptions;
+use crate::core::{Core, Wakeup};
+pub(crate) use crate::ops::unexpected;
+use crate::ops::{self, Purpose, Request};
 use crate::{Error, Result};
-use queue::Local;
 
 /// Flush the write buffer in chunks of at most this much.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -118,10 +111,6 @@ struct Inner {
     conn: Arc<Conn>,
     /// The broker's frame limit, from its handshake.
     max_frame_len: usize,
-    next_id: AtomicU64,
-    /// Per-handle state (credits, fetched items), shared by every handle on the same
-    /// object; weak, so that dropping the last handle gives its items and credits back.
-    locals: Mutex<HashMap<u32, Weak<Local>>>,
     reader: AbortHandle,
 }
 
@@ -133,7 +122,7 @@ struct Conn {
     wake_writer: Notify,
     /// The write buffer was emptied.
     idle: Notify,
-    state: Mutex<State>,
+    core: Mutex<Core<Waker>>,
 }
 
 /// Bytes not yet written. While `busy`, the writer task owns the socket's write side and
@@ -145,19 +134,26 @@ struct Out {
     closing: bool,
 }
 
-#[derive(Default)]
-struct State {
-    pending: HashMap<u64, Slot>,
-    /// Set once the connection is unusable; every call fails with it from then on.
-    dead: Option<Dead>,
+impl Wakeup for Waker {
+    fn same(&self, other: &Self) -> bool {
+        self.will_wake(other)
+    }
 }
 
-struct Slot {
-    tx: Option<oneshot::Sender<(Reply, Bytes)>>,
-    purpose: Purpose,
-    handle: u32,
-    /// The caller stopped waiting: the reader settles the answer.
-    abandoned: bool,
+/// One handle's share of its object's state in the connection's core: the last one
+/// dropped gives the object's fetched items and credits back.
+pub(crate) struct Hold {
+    pub(crate) client: Client,
+    pub(crate) handle: u32,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // The reader task settles what is still on its way.
+        self.client.with_core(|core| core.close_handle(self.handle));
+        // If the connection is gone, the broker gives everything back itself.
+        let _ = self.client.send();
+    }
 }
 
 impl Client {
@@ -236,24 +232,15 @@ impl Client {
             out: Mutex::new(Out::default()),
             wake_writer: Notify::new(),
             idle: Notify::new(),
-            state: Mutex::new(State::default()),
+            core: Mutex::new(Core::new(max_frame_len)),
         });
         ::tokio::spawn(write_loop(Arc::clone(&conn)));
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let reader = ::tokio::spawn(read_loop(
-                Arc::clone(&conn),
-                weak.clone(),
-                buf,
-                max_frame_len + REPLY_SLACK,
-            ));
-            Inner {
-                addr: addr.to_owned(),
-                conn,
-                max_frame_len,
-                next_id: AtomicU64::new(1),
-                locals: Mutex::new(HashMap::new()),
-                reader: reader.abort_handle(),
-            }
+        let reader = ::tokio::spawn(read_loop(Arc::clone(&conn), buf));
+        let inner = Arc::new(Inner {
+            addr: addr.to_owned(),
+            conn,
+            max_frame_len,
+            reader: reader.abort_handle(),
         });
         let client = Client { inner };
         // The broker answers a refused handshake (version, connection limit) with an error
@@ -281,106 +268,6 @@ impl Client {
     /// spare.
     pub fn max_frame_len(&self) -> usize {
         self.inner.max_frame_len
-    }
-
-    /// Opens the queue `name` for items of type `T` (postcard), creating it with
-    /// `capacity` (0 for unbounded) if it does not exist.
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::queue`].
-    pub async fn queue<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-        capacity: usize,
-    ) -> Result<Queue<T>> {
-        self.raw_queue(name, capacity).await.map(Queue::from_raw)
-    }
-
-    /// Opens the queue `name` for items of type `T`, creating it with `options` if it does
-    /// not exist (as [`crate::Client::queue_with`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::queue_with`].
-    pub async fn queue_with<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-        options: QueueOptions,
-    ) -> Result<Queue<T>> {
-        self.raw_queue_with(name, options)
-            .await
-            .map(Queue::from_raw)
-    }
-
-    /// Opens the queue `name` for raw bytes.
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::queue`].
-    pub async fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
-        self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
-            .await
-    }
-
-    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
-    /// exist.
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::queue_with`].
-    pub async fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
-        let handle = self.open(name, options.kind()).await?;
-        Ok(RawQueue::new(
-            self.local(handle),
-            name,
-            options.get_capacity(),
-        ))
-    }
-
-    /// Opens end `end` of the duplex pipe `name` (as [`crate::Client::pipe`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::pipe`].
-    pub async fn pipe<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-        end: End,
-    ) -> Result<PipeEnd<T>> {
-        self.pipe_with(name, end, PipeOptions::default()).await
-    }
-
-    /// Opens end `end` of the pipe `name` created with `options`.
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::pipe_with`].
-    pub async fn pipe_with<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-        end: End,
-        options: PipeOptions,
-    ) -> Result<PipeEnd<T>> {
-        self.raw_pipe(name, end, options)
-            .await
-            .map(PipeEnd::from_raw)
-    }
-
-    /// Opens end `end` of the pipe `name` for raw bytes.
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::pipe_with`].
-    pub async fn raw_pipe(&self, name: &str, end: End, options: PipeOptions) -> Result<RawPipeEnd> {
-        let kind = Kind::PipeEnd {
-            duplex: options.is_duplex(),
-            capacity: options.get_capacity() as u64,
-            end: end.index(),
-        };
-        let handle = self.open(name, kind).await?;
-        let queue = RawQueue::new(self.local(handle), name, options.get_capacity());
-        Ok(RawPipeEnd::new(queue, end, options))
     }
 
     /// Opens `name` as `kind`; returns its handle.
@@ -444,8 +331,8 @@ impl Client {
             let idle = conn.idle.notified();
             ::tokio::pin!(idle);
             idle.as_mut().enable();
-            if let Some(dead) = &conn.lock_state().dead {
-                return Err(dead.error());
+            if let Some(err) = conn.lock_core().failure() {
+                return Err(err);
             }
             {
                 let out = conn.lock_out();
@@ -474,7 +361,7 @@ impl Client {
     }
 
     /// Registers and sends request `op` (with `items` as its tail); the returned future
-    /// waits for its answer, and if dropped first, hands the answer to the reader to settle
+    /// waits for its answer, and if dropped first, leaves the answer to the core to settle
     /// as `purpose` says.
     pub(crate) fn request(
         &self,
@@ -483,239 +370,58 @@ impl Client {
         purpose: Purpose,
         handle: u32,
     ) -> Result<Call> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::with_capacity(32);
-        self.encode(&ClientMsg::Request { id, op }, items, &mut frame)?;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut state = self.inner.conn.lock_state();
-            if let Some(dead) = &state.dead {
-                return Err(dead.error());
-            }
-            state.pending.insert(
-                id,
-                Slot {
-                    tx: Some(tx),
-                    purpose,
-                    handle,
-                    abandoned: false,
-                },
-            );
-        }
+        let id = self.with_core(|core| core.request(op, items, purpose, handle, None))?;
         // A failed write means the connection is going: the reader fails the request.
-        let _ = self.send(&frame);
-        Ok(Call {
+        let _ = self.send();
+        Ok(self.call(id))
+    }
+
+    /// The answer to request `id` (queued already), as a future.
+    pub(crate) fn call(&self, id: u64) -> Call {
+        Call {
             client: self.clone(),
             id,
-            purpose,
-            handle,
-            rx,
             done: false,
-        })
-    }
-
-    /// Appends `msg` with `items` as its tail to `frame`.
-    pub(crate) fn encode(
-        &self,
-        msg: &ClientMsg,
-        items: &[&[u8]],
-        frame: &mut Vec<u8>,
-    ) -> Result<()> {
-        let tail_len: usize = items.iter().map(|item| item.len()).sum();
-        ipcq_proto::encode(msg, tail_len, self.inner.max_frame_len, frame).map_err(
-            |err| match err {
-                ipcq_proto::Error::FrameTooLarge { len, max } => Error::TooLarge { len, max },
-                other => protocol(other),
-            },
-        )?;
-        for item in items {
-            frame.extend_from_slice(item);
         }
-        Ok(())
     }
 
-    /// Hands whole frames to the connection, in order: written now if the socket takes
-    /// them, else queued for the writer task. Never waits.
+    /// Runs `f` on the connection's protocol state.
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core<Waker>) -> T) -> T {
+        f(&mut self.inner.conn.lock_core())
+    }
+
+    /// Waits until `poll` finds what it waits for (`poll` registers the task's waker with
+    /// the core).
+    pub(crate) async fn wait<T>(
+        &self,
+        mut poll: impl FnMut(&mut Core<Waker>, &Waker) -> Option<Result<T>>,
+    ) -> Result<T> {
+        std::future::poll_fn(
+            |cx| match poll(&mut self.inner.conn.lock_core(), cx.waker()) {
+                Some(result) => Poll::Ready(result),
+                None => Poll::Pending,
+            },
+        )
+        .await
+    }
+
+    /// Hands what the core has queued to the connection, in order: written now if the
+    /// socket takes it, else queued for the writer task. Never waits.
     ///
     /// # Errors
     ///
-    /// The connection's error when it is dead: nothing was sent.
-    pub(crate) fn send(&self, frames: &[u8]) -> Result<()> {
-        let conn = &self.inner.conn;
-        if let Some(dead) = &conn.lock_state().dead {
-            return Err(dead.error());
-        }
-        let mut out = conn.lock_out();
-        if out.busy || !out.buf.is_empty() {
-            out.buf.extend_from_slice(frames);
-            return Ok(());
-        }
-        // Nobody else writes while this lock is held and the writer task is idle.
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut written = 0;
-        while written < frames.len() {
-            match Pin::new(&mut &conn.stream).poll_write(&mut cx, &frames[written..]) {
-                Poll::Ready(Ok(0)) | Poll::Pending => break,
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(err)) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                // The reader finds out why; the frames are lost with the connection.
-                Poll::Ready(Err(err)) => return Err(gone(err)),
-            }
-        }
-        if written < frames.len() {
-            out.buf.extend_from_slice(&frames[written..]);
-            out.busy = true;
-            drop(out);
-            conn.wake_writer.notify_one();
-        }
-        Ok(())
+    /// The connection's error when it is dead or a write failed: what was queued is lost.
+    pub(crate) fn send(&self) -> Result<()> {
+        self.inner.conn.send()
     }
 
-    /// Sends a one-way message.
-    pub(crate) fn send_msg(&self, msg: &ClientMsg) -> Result<()> {
-        let mut frame = Vec::with_capacity(16);
-        self.encode(msg, &[], &mut frame)?;
-        self.send(&frame)
-    }
-
-    /// The shared state of `handle`, created on first use.
-    fn local(&self, handle: u32) -> Arc<Local> {
-        let mut locals = self.inner.lock_locals();
-        if let Some(local) = locals.get(&handle).and_then(Weak::upgrade) {
-            return local;
-        }
-        let local = Arc::new(Local::new(self.clone(), handle));
-        locals.retain(|_, weak| weak.strong_count() > 0);
-        locals.insert(handle, Arc::downgrade(&local));
-        local
-    }
-
-    fn dead_error(&self) -> Error {
-        match &self.inner.conn.lock_state().dead {
-            Some(dead) => dead.error(),
-            None => Error::BrokerGone("the connection closed".into()),
-        }
-    }
-
-    /// The caller of request `id` no longer waits: the reader settles its answer, or, if
-    /// it came already, this does.
-    fn abandon(&self, call: &mut Call) {
-        let waiting = {
-            let mut state = self.inner.conn.lock_state();
-            match state.pending.get_mut(&call.id) {
-                Some(slot) => {
-                    slot.abandoned = true;
-                    true
-                }
-                None => false,
-            }
-        };
-        if !waiting {
-            // The reader hands answers over with the state locked: if the slot is gone, the
-            // answer is here (or the connection died, taking it along).
-            if let Ok((body, tail)) = call.rx.try_recv() {
-                self.inner
-                    .settle_abandoned(call.purpose, call.handle, body, tail);
-            }
-        } else if call.purpose != Purpose::Other {
-            let (handle, id) = (call.handle, call.id);
-            // If the request is still parked, the broker withdraws it and answers
-            // `Cancelled`; if not, its answer is on the way: either way exactly one answer
-            // comes, and the reader settles it.
-            let _ = self.send_msg(&ClientMsg::Cancel { handle, id });
-        }
-    }
-}
-
-impl Inner {
-    fn lock_locals(&self) -> MutexGuard<'_, HashMap<u32, Weak<Local>>> {
-        self.locals.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn local(&self, handle: u32) -> Option<Arc<Local>> {
-        self.lock_locals().get(&handle).and_then(Weak::upgrade)
-    }
-
-    fn client(self: &Arc<Self>) -> Client {
-        Client {
-            inner: Arc::clone(self),
-        }
-    }
-
-    /// Hands the answer to request `id` to its caller, or settles it if nobody waits.
-    fn dispatch(self: &Arc<Self>, id: u64, body: Reply, tail: Bytes) {
-        if let Reply::Accepted { .. } = body {
-            let room = self
-                .conn
-                .lock_state()
-                .pending
-                .get(&id)
-                .and_then(|slot| (slot.purpose == Purpose::Room).then_some(slot.handle));
-            if let Some(handle) = room {
-                // Before the caller hears of them: the credits are the handle's whoever
-                // waits.
-                self.add_credits(handle, Grant::of(&body));
-            }
-        }
-        let slot = {
-            let mut state = self.conn.lock_state();
-            let Some(mut slot) = state.pending.remove(&id) else {
-                // Requests are never forgotten before their answer: this cannot happen. If
-                // it did, items it carried return to their queue when the connection closes.
-                return;
-            };
-            if !slot.abandoned {
-                if let Some(tx) = slot.tx.take() {
-                    // With the state locked, so that `abandon` finds either the slot or the
-                    // answer.
-                    let _ = tx.send((body, tail));
-                    return;
-                }
-            }
-            slot
-        };
-        self.settle_abandoned(slot.purpose, slot.handle, body, tail);
-    }
-
-    /// Credits granted for `handle` go to its handles, or back if there are none.
-    fn add_credits(self: &Arc<Self>, handle: u32, grant: Grant) {
-        if grant.credits == 0 {
-            return;
-        }
-        match self.local(handle) {
-            Some(local) => local.add_credits(grant),
-            None => {
-                if let Some(msg) = release_msg(handle, grant) {
-                    let _ = self.client().send_msg(&msg);
-                }
-            }
-        }
-    }
-
-    /// Settles an answer nobody waits for: items join their handle's buffer for its next
-    /// `get` (behind any delivered before them, so a consumer still sees its queue's order),
-    /// or go back to the queue if the handle is gone; a permit is released. (Credits were
-    /// settled when the answer came.)
-    fn settle_abandoned(self: &Arc<Self>, purpose: Purpose, handle: u32, body: Reply, tail: Bytes) {
-        match body {
-            Reply::Items { tag, lens, .. } => {
-                let local = self.local(handle);
-                let items = ipcq_proto::split_items(tail, &lens);
-                match (local, items) {
-                    (Some(local), Ok(items)) => local.receive(tag, items),
-                    _ => {
-                        let count = u32::try_from(lens.len()).unwrap_or(u32::MAX);
-                        let _ = self.client().send_msg(&ClientMsg::Return { tag, count });
-                    }
-                }
-            }
-            Reply::Acquired { .. } if purpose == Purpose::Acquire => {
-                let op = Op::ReleasePermit { handle };
-                // Its answer is of no interest: dropping the call abandons it.
-                drop(self.client().request(op, &[], Purpose::Other, handle));
-            }
-            _ => {}
-        }
+    /// A handle's share of object `handle`'s state.
+    pub(crate) fn hold(&self, handle: u32) -> Arc<Hold> {
+        self.with_core(|core| core.open_handle(handle));
+        Arc::new(Hold {
+            client: self.clone(),
+            handle,
+        })
     }
 }
 
@@ -728,26 +434,78 @@ impl Drop for Inner {
 }
 
 impl Conn {
-    fn lock_state(&self) -> MutexGuard<'_, State> {
-        // Single inserts and removals: a poisoned lock is still coherent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_core(&self) -> MutexGuard<'_, Core<Waker>> {
+        // The core's changes complete under the lock or not at all (it does no I/O and
+        // does not panic midway): a poisoned lock is still coherent.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_out(&self) -> MutexGuard<'_, Out> {
         self.out.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// See [`Client::send`].
+    fn send(&self) -> Result<()> {
+        let mut out = self.lock_out();
+        let bytes = {
+            let mut core = self.lock_core();
+            if core.is_dead() {
+                return Err(core.failure().expect("dead"));
+            }
+            core.take_transmit()
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if out.busy || !out.buf.is_empty() {
+            out.buf.extend_from_slice(&bytes);
+            return Ok(());
+        }
+        // Nobody else writes while this lock is held and the writer task is idle.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut written = 0;
+        while written < bytes.len() {
+            match Pin::new(&mut &self.stream).poll_write(&mut cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) | Poll::Pending => break,
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(err)) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                // The reader finds out why; what was queued is lost with the connection.
+                Poll::Ready(Err(err)) => {
+                    self.lock_core().writes_failed();
+                    return Err(gone(err));
+                }
+            }
+        }
+        if written < bytes.len() {
+            out.buf.extend_from_slice(&bytes[written..]);
+            out.busy = true;
+            drop(out);
+            self.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Hands bytes read to the core; wakes whom it wakes and sends what it queues.
+    fn handle_bytes(&self, buf: &mut BytesMut) {
+        let (woken, transmit) = {
+            let mut core = self.lock_core();
+            core.handle_bytes(buf);
+            (core.take_woken(), core.has_transmit())
+        };
+        woken.into_iter().for_each(Waker::wake);
+        if transmit {
+            let _ = self.send();
+        }
+    }
+
     /// The connection is unusable: every waiting caller gets `dead`'s error.
     fn die(&self, dead: Dead) {
-        let pending = {
-            let mut state = self.lock_state();
-            if state.dead.is_none() {
-                state.dead = Some(dead);
-            }
-            std::mem::take(&mut state.pending)
+        let woken = {
+            let mut core = self.lock_core();
+            core.die(dead);
+            core.take_woken()
         };
-        // Dropping the senders wakes every caller, which then reads `dead`.
-        drop(pending);
+        woken.into_iter().for_each(Waker::wake);
         self.idle.notify_waiters();
     }
 }
@@ -757,9 +515,6 @@ impl Conn {
 pub(crate) struct Call {
     client: Client,
     id: u64,
-    purpose: Purpose,
-    handle: u32,
-    rx: oneshot::Receiver<(Reply, Bytes)>,
     done: bool,
 }
 
@@ -768,15 +523,14 @@ impl Future for Call {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        match Pin::new(&mut this.rx).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(answer) => {
+        match this
+            .client
+            .with_core(|core| core.poll(this.id, Some(cx.waker())))
+        {
+            None => Poll::Pending,
+            Some(answer) => {
                 this.done = true;
-                Poll::Ready(match answer {
-                    Ok((Reply::Error(err), _)) => Err(Error::from_reply(err)),
-                    Ok(answer) => Ok(answer),
-                    Err(_) => Err(this.client.dead_error()),
-                })
+                Poll::Ready(answer)
             }
         }
     }
@@ -785,35 +539,25 @@ impl Future for Call {
 impl Drop for Call {
     fn drop(&mut self) {
         if !self.done {
-            let client = self.client.clone();
-            client.abandon(self);
+            self.client.with_core(|core| core.abandon(self.id));
+            let _ = self.client.send();
         }
     }
 }
 
-/// Reads the broker's messages and hands them out, until the connection ends.
-async fn read_loop(conn: Arc<Conn>, inner: Weak<Inner>, mut buf: BytesMut, max: usize) {
+/// Reads the broker's bytes and hands them to the core, until the connection ends.
+async fn read_loop(conn: Arc<Conn>, mut buf: BytesMut) {
+    // What the handshake left.
+    conn.handle_bytes(&mut buf);
     let dead = loop {
-        let frame = match read_frame(&mut &conn.stream, &mut buf, max).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break Dead::Gone("the broker closed the connection".into()),
-            Err(err) => break err,
-        };
-        let (msg, tail) = match ipcq_proto::decode::<BrokerMsg>(frame) {
-            Ok(decoded) => decoded,
-            Err(err) => break Dead::Protocol(err.to_string()),
-        };
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        match msg {
-            BrokerMsg::Reply { id, body } => inner.dispatch(id, body, tail),
-            BrokerMsg::Fatal(err) => break Dead::Refused(err),
-            BrokerMsg::Revoke { handle } => {
-                if let Some(local) = inner.local(handle) {
-                    local.release_credits();
-                }
-            }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match (&conn.stream).read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => break Dead::Gone("the broker closed the connection".into()),
+            Ok(0) => break Dead::Gone("the broker closed the connection mid-frame".into()),
+            Ok(_) => conn.handle_bytes(&mut buf),
+            Err(err) => break Dead::Gone(format!("connection lost: {err}")),
         }
     };
     conn.die(dead);
@@ -895,10 +639,6 @@ pub(crate) fn remaining(wait: Wait, start: Instant) -> Wait {
 
 fn gone(err: std::io::Error) -> Error {
     Error::BrokerGone(format!("connection lost: {err}"))
-}
-
-fn protocol(err: ipcq_proto::Error) -> Error {
-    Error::Protocol(err.to_string())
 }
 
 impl fmt::Debug for Client {

@@ -5,9 +5,10 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ipcq_proto::Kind;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::RawQueue;
+use super::{Client, RawQueue};
 use crate::common::{decode, encode};
 use crate::pipe::{End, PipeOptions};
 use crate::Result;
@@ -259,5 +260,52 @@ impl<T> fmt::Debug for PipeEnd<T> {
             .field("name", &self.raw.name())
             .field("end", &self.raw.end)
             .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens end `end` of the duplex pipe `name` (as [`crate::Client::pipe`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::pipe`].
+    pub async fn pipe<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        end: End,
+    ) -> Result<PipeEnd<T>> {
+        self.pipe_with(name, end, PipeOptions::default()).await
+    }
+
+    /// Opens end `end` of the pipe `name` created with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::pipe_with`].
+    pub async fn pipe_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        end: End,
+        options: PipeOptions,
+    ) -> Result<PipeEnd<T>> {
+        self.raw_pipe(name, end, options)
+            .await
+            .map(PipeEnd::from_raw)
+    }
+
+    /// Opens end `end` of the pipe `name` for raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::pipe_with`].
+    pub async fn raw_pipe(&self, name: &str, end: End, options: PipeOptions) -> Result<RawPipeEnd> {
+        let kind = Kind::PipeEnd {
+            duplex: options.is_duplex(),
+            capacity: options.get_capacity() as u64,
+            end: end.index(),
+        };
+        let handle = self.open(name, kind).await?;
+        let queue = RawQueue::new(self.hold(handle), name, options.get_capacity());
+        Ok(RawPipeEnd::new(queue, end, options))
     }
 }

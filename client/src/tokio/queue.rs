@@ -5,114 +5,71 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::tokio::sync::Notify;
 use bytes::Bytes;
-use ipcq_proto::{ClientMsg, Op, QueueInfo, Reply, Wait};
+use ipcq_proto::{QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{remaining, unexpected, Client, Purpose};
-use crate::common::{
-    average_len, check_item, credit_request, decode, encode, frames_of, lens, release_msg, Credits,
-    Grant,
-};
-use crate::inbox::Inbox;
+use super::{remaining, unexpected, Client, Hold};
+use crate::common::{check_item, decode, encode, frames_of};
+use crate::core::{Fetch, GetStep, Progress, PutStep};
 use crate::ops;
+use crate::queue::QueueOptions;
 use crate::{Error, Result};
 
-/// What one connection knows of one queue (or pipe end), shared by every handle on it:
-/// credits (slots the broker reserved for this connection's puts) and fetched items not
-/// yet handed to the application.
-pub(crate) struct Local {
-    client: Client,
-    handle: u32,
-    credits: Credits,
-    /// Delivered items not yet handed out, and the application's pace.
-    inbox: Inbox,
-    /// Items were added to the inbox.
-    arrived: Notify,
-}
-
-impl Local {
-    pub(crate) fn new(client: Client, handle: u32) -> Self {
-        Local {
-            client,
-            handle,
-            credits: Credits::default(),
-            inbox: Inbox::new(),
-            arrived: Notify::new(),
-        }
-    }
-
-    pub(crate) fn add_credits(&self, grant: Grant) {
-        self.credits.add(grant);
-    }
-
-    /// Gives every unused credit back to the broker.
-    pub(crate) fn release_credits(&self) {
-        if let Some(msg) = release_msg(self.handle, self.credits.take_all()) {
-            // If the connection is gone, so are the credits.
-            let _ = self.client.send_msg(&msg);
-        }
-    }
-
-    /// Takes up to `max` fetched items and acknowledges them: from now on they are the
-    /// application's.
+impl Client {
+    /// Opens the queue `name` for items of type `T` (postcard), creating it with
+    /// `capacity` (0 for unbounded) if it does not exist.
     ///
     /// # Errors
     ///
-    /// The connection's error when the acknowledgement cannot be written: the broker gives
-    /// the items back to the queue when it sees the connection end, so they are not handed
-    /// out here too (they would be delivered twice); the rest of the buffer goes with them.
-    fn take_buffered(&self, max: usize) -> Result<Vec<Bytes>> {
-        let Some(taken) = self.inbox.take(max) else {
-            return Ok(Vec::new());
-        };
-        if let Err(err) = self.send_all(&taken.acks) {
-            drop(self.inbox.give_back());
-            return Err(err);
-        }
-        Ok(taken.items)
+    /// As [`crate::Client::queue`].
+    pub async fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        capacity: usize,
+    ) -> Result<Queue<T>> {
+        self.raw_queue(name, capacity).await.map(Queue::from_raw)
     }
 
-    /// Sends one-way messages (acknowledgements, returns) in one write.
+    /// Opens the queue `name` for items of type `T`, creating it with `options` if it does
+    /// not exist (as [`crate::Client::queue_with`]).
     ///
     /// # Errors
     ///
-    /// The connection's error when it is gone: the broker settles the deliveries itself.
-    fn send_all(&self, msgs: &[ClientMsg]) -> Result<()> {
-        let mut frame = Vec::new();
-        for msg in msgs {
-            // A few bytes each: they always fit.
-            let _ = self.client.encode(msg, &[], &mut frame);
-        }
-        if frame.is_empty() {
-            return Ok(());
-        }
-        self.client.send(&frame)
+    /// As [`crate::Client::queue_with`].
+    pub async fn queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<Queue<T>> {
+        self.raw_queue_with(name, options)
+            .await
+            .map(Queue::from_raw)
     }
 
-    /// Keeps delivered items for the next gets, behind those already kept.
-    pub(crate) fn receive(&self, tag: u64, items: Vec<Bytes>) {
-        if items.is_empty() {
-            return;
-        }
-        self.inbox.receive(tag, items, None);
-        self.arrived.notify_waiters();
+    /// Opens the queue `name` for raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::queue`].
+    pub async fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
+        self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
+            .await
     }
 
-    /// How many items to fetch now, at the application's recent pace (at least 1).
-    fn window(&self) -> usize {
-        self.inbox.window()
-    }
-}
-
-impl Drop for Local {
-    /// The last handle is gone: fetched items go back to the head of the queue, unused
-    /// credits back to the broker.
-    fn drop(&mut self) {
-        // If the connection is gone, the broker gives the items back itself.
-        let _ = self.send_all(&self.inbox.give_back());
-        self.release_credits();
+    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::queue_with`].
+    pub async fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
+        let handle = self.open(name, options.kind()).await?;
+        Ok(RawQueue::new(
+            self.hold(handle),
+            name,
+            options.get_capacity(),
+        ))
     }
 }
 
@@ -121,26 +78,26 @@ impl Drop for Local {
 /// `Clone + Send + Sync`; cloning is shallow.
 #[derive(Clone)]
 pub struct RawQueue {
-    local: Arc<Local>,
+    hold: Arc<Hold>,
     name: Arc<str>,
     capacity: usize,
 }
 
 impl RawQueue {
-    pub(crate) fn new(local: Arc<Local>, name: &str, capacity: usize) -> Self {
+    pub(crate) fn new(hold: Arc<Hold>, name: &str, capacity: usize) -> Self {
         RawQueue {
-            local,
+            hold,
             name: name.into(),
             capacity,
         }
     }
 
     fn client(&self) -> &Client {
-        &self.local.client
+        &self.hold.client
     }
 
     fn handle(&self) -> u32 {
-        self.local.handle
+        self.hold.handle
     }
 
     /// The queue's name.
@@ -156,12 +113,13 @@ impl RawQueue {
     /// How many items a `get` may fetch in one round trip (see
     /// [`crate::RawQueue::set_prefetch`]; 1 is strict fair dispatch).
     pub fn set_prefetch(&self, items: usize) {
-        self.local.inbox.set_prefetch(items);
+        self.client()
+            .with_core(|core| core.set_prefetch(self.handle(), items));
     }
 
     /// The current prefetch window.
     pub fn prefetch(&self) -> usize {
-        self.local.inbox.prefetch()
+        self.client().with_core(|core| core.prefetch(self.handle()))
     }
 
     /// Puts an item, waiting while the queue is full. `Ok` means the item is put; a future
@@ -194,45 +152,36 @@ impl RawQueue {
 
     async fn put_wait(&self, item: &[u8], wait: Wait) -> Result<()> {
         check_item(item.len(), self.client().max_frame_len())?;
-        let start = Instant::now();
-        loop {
-            // A credit is a slot already reserved: the item goes at once, and nothing after
-            // this point waits, so a dropped put has put nothing.
-            if self.local.credits.take([item.len()]) == 1 {
-                let mut frame = Vec::with_capacity(16 + item.len());
-                let msg = ClientMsg::Send {
-                    handle: self.handle(),
-                };
-                self.client().encode(&msg, &[item], &mut frame)?;
-                return self.client().send(&frame);
-            }
-            // Credits left were granted for smaller items: they go back, or the slots they
-            // hold could be the room this put waits for.
-            self.local.release_credits();
-            self.wait_room(
-                item.len(),
-                credit_request(item.len()),
-                remaining(wait, start),
-            )
-            .await?;
-        }
+        self.put_items(&[item], wait).await.map(|_| ())
     }
 
-    /// Waits for a slot for an item of `len` bytes; the reader adds it and the credits
-    /// granted with it to this handle.
-    async fn wait_room(&self, len: usize, credits: u32, wait: Wait) -> Result<()> {
-        let op = Op::WaitRoom {
-            handle: self.handle(),
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-            wait,
-            credits,
-        };
-        let call = self
-            .client()
-            .request(op, &[], Purpose::Room, self.handle())?;
-        match call.await?.0 {
-            Reply::Accepted { .. } => Ok(()),
-            other => Err(unexpected(&other)),
+    /// Puts the first of `items` at least (all of them if there are credits for them, in
+    /// one write); returns how many were put. Items are handed to the connection only on
+    /// slots already reserved, with no await point after: a dropped put has put nothing.
+    async fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
+        let (client, handle) = (self.client(), self.handle());
+        let start = Instant::now();
+        loop {
+            let wait = remaining(wait, start);
+            match client.with_core(|core| core.put_step(handle, items, wait))? {
+                PutStep::Sent(n, _) => return client.send().map(|()| n),
+                // Credits asked for earlier are on their way: they come at once.
+                PutStep::Await(id) => {
+                    let _ = client.send();
+                    client
+                        .wait(|core, waker| core.poll_settled(id, handle, Some(waker)))
+                        .await?;
+                }
+                // Dropped while waiting, the request is withdrawn; room granted to it stays
+                // with this client's next puts.
+                PutStep::Room(id) => {
+                    let _ = client.send();
+                    match client.call(id).await?.0 {
+                        Reply::Accepted { .. } => {}
+                        other => return Err(unexpected(&other)),
+                    }
+                }
+            }
         }
     }
 
@@ -252,24 +201,8 @@ impl RawQueue {
         for batch in frames_of(&items, self.client().max_frame_len())? {
             let mut rest = &batch[..];
             while !rest.is_empty() {
-                let credited = self.local.credits.take(rest.iter().map(|item| item.len()));
-                if credited == 0 {
-                    // As in `put_wait`: credits granted for smaller items go back first.
-                    self.local.release_credits();
-                    let want = credit_request(average_len(rest));
-                    self.wait_room(rest[0].len(), want, Wait::Block).await?;
-                    continue;
-                }
-                let (on_credit, after) = rest.split_at(credited);
-                let msg = ClientMsg::SendMany {
-                    handle: self.handle(),
-                    lens: lens(on_credit),
-                };
-                let mut frame =
-                    Vec::with_capacity(48 + on_credit.iter().map(|i| i.len() + 5).sum::<usize>());
-                self.client().encode(&msg, on_credit, &mut frame)?;
-                self.client().send(&frame)?;
-                rest = after;
+                let put = self.put_items(rest, Wait::Block).await?;
+                rest = &rest[put..];
             }
         }
         Ok(())
@@ -333,79 +266,69 @@ impl RawQueue {
     /// While it waits, items another task's fetch brought are taken instead, and the
     /// request is withdrawn.
     async fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
+        let (client, handle) = (self.client(), self.handle());
         let start = Instant::now();
         loop {
-            let arrived = self.local.arrived.notified();
-            ::tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            let buffered = self.local.take_buffered(max)?;
-            if !buffered.is_empty() {
-                return Ok(buffered);
-            }
-            let op = Op::GetMany {
-                handle: self.handle(),
-                max: u32::try_from(max.max(self.local.window())).unwrap_or(u32::MAX),
-                wait: remaining(wait, start),
+            let wait = remaining(wait, start);
+            let step = client.with_core(|core| core.get_step(handle, max, wait, Instant::now()))?;
+            let fetch = match step {
+                // Theirs once acknowledged (the acknowledgement is handed to the connection
+                // with no await point after).
+                GetStep::Items(items, _) => return client.send().map(|()| items),
+                GetStep::Wait(fetch) => fetch,
             };
-            let call = self
-                .client()
-                .request(op, &[], Purpose::Get, self.handle())?;
-            ::tokio::select! {
-                biased;
-                // Dropping `call` withdraws the request; if its answer came meanwhile, its
-                // items join the buffer behind these.
-                () = &mut arrived => {}
-                answer = call => match answer {
-                    Ok((Reply::Items { tag, lens, .. }, tail)) => {
-                        let items = ipcq_proto::split_items(tail, &lens)
-                            .map_err(|err| Error::Protocol(err.to_string()))?;
-                        // Behind items kept from earlier answers, which came first. (Another
-                        // task on this handle may take them first: then this one goes on.)
-                        self.local.receive(tag, items);
-                        let taken = self.local.take_buffered(max)?;
-                        if !taken.is_empty() {
-                            return Ok(taken);
-                        }
+            if let Err(err) = self.wait_fetch(fetch).await {
+                // Items another task fetched meanwhile still come first (if they can still
+                // be acknowledged).
+                let step = client
+                    .with_core(|core| core.get_step(handle, max, Wait::NoWait, Instant::now()));
+                return match step {
+                    Ok(GetStep::Items(items, _)) => client.send().map(|()| items),
+                    Ok(GetStep::Wait(fetch)) => {
+                        drop(Withdraw { client, fetch });
+                        Err(err)
                     }
-                    Ok((other, _)) => return Err(unexpected(&other)),
-                    Err(err) => {
-                        // Items another task fetched meanwhile still come first (if they
-                        // can still be acknowledged).
-                        return match self.local.take_buffered(max) {
-                            Ok(buffered) if !buffered.is_empty() => Ok(buffered),
-                            _ => Err(err),
-                        };
-                    }
-                },
+                    Err(_) => Err(err),
+                };
             }
+        }
+    }
+
+    /// Waits until `fetch` is answered or items arrive otherwise. Its own request is
+    /// withdrawn when it ends either way, or when the future is dropped: items of an answer
+    /// already on its way join the inbox for the next get.
+    async fn wait_fetch(&self, fetch: Fetch) -> Result<()> {
+        let (client, handle) = (self.client(), self.handle());
+        let _ = client.send();
+        let _withdraw = Withdraw { client, fetch };
+        match client
+            .wait(|core, waker| core.poll_fetch(fetch, handle, Some(waker)))
+            .await?
+        {
+            Progress::Answer(Reply::Items { .. }) | Progress::Moved => Ok(()),
+            Progress::Answer(other) => Err(unexpected(&other)),
         }
     }
 
     /// Waits up to `timeout` until a `get` would return at once: an item is fetched (it
     /// stays for the next `get`) or the queue is closed and drained.
     pub(crate) async fn poll(&self, timeout: Duration) -> Result<bool> {
-        if !self.local.inbox.is_empty() {
-            return Ok(true);
-        }
-        let op = Op::GetMany {
-            handle: self.handle(),
-            max: u32::try_from(self.local.window()).unwrap_or(u32::MAX),
-            wait: Wait::timeout(timeout),
-        };
-        let call = self
-            .client()
-            .request(op, &[], Purpose::Get, self.handle())?;
-        match call.await {
-            Ok((Reply::Items { tag, lens, .. }, tail)) => {
-                let items = ipcq_proto::split_items(tail, &lens)
-                    .map_err(|err| Error::Protocol(err.to_string()))?;
-                self.local.receive(tag, items);
-                Ok(true)
+        let (client, handle) = (self.client(), self.handle());
+        let wait = Wait::timeout(timeout);
+        loop {
+            if client.with_core(|core| core.has_items(handle)) {
+                return Ok(true);
             }
-            Ok((other, _)) => Err(unexpected(&other)),
-            Err(Error::Empty) => Ok(!self.local.inbox.is_empty()),
-            Err(Error::Closed) => Ok(true),
-            Err(err) => Err(err),
+            let fetch = client.with_core(|core| {
+                let window = core.window(handle);
+                core.fetch(handle, window, wait)
+            })?;
+            match self.wait_fetch(fetch).await {
+                Ok(()) => {}
+                Err(Error::Empty) => return Ok(client.with_core(|core| core.has_items(handle))),
+                Err(Error::Closed) => return Ok(true),
+                Err(err) => return Err(err),
+            }
         }
     }
 
@@ -488,8 +411,25 @@ impl RawQueue {
     ///
     /// [`Error::BrokerGone`].
     pub async fn close(&self) -> Result<()> {
-        self.local.release_credits();
+        self.client()
+            .with_core(|core| core.release_credits(self.handle()));
         self.client().run(ops::close(self.handle())).await
+    }
+}
+
+/// Withdraws a getter's own request when it stops waiting (answered, or dropped).
+struct Withdraw<'a> {
+    client: &'a Client,
+    fetch: Fetch,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if let Fetch::Own(id) = self.fetch {
+            // Nothing if it was answered; otherwise it is cancelled, and its answer settled.
+            self.client.with_core(|core| core.abandon(id));
+            let _ = self.client.send();
+        }
     }
 }
 
