@@ -840,3 +840,6 @@ fn parks(op: &Op) -> bool {
     };
     *wait != Wait::NoWait
 }
+
+#[cfg(test)]
+mod tests;
