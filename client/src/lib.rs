@@ -46,6 +46,7 @@ mod inbox;
 mod ops;
 mod pipe;
 mod queue;
+mod surface;
 mod sync;
 #[cfg(feature = "tokio")]
 pub mod tokio;

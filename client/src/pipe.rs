@@ -106,269 +106,34 @@ impl PipeOptions {
     }
 }
 
-/// One end of a pipe, sending and receiving raw bytes.
-///
-/// An end is held by one client at a time: another client that opens it gets
-/// [`Error::Busy`](crate::Error::Busy). It is held until [`close`](RawPipeEnd::close) or
-/// until its client's connection closes; then it stays closed, and the other end receives
-/// what was already sent and then [`Error::Closed`](crate::Error::Closed) (Python's
-/// `EOFError`), and its sends fail with `Closed`. `RawPipeEnd` is `Clone + Send + Sync`.
-#[derive(Clone)]
-pub struct RawPipeEnd {
-    queue: RawQueue,
-    end: End,
-    options: PipeOptions,
-}
-
-impl RawPipeEnd {
-    pub(crate) fn new(queue: RawQueue, end: End, options: PipeOptions) -> Self {
-        RawPipeEnd {
-            queue,
-            end,
-            options,
-        }
-    }
-
-    /// The pipe's name.
-    pub fn name(&self) -> &str {
-        self.queue.name()
-    }
-
-    /// Which end this is.
-    pub fn end(&self) -> End {
-        self.end
-    }
-
-    /// How the pipe was created.
-    pub fn options(&self) -> PipeOptions {
-        self.options
-    }
-
-    /// Sends an item to the other end, waiting while its buffer is full.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`](crate::Error::Closed) once either end is closed;
-    /// [`Error::Invalid`](crate::Error::Invalid) on end 0 of a simplex pipe;
-    /// [`Error::TooLarge`](crate::Error::TooLarge); [`Error::BrokerGone`](crate::Error::BrokerGone).
-    pub fn send(&self, item: &[u8]) -> Result<()> {
-        self.queue.put(item)
-    }
-
-    /// Sends, waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Full`](crate::Error::Full) if there was no room in time; otherwise as
-    /// [`RawPipeEnd::send`].
-    pub fn send_timeout(&self, item: &[u8], timeout: Duration) -> Result<()> {
-        self.queue.put_timeout(item, timeout)
-    }
-
-    /// Sends if there is room now.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Full`](crate::Error::Full) if there is none; otherwise as
-    /// [`RawPipeEnd::send`].
-    pub fn send_nowait(&self, item: &[u8]) -> Result<()> {
-        self.queue.put_nowait(item)
-    }
-
-    /// Receives the next item from the other end, waiting for one.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`](crate::Error::Closed) once the other end is closed and everything
-    /// it sent has been received; [`Error::Invalid`](crate::Error::Invalid) on end 1 of a
-    /// simplex pipe; [`Error::BrokerGone`](crate::Error::BrokerGone).
-    pub fn recv(&self) -> Result<Bytes> {
-        self.queue.get()
-    }
-
-    /// Receives, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Empty`](crate::Error::Empty) if nothing came in time; otherwise as
-    /// [`RawPipeEnd::recv`].
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Bytes> {
-        self.queue.get_timeout(timeout)
-    }
-
-    /// Receives if an item is there now.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Empty`](crate::Error::Empty) if none is; otherwise as [`RawPipeEnd::recv`].
-    pub fn recv_nowait(&self) -> Result<Bytes> {
-        self.queue.get_nowait()
-    }
-
-    /// Whether [`recv`](RawPipeEnd::recv) would return at once (with an item, or with
-    /// `Closed`), waiting up to `timeout` for that to become true. Items that arrive are
-    /// kept for the next `recv`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`](crate::Error::Invalid) on end 1 of a simplex pipe;
-    /// [`Error::BrokerGone`](crate::Error::BrokerGone).
-    pub fn poll(&self, timeout: Duration) -> Result<bool> {
-        self.queue.poll(timeout)
-    }
-
-    /// Closes this end for good: the other end receives what was already sent and then
-    /// `Closed`, and nothing more can be sent to this end.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BrokerGone`](crate::Error::BrokerGone).
-    pub fn close(&self) -> Result<()> {
-        self.queue.close()
-    }
-}
-
-impl fmt::Debug for RawPipeEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawPipeEnd")
-            .field("name", &self.name())
-            .field("end", &self.end)
-            .finish_non_exhaustive()
-    }
-}
-
-/// One end of a pipe carrying `T`s, encoded with postcard. See [`RawPipeEnd`] for the
-/// semantics; `PipeEnd<T>` is `Clone + Send + Sync` whatever `T` is.
-///
-/// # Examples
-///
-/// ```no_run
-/// use ipcq_client::{Client, End};
-///
-/// let client = Client::connect_default()?;
-/// let parent = client.pipe::<String>("chat", End::Zero)?;
-/// parent.send(&"ping".to_string())?;
-/// // ... a process holding End::One answers ...
-/// let answer = parent.recv()?;
-/// # Ok::<(), ipcq_client::Error>(())
-/// ```
-pub struct PipeEnd<T> {
-    raw: RawPipeEnd,
-    _items: PhantomData<fn() -> T>,
-}
-
-impl<T: Serialize + DeserializeOwned> PipeEnd<T> {
-    pub(crate) fn from_raw(raw: RawPipeEnd) -> Self {
-        PipeEnd {
-            raw,
-            _items: PhantomData,
-        }
-    }
-
-    /// The raw end.
-    pub fn raw(&self) -> &RawPipeEnd {
-        &self.raw
-    }
-
-    /// The pipe's name.
-    pub fn name(&self) -> &str {
-        self.raw.name()
-    }
-
-    /// Which end this is.
-    pub fn end(&self) -> End {
-        self.raw.end()
-    }
-
-    /// Sends an item (see [`RawPipeEnd::send`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::send`], and [`Error::Codec`](crate::Error::Codec).
-    pub fn send(&self, item: &T) -> Result<()> {
-        self.raw.send(&encode(item)?)
-    }
-
-    /// Sends, waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::send_timeout`].
-    pub fn send_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.raw.send_timeout(&encode(item)?, timeout)
-    }
-
-    /// Sends if there is room now.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::send_nowait`].
-    pub fn send_nowait(&self, item: &T) -> Result<()> {
-        self.raw.send_nowait(&encode(item)?)
-    }
-
-    /// Receives the next item (see [`RawPipeEnd::recv`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::recv`], and [`Error::Codec`](crate::Error::Codec).
-    pub fn recv(&self) -> Result<T> {
-        decode(&self.raw.recv()?)
-    }
-
-    /// Receives, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::recv_timeout`].
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        decode(&self.raw.recv_timeout(timeout)?)
-    }
-
-    /// Receives if an item is there now.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::recv_nowait`].
-    pub fn recv_nowait(&self) -> Result<T> {
-        decode(&self.raw.recv_nowait()?)
-    }
-
-    /// Whether `recv` would return at once (see [`RawPipeEnd::poll`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::poll`].
-    pub fn poll(&self, timeout: Duration) -> Result<bool> {
-        self.raw.poll(timeout)
-    }
-
-    /// Closes this end (see [`RawPipeEnd::close`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`RawPipeEnd::close`].
-    pub fn close(&self) -> Result<()> {
-        self.raw.close()
-    }
-}
-
-impl<T> Clone for PipeEnd<T> {
-    fn clone(&self) -> Self {
-        PipeEnd {
-            raw: self.raw.clone(),
-            _items: PhantomData,
-        }
-    }
-}
-
-impl<T> fmt::Debug for PipeEnd<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PipeEnd")
-            .field("name", &self.raw.name())
-            .field("end", &self.raw.end)
-            .finish_non_exhaustive()
-    }
+crate::surface::pipe_surface! {
+    [] [],
+    raw: {
+        /// One end of a pipe, sending and receiving raw bytes.
+        ///
+        /// An end is held by one client at a time: another client that opens it gets
+        /// [`Error::Busy`](crate::Error::Busy). It is held until [`close`](RawPipeEnd::close) or
+        /// until its client's connection closes; then it stays closed, and the other end receives
+        /// what was already sent and then [`Error::Closed`](crate::Error::Closed) (Python's
+        /// `EOFError`), and its sends fail with `Closed`. `RawPipeEnd` is `Clone + Send + Sync`.
+    },
+    typed: {
+        /// One end of a pipe carrying `T`s, encoded with postcard. See [`RawPipeEnd`] for the
+        /// semantics; `PipeEnd<T>` is `Clone + Send + Sync` whatever `T` is.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// use ipcq_client::{Client, End};
+        ///
+        /// let client = Client::connect_default()?;
+        /// let parent = client.pipe::<String>("chat", End::Zero)?;
+        /// parent.send(&"ping".to_string())?;
+        /// // ... a process holding End::One answers ...
+        /// let answer = parent.recv()?;
+        /// # Ok::<(), ipcq_client::Error>(())
+        /// ```
+    },
 }
 
 impl Client {
@@ -377,9 +142,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Busy`] when another client holds that end; [`Error::Closed`] when the end
-    /// was closed (pipes are not reopened); [`Error::Conflict`] when `name` exists as
-    /// something else; [`Error::Invalid`] for a bad name.
+    /// [`Error::Busy`](crate::Error::Busy) when another client holds that end; [`Error::Closed`](crate::Error::Closed) when the end
+    /// was closed (pipes are not reopened); [`Error::Conflict`](crate::Error::Conflict) when `name` exists as
+    /// something else; [`Error::Invalid`](crate::Error::Invalid) for a bad name.
     ///
     /// # Examples
     ///
@@ -404,7 +169,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`Client::pipe`]; [`Error::Conflict`] when the pipe exists with other options.
+    /// As [`Client::pipe`]; [`Error::Conflict`](crate::Error::Conflict) when the pipe exists with other options.
     pub fn pipe_with<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
