@@ -10,7 +10,7 @@ mod queue;
 
 pub(crate) use barrier::Barrier;
 pub(crate) use event::Event;
-use parked::{too_many, Parked};
+use parked::Parked;
 pub(crate) use permits::Permits;
 pub(crate) use pipe::Pipe;
 pub(crate) use queue::Queue;

@@ -20,13 +20,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use bytes::Bytes;
-use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait, ITEM_OVERHEAD};
-use tokio::task::AbortHandle;
-
-use super::{abort, deadline, too_many, Deadline};
+use super::parked::{Park, Parked};
 use crate::budget::{cost, Budget, Waiter};
 use crate::peer::Peer;
+use bytes::Bytes;
+use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait, ITEM_OVERHEAD};
 
 /// Most credits granted at once, whatever a client asks for: one producer's idle credits
 /// hold at most this many slots.
@@ -40,8 +38,6 @@ pub(crate) struct Queue {
     /// Payload bytes this queue may hold; over it, the queue counts as full.
     max_bytes: usize,
     budget: Arc<Budget>,
-    /// Most requests parked at once in each of getters, putters and joiners.
-    max_waiters: usize,
     /// Lets timers and the budget refer to the queue without keeping a removed queue alive.
     this: Weak<Queue>,
     /// Removed when the last connection that opened it closes.
@@ -51,7 +47,7 @@ pub(crate) struct Queue {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     items: VecDeque<Bytes>,
     /// Payload bytes in `items` and in flight.
@@ -63,51 +59,34 @@ struct State {
     /// in the broker budget and against `max_bytes`.
     reserved_bytes: usize,
     holders: Vec<Holder>,
-    getters: VecDeque<Getter>,
-    putters: VecDeque<Putter>,
+    getters: Parked<Getting>,
+    putters: Parked<Putting>,
     closed: bool,
     /// Set by `rm`: items are dropped and nothing is accepted any more.
     removed: bool,
     /// Registered with the broker-wide budget, waiting for bytes to be released elsewhere.
     waiting_for_budget: bool,
-    next_waiter: u64,
     total_put: u64,
     total_got: u64,
     /// Items put and not yet marked done (`task_done`), as `JoinableQueue` counts them.
     unfinished: u64,
     /// Parked `join`s, woken when `unfinished` reaches 0.
-    joiners: Vec<Joiner>,
+    joiners: Parked,
 }
 
-/// A parked `join`.
+/// What a parked `get`/`get_many` keeps.
 #[derive(Debug)]
-struct Joiner {
-    waiter: u64,
-    peer: Arc<Peer>,
-    request: u64,
-    timer: Option<AbortHandle>,
-}
-
-/// A parked `get`/`get_many`.
-#[derive(Debug)]
-struct Getter {
-    waiter: u64,
-    peer: Arc<Peer>,
-    request: u64,
+struct Getting {
     max: usize,
     many: bool,
-    timer: Option<AbortHandle>,
 }
 
-/// A parked `put`/`put_many`, holding the items it has not yet placed, or a parked
+/// What a parked `put`/`put_many` keeps: the items it has not yet placed; or a parked
 /// `wait_room`, holding none.
 #[derive(Debug)]
-struct Putter {
-    waiter: u64,
-    peer: Arc<Peer>,
+struct Putting {
     /// The producer's handle for this queue, for the credits it may be granted.
     handle: u32,
-    request: u64,
     items: VecDeque<Bytes>,
     /// For a `wait_room`: the length of the item that will use the slot.
     slot: Option<usize>,
@@ -115,7 +94,6 @@ struct Putter {
     want: u32,
     /// What each of those credits is for: the cost of this request's largest item.
     per_credit: usize,
-    timer: Option<AbortHandle>,
 }
 
 /// A connection holding credits on this queue.
@@ -154,11 +132,26 @@ impl Queue {
             capacity,
             max_bytes,
             budget,
-            max_waiters,
             this: this.clone(),
             auto_delete,
             openers: AtomicUsize::new(0),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                bytes: 0,
+                in_flight: 0,
+                reserved: 0,
+                reserved_bytes: 0,
+                holders: Vec::new(),
+                getters: Parked::new(max_waiters),
+                putters: Parked::new(max_waiters),
+                closed: false,
+                removed: false,
+                waiting_for_budget: false,
+                total_put: 0,
+                total_got: 0,
+                unfinished: 0,
+                joiners: Parked::new(max_waiters),
+            }),
         })
     }
 
@@ -197,18 +190,14 @@ impl Queue {
             self.feed_getters(&mut state);
             return;
         }
-        let putter = Putter {
-            waiter: 0,
-            peer: Arc::clone(peer),
+        let putting = Putting {
             handle,
-            request,
             items,
             slot: None,
             want,
             per_credit,
-            timer: None,
         };
-        self.park_putter(state, putter, wait);
+        self.park_putter(state, peer, request, putting, wait);
     }
 
     /// `wait_room`: reserves a slot for one item of `len` bytes for `peer`, now or in turn
@@ -235,48 +224,45 @@ impl Queue {
             self.give_slot(&mut state, peer, handle, request, len, want);
             return;
         }
-        let putter = Putter {
-            waiter: 0,
-            peer: Arc::clone(peer),
+        let putting = Putting {
             handle,
-            request,
             items: VecDeque::new(),
             slot: Some(len),
             want,
             per_credit: len,
-            timer: None,
         };
-        self.park_putter(state, putter, wait);
+        self.park_putter(state, peer, request, putting, wait);
     }
 
     /// A put or `wait_room` that found no room: parks it for as long as `wait` allows
     /// (behind the other putters), or answers `Full` at once, or `LimitReached` when too
     /// many wait already.
-    fn park_putter(&self, mut state: MutexGuard<'_, State>, mut putter: Putter, wait: Wait) {
+    fn park_putter(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        peer: &Arc<Peer>,
+        request: u64,
+        putting: Putting,
+        wait: Wait,
+    ) {
         // No room: credits held idle elsewhere may be what is missing.
-        self.revoke_others(&mut state, putter.peer.id);
+        self.revoke_others(&mut state, peer.id);
         // Items of a `put_many` that went in before it ran out of room are for the getters,
         // whatever becomes of the rest.
         self.feed_getters(&mut state);
-        let deadline = match deadline(wait) {
-            Deadline::Now => {
+        let expire = self.expire(Self::expire_putter);
+        match state
+            .putters
+            .park_with(peer, request, wait, putting, expire)
+        {
+            Park::Parked => self.wait_for_budget_if_blocked(&mut state),
+            Park::Now(_) => {
                 drop(state);
                 let message = format!("queue '{}' is full", self.name);
-                putter
-                    .peer
-                    .reply_error(putter.request, ErrorCode::Full, message);
-                return;
+                peer.reply_error(request, ErrorCode::Full, message);
             }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        if self.crowded(state.putters.len(), &putter.peer, putter.request) {
-            return;
+            Park::Refused => {}
         }
-        putter.waiter = state.next_waiter();
-        putter.timer = deadline.map(|at| self.timer(at, putter.waiter, Self::expire_putter));
-        state.putters.push_back(putter);
-        self.wait_for_budget_if_blocked(&mut state);
     }
 
     /// Reserves the slot that `room` found for `peer`, with the `len` bytes `room` took
@@ -302,31 +288,18 @@ impl Queue {
     /// `Cancelled`.
     pub(crate) fn cancel(&self, peer: u64, request: u64) {
         let mut state = self.lock();
-        let mine = |p: &Arc<Peer>, r: u64| p.id == peer && r == request;
-        if let Some(at) = state.getters.iter().position(|g| mine(&g.peer, g.request)) {
-            let getter = state.getters.remove(at).expect("position is in range");
-            abort(&getter.timer);
-            getter
-                .peer
-                .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
-        } else if let Some(at) = state.putters.iter().position(|p| mine(&p.peer, p.request)) {
-            let putter = state.putters.remove(at).expect("position is in range");
-            abort(&putter.timer);
-            putter
-                .peer
-                .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
+        if state.getters.cancel(peer, request).is_some() {
+            return;
+        }
+        if let Some(at) = state.putters.cancel(peer, request) {
             if at == 0 {
                 // The putter at the head may have been the one that could not fit.
                 self.admit_putters(&mut state);
                 self.feed_getters(&mut state);
             }
-        } else if let Some(at) = state.joiners.iter().position(|j| mine(&j.peer, j.request)) {
-            let joiner = state.joiners.swap_remove(at);
-            abort(&joiner.timer);
-            joiner
-                .peer
-                .reply_error(request, ErrorCode::Cancelled, "withdrawn by the client");
+            return;
         }
+        state.joiners.cancel(peer, request);
     }
 
     /// Puts on slots reserved for `peer` (its credits), each spending one credit and its
@@ -455,32 +428,16 @@ impl Queue {
             peer.reply_error(request, ErrorCode::Closed, self.closed_message());
             return;
         }
-        let deadline = match deadline(wait) {
-            Deadline::Now => {
-                drop(state);
-                peer.reply_error(
-                    request,
-                    ErrorCode::Empty,
-                    format!("queue '{}' is empty", self.name),
-                );
-                return;
-            }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        if self.crowded(state.getters.len(), peer, request) {
-            return;
+        let expire = self.expire(Self::expire_getter);
+        let getting = Getting { max, many };
+        if let Park::Now(_) = state
+            .getters
+            .park_with(peer, request, wait, getting, expire)
+        {
+            drop(state);
+            let message = format!("queue '{}' is empty", self.name);
+            peer.reply_error(request, ErrorCode::Empty, message);
         }
-        let waiter = state.next_waiter();
-        let timer = deadline.map(|at| self.timer(at, waiter, Self::expire_getter));
-        state.getters.push_back(Getter {
-            waiter,
-            peer: Arc::clone(peer),
-            request,
-            max,
-            many,
-            timer,
-        });
     }
 
     /// Acknowledged deliveries leave the queue for good, freeing their room.
@@ -515,28 +472,9 @@ impl Queue {
     /// Drops the parked requests of a client that went away.
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock();
-        state.getters.retain(|getter| {
-            let keep = getter.peer.id != peer;
-            if !keep {
-                abort(&getter.timer);
-            }
-            keep
-        });
-        state.joiners.retain(|joiner| {
-            let keep = joiner.peer.id != peer;
-            if !keep {
-                abort(&joiner.timer);
-            }
-            keep
-        });
-        let before = state.putters.len();
-        state.putters.retain(|putter| {
-            let keep = putter.peer.id != peer;
-            if !keep {
-                abort(&putter.timer);
-            }
-            keep
-        });
+        state.getters.forget(peer);
+        state.joiners.forget(peer);
+        let putters_left = state.putters.forget(peer);
         let mut freed = false;
         let mut bytes = 0;
         if let Some(at) = state.holders.iter().position(|h| h.peer.id == peer) {
@@ -546,7 +484,7 @@ impl Queue {
             bytes = holder.bytes;
             freed = holder.credits > 0 || bytes > 0;
         }
-        if state.putters.len() != before || freed {
+        if putters_left || freed {
             // The putter at the head may have been the one that could not fit.
             self.settle_freed(state, bytes);
         }
@@ -558,12 +496,9 @@ impl Queue {
         state.closed = true;
         // Credit holders learn of it; what they already sent on credits still enters.
         self.revoke_others(&mut state, 0);
-        for putter in std::mem::take(&mut state.putters) {
-            abort(&putter.timer);
-            putter
-                .peer
-                .reply_error(putter.request, ErrorCode::Closed, self.closed_message());
-        }
+        state
+            .putters
+            .fail_all(ErrorCode::Closed, &self.closed_message());
         self.feed_getters(&mut state);
     }
 
@@ -574,12 +509,9 @@ impl Queue {
         let dropped: usize = state.items.drain(..).map(|item| cost(item.len())).sum();
         state.bytes -= dropped;
         self.budget.release(dropped);
-        for joiner in std::mem::take(&mut state.joiners) {
-            abort(&joiner.timer);
-            joiner
-                .peer
-                .reply_error(joiner.request, ErrorCode::Closed, self.closed_message());
-        }
+        state
+            .joiners
+            .fail_all(ErrorCode::Closed, &self.closed_message());
         drop(state);
         self.close();
         self.budget.wake_waiting();
@@ -588,30 +520,10 @@ impl Queue {
     /// Broker shutdown: every parked request learns it at once.
     pub(crate) fn shut_down(&self) {
         let mut state = self.lock();
-        for getter in std::mem::take(&mut state.getters) {
-            abort(&getter.timer);
-            getter.peer.reply_error(
-                getter.request,
-                ErrorCode::ShuttingDown,
-                "the broker is shutting down",
-            );
-        }
-        for putter in std::mem::take(&mut state.putters) {
-            abort(&putter.timer);
-            putter.peer.reply_error(
-                putter.request,
-                ErrorCode::ShuttingDown,
-                "the broker is shutting down",
-            );
-        }
-        for joiner in std::mem::take(&mut state.joiners) {
-            abort(&joiner.timer);
-            joiner.peer.reply_error(
-                joiner.request,
-                ErrorCode::ShuttingDown,
-                "the broker is shutting down",
-            );
-        }
+        let (code, message) = (ErrorCode::ShuttingDown, "the broker is shutting down");
+        state.getters.fail_all(code, message);
+        state.putters.fail_all(code, message);
+        state.joiners.fail_all(code, message);
     }
 
     /// `task_done`: one more item processed.
@@ -629,8 +541,7 @@ impl Queue {
         }
         state.unfinished -= 1;
         if state.unfinished == 0 {
-            for joiner in std::mem::take(&mut state.joiners) {
-                abort(&joiner.timer);
+            for joiner in state.joiners.take_all() {
                 joiner.peer.reply(joiner.request, Reply::Flag(true));
             }
         }
@@ -646,33 +557,16 @@ impl Queue {
             peer.reply(request, Reply::Flag(true));
             return;
         }
-        let at = match deadline(wait) {
-            Deadline::Now => {
-                drop(state);
-                peer.reply(request, Reply::Flag(false));
-                return;
-            }
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-        };
-        if self.crowded(state.joiners.len(), peer, request) {
-            return;
+        let expire = self.expire(Self::expire_joiner);
+        if let Park::Now(()) = state.joiners.park_with(peer, request, wait, (), expire) {
+            drop(state);
+            peer.reply(request, Reply::Flag(false));
         }
-        let waiter = state.next_waiter();
-        let timer = at.map(|at| self.timer(at, waiter, Self::expire_joiner));
-        state.joiners.push(Joiner {
-            waiter,
-            peer: Arc::clone(peer),
-            request,
-            timer,
-        });
     }
 
-    fn expire_joiner(&self, waiter: u64) {
-        let mut state = self.lock();
-        if let Some(at) = state.joiners.iter().position(|j| j.waiter == waiter) {
-            let joiner = state.joiners.swap_remove(at);
-            drop(state);
+    fn expire_joiner(&self, id: u64) {
+        let joiner = self.lock().joiners.expired(id);
+        if let Some(joiner) = joiner {
             joiner.peer.reply(joiner.request, Reply::Flag(false));
         }
     }
@@ -789,11 +683,9 @@ impl Queue {
         }
     }
 
-    fn expire_getter(&self, waiter: u64) {
-        let mut state = self.lock();
-        if let Some(at) = state.getters.iter().position(|g| g.waiter == waiter) {
-            let getter = state.getters.remove(at).expect("position is in range");
-            drop(state);
+    fn expire_getter(&self, id: u64) {
+        let getter = self.lock().getters.expired(id);
+        if let Some(getter) = getter {
             getter.peer.reply_error(
                 getter.request,
                 ErrorCode::Empty,
@@ -802,10 +694,9 @@ impl Queue {
         }
     }
 
-    fn expire_putter(&self, waiter: u64) {
+    fn expire_putter(&self, id: u64) {
         let mut state = self.lock();
-        if let Some(at) = state.putters.iter().position(|p| p.waiter == waiter) {
-            let putter = state.putters.remove(at).expect("position is in range");
+        if let Some((at, putter)) = state.putters.expired_at(id) {
             // Items of a `put` that timed out were never accepted. (Only single-item puts
             // carry a timeout, so nothing of this request is in the queue.)
             putter.peer.reply_error(
@@ -818,16 +709,6 @@ impl Queue {
                 self.feed_getters(&mut state);
             }
         }
-    }
-
-    /// With `waiting` requests parked in a list already, answers one more with
-    /// `LimitReached` when that is the limit; returns whether it did.
-    fn crowded(&self, waiting: usize, peer: &Peer, request: u64) -> bool {
-        let crowded = waiting >= self.max_waiters;
-        if crowded {
-            peer.reply_error(request, ErrorCode::LimitReached, too_many(self.max_waiters));
-        }
-        crowded
     }
 
     fn room(&self, state: &State, len: usize) -> Room {
@@ -863,43 +744,34 @@ impl Queue {
             let Some(putter) = state.putters.front() else {
                 return;
             };
-            if let Some(len) = putter.slot {
+            if let Some(len) = putter.data.slot {
                 if self.room(state, len) != Room::Yes {
                     return;
                 }
-                let putter = state.putters.pop_front().expect("front was just seen");
-                abort(&putter.timer);
-                let Putter {
-                    peer,
-                    handle,
-                    request,
-                    want,
-                    ..
-                } = putter;
-                self.give_slot(state, &peer, handle, request, len, want);
+                let putter = state.putters.pop().expect("front was just seen");
+                let (handle, want) = (putter.data.handle, putter.data.want);
+                self.give_slot(state, &putter.peer, handle, putter.request, len, want);
                 continue;
             }
-            match putter.items.front().map(|item| cost(item.len())) {
+            match putter.data.items.front().map(|item| cost(item.len())) {
                 Some(len) => {
                     if self.room(state, len) != Room::Yes {
                         return;
                     }
-                    let item = state.putters[0]
-                        .items
-                        .pop_front()
-                        .expect("front was just seen");
+                    let putter = state.putters.front_mut().expect("front was just seen");
+                    let item = putter.data.items.pop_front().expect("front was just seen");
                     self.push(state, item);
                 }
                 None => {
-                    let putter = state.putters.pop_front().expect("front was just seen");
-                    abort(&putter.timer);
-                    let (credits, bytes) = self.grant(
-                        state,
-                        &putter.peer,
-                        putter.handle,
-                        putter.want,
-                        putter.per_credit,
-                    );
+                    let putter = state.putters.pop().expect("front was just seen");
+                    let Putting {
+                        handle,
+                        want,
+                        per_credit,
+                        ..
+                    } = putter.data;
+                    let (credits, bytes) =
+                        self.grant(state, &putter.peer, handle, want, per_credit);
                     putter
                         .peer
                         .reply(putter.request, Reply::Accepted { credits, bytes });
@@ -910,39 +782,36 @@ impl Queue {
 
     fn feed_getters(&self, state: &mut State) {
         while !state.items.is_empty() {
-            let Some(getter) = state.getters.pop_front() else {
+            let Some(getter) = state.getters.pop() else {
                 return;
             };
             if let Some(message) = too_large_for(&state.items, &getter.peer) {
                 // The item stays for a getter that accepts it.
-                abort(&getter.timer);
                 getter
                     .peer
                     .reply_error(getter.request, ErrorCode::TooLarge, message);
                 continue;
             }
-            let items = take(&mut state.items, getter.max, getter.peer.max_frame_len());
+            let items = take(
+                &mut state.items,
+                getter.data.max,
+                getter.peer.max_frame_len(),
+            );
             let count = items.len() as u64;
             let ready = state.items.len() as u64;
             match getter
                 .peer
-                .deliver(getter.request, &self.arc(), items, getter.many, ready)
+                .deliver(getter.request, &self.arc(), items, getter.data.many, ready)
             {
-                Ok(()) => {
-                    state.in_flight += count;
-                    abort(&getter.timer);
-                }
+                Ok(()) => state.in_flight += count,
                 // That getter's connection is being torn down: the next one gets them.
                 Err(items) => return_to_front(&mut state.items, items),
             }
         }
         if state.drained() {
-            for getter in std::mem::take(&mut state.getters) {
-                abort(&getter.timer);
-                getter
-                    .peer
-                    .reply_error(getter.request, ErrorCode::Closed, self.closed_message());
-            }
+            state
+                .getters
+                .fail_all(ErrorCode::Closed, &self.closed_message());
         }
     }
 
@@ -951,8 +820,9 @@ impl Queue {
             return;
         }
         let Some(len) = state.putters.front().and_then(|p| {
-            p.slot
-                .or_else(|| p.items.front().map(|item| cost(item.len())))
+            p.data
+                .slot
+                .or_else(|| p.data.items.front().map(|item| cost(item.len())))
         }) else {
             return;
         };
@@ -969,13 +839,14 @@ impl Queue {
         }
     }
 
-    fn timer(&self, at: tokio::time::Instant, waiter: u64, expire: fn(&Queue, u64)) -> AbortHandle {
+    /// What a parked request's timer runs: `expire` on this queue, if it still exists.
+    fn expire(&self, expire: fn(&Queue, u64)) -> impl FnOnce(u64) + Send + 'static {
         let queue = self.this.clone();
-        super::timer(at, move || {
+        move |id| {
             if let Some(queue) = queue.upgrade() {
-                expire(&queue, waiter);
+                expire(&queue, id);
             }
-        })
+        }
     }
 
     fn arc(&self) -> Arc<Queue> {
@@ -1022,11 +893,6 @@ impl State {
     fn drained(&self) -> bool {
         self.removed
             || (self.closed && self.items.is_empty() && self.in_flight == 0 && self.reserved == 0)
-    }
-
-    fn next_waiter(&mut self) -> u64 {
-        self.next_waiter += 1;
-        self.next_waiter
     }
 }
 
