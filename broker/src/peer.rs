@@ -9,7 +9,18 @@ use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, ErrorReply, Reply};
 
 use crate::link::{Link, Outgoing, DIRECT_WRITE};
-use crate::objects::Queue;
+
+/// Where delivered items come from, as the ledger sees it: a queue, which settles them
+/// when they are acknowledged and takes them back when they are returned. (A trait, so
+/// that the ledger does not depend on the objects that depend on it.)
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
+    /// The queue's name, for logs.
+    fn name(&self) -> &str;
+    /// `count` delivered items, of `bytes` bytes in all, were acknowledged.
+    fn settle(&self, count: u64, bytes: usize);
+    /// Delivered items come back to the head, in their order.
+    fn restore(&self, items: Vec<Bytes>);
+}
 
 /// The broker's side of one client connection, shared by the session task and by every
 /// object where this client waits.
@@ -44,12 +55,12 @@ struct InFlight {
 #[derive(Debug)]
 struct Run {
     first: u64,
-    queue: Arc<Queue>,
+    queue: Arc<dyn Source>,
     items: VecDeque<Bytes>,
 }
 
 /// Items taken from the ledger, grouped by queue, in tag order.
-pub(crate) type Taken = Vec<(Arc<Queue>, Vec<Bytes>)>;
+pub(crate) type Taken = Vec<(Arc<dyn Source>, Vec<Bytes>)>;
 
 impl Peer {
     pub(crate) fn new(id: u64, pid: u32, link: Arc<Link>, max_frame_len: usize) -> Self {
@@ -136,7 +147,7 @@ impl Peer {
     pub(crate) fn deliver(
         &self,
         id: u64,
-        queue: &Arc<Queue>,
+        queue: Arc<dyn Source>,
         items: Vec<Bytes>,
         many: bool,
         ready: u64,
@@ -180,7 +191,7 @@ impl Peer {
         }
         in_flight.runs.push_back(Run {
             first: tag,
-            queue: Arc::clone(queue),
+            queue,
             items: items.into(),
         });
         drop(in_flight);
@@ -238,7 +249,7 @@ impl Peer {
                 items
             };
             match taken.last_mut() {
-                Some((last, more)) if Arc::ptr_eq(last, &queue) => more.extend(items),
+                Some((last, more)) if same(last, &queue) => more.extend(items),
                 _ => taken.push((queue, items)),
             }
         }
@@ -255,7 +266,7 @@ impl Peer {
         let mut taken: Taken = Vec::new();
         for run in runs {
             match taken.last_mut() {
-                Some((last, more)) if Arc::ptr_eq(last, &run.queue) => more.extend(run.items),
+                Some((last, more)) if same(last, &run.queue) => more.extend(run.items),
                 _ => taken.push((run.queue, run.items.into())),
             }
         }
@@ -281,4 +292,10 @@ impl Drop for Peer {
 /// An item's length on the wire. Items come out of frames whose length is a `u32`.
 fn len_u32(item: &Bytes) -> u32 {
     u32::try_from(item.len()).unwrap_or(u32::MAX)
+}
+
+/// Whether `a` and `b` are the same queue.
+fn same(a: &Arc<dyn Source>, b: &Arc<dyn Source>) -> bool {
+    // The data pointers alone: two vtables for one type may differ.
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }

@@ -662,7 +662,7 @@ fn wrong_kind(handle: u32, object: &Object, wanted: &str) -> ErrorReply {
 /// Gives deliveries back to the heads of their queues, in their order.
 fn restore(taken: Taken) {
     for (queue, items) in taken {
-        tracing::debug!(queue = %queue.name, count = items.len(), "returning in-flight items");
+        tracing::debug!(queue = %queue.name(), count = items.len(), "returning in-flight items");
         queue.restore(items);
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::parked::{Park, Parked};
 use crate::budget::{cost, Budget, Waiter};
-use crate::peer::Peer;
+use crate::peer::{Peer, Source};
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait, ITEM_OVERHEAD};
 
@@ -116,6 +116,20 @@ enum Room {
     Full,
     /// The broker-wide byte budget.
     Budget,
+}
+
+impl Source for Queue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn settle(&self, count: u64, bytes: usize) {
+        Queue::settle(self, count, bytes);
+    }
+
+    fn restore(&self, items: Vec<Bytes>) {
+        Queue::restore(self, items);
+    }
 }
 
 impl Queue {
@@ -417,7 +431,7 @@ impl Queue {
             let items = take(&mut state.items, max, peer.max_frame_len());
             let count = items.len() as u64;
             let ready = state.items.len() as u64;
-            match peer.deliver(request, &self.arc(), items, many, ready) {
+            match peer.deliver(request, self.arc(), items, many, ready) {
                 Ok(()) => state.in_flight += count,
                 Err(items) => return_to_front(&mut state.items, items),
             }
@@ -801,7 +815,7 @@ impl Queue {
             let ready = state.items.len() as u64;
             match getter
                 .peer
-                .deliver(getter.request, &self.arc(), items, getter.data.many, ready)
+                .deliver(getter.request, self.arc(), items, getter.data.many, ready)
             {
                 Ok(()) => state.in_flight += count,
                 // That getter's connection is being torn down: the next one gets them.
