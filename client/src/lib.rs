@@ -15,12 +15,22 @@
 //!   never leaves stuck; joinable queues (`task_done`, `join`);
 //! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
 //!
-//! Inside, shared by the blocking client (`client`, `queue`, `pipe`, `sync`) and the tokio
-//! one (`tokio`), with no I/O of their own: `ops` (each operation's request and how its
-//! answer reads), `inbox` (delivered items not yet handed out, the acknowledgements taking
-//! them calls for, and how many to fetch next), `common` (credits counted in slots and
-//! bytes, the pace of gets, frames of items, the handshake), `connect` (address checks,
-//! server identity, time limits).
+//! Inside, the protocol is written once and driven twice:
+//!
+//! - `core`: one connection's protocol state with no I/O — request ids and waiters,
+//!   each handle's credits, fetched items and fetch windows, acknowledgements,
+//!   withdrawals, what a dead connection fails with. It takes operations and the broker's
+//!   bytes and yields bytes to write and waiters to wake; its unit tests script the
+//!   broker's messages;
+//! - `client` (blocking) and `tokio`: the two drivers of the core. The blocking one reads
+//!   the socket on the thread that waits (no reader thread, no wake-up when nobody
+//!   sleeps); the tokio one reads in a task and polls the core from its futures;
+//! - `queue`, `pipe`, `sync` (and their `tokio::` twins): the handles, whose thin methods
+//!   are written once in `surface` (macros expanded with `fn` and with `async fn`);
+//! - `ops` (each one-shot request and how its answer reads), `inbox` (delivered items not
+//!   yet handed out, and how many to fetch next), `common` (credits counted in slots and
+//!   bytes, the pace of gets, frames of items, the handshake), `connect` (address checks,
+//!   server identity, time limits).
 //!
 //! # Hello, world!
 //!
