@@ -255,28 +255,6 @@ impl RawQueue {
             }
         }
     }
-
-    /// Waits up to `timeout` until a `get` would return at once: an item is fetched (it
-    /// stays for the next `get`) or the queue is closed and drained.
-    pub(crate) fn poll(&self, timeout: Duration) -> Result<bool> {
-        let (client, handle) = (self.client(), self.handle());
-        let wait = Wait::timeout(timeout);
-        loop {
-            if client.with_core(|core| core.has_items(handle)) {
-                return Ok(true);
-            }
-            let fetch = client.with_core(|core| {
-                let window = core.window(handle);
-                core.fetch(handle, window, wait)
-            })?;
-            match self.wait_fetch(fetch) {
-                Ok(()) => {}
-                Err(Error::Empty) => return Ok(client.with_core(|core| core.has_items(handle))),
-                Err(Error::Closed) => return Ok(true),
-                Err(err) => return Err(err),
-            }
-        }
-    }
 }
 
 crate::surface::queue_surface! {

@@ -601,6 +601,30 @@ macro_rules! queue_surface {
                 self.fetch(max, wait)$($await)*
             }
 
+            /// Waits up to `timeout` until a `get` would return at once: an item is fetched
+            /// (it stays for the next `get`) or the queue is closed and drained.
+            pub(crate) $($async)? fn poll(&self, timeout: Duration) -> Result<bool> {
+                let (client, handle) = (self.client(), self.handle());
+                let wait = Wait::timeout(timeout);
+                loop {
+                    if client.with_core(|core| core.has_items(handle)) {
+                        return Ok(true);
+                    }
+                    let fetch = client.with_core(|core| {
+                        let window = core.window(handle);
+                        core.fetch(handle, window, wait)
+                    })?;
+                    match self.wait_fetch(fetch)$($await)* {
+                        Ok(()) => {}
+                        Err(Error::Empty) => {
+                            return Ok(client.with_core(|core| core.has_items(handle)))
+                        }
+                        Err(Error::Closed) => return Ok(true),
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+
             /// Marks one item as processed, as `JoinableQueue.task_done`: once every item
             /// put has been marked, [`join`](RawQueue::join) returns. Any client may mark
             /// items of the queue.
