@@ -34,9 +34,9 @@
 #![forbid(unsafe_code)]
 
 pub use ipcq_client::{
-    default_addr, stats, Acquired, Barrier, Client, CodecError, ConnectOptions, End, Error, Event,
-    Lock, LockGuard, PipeEnd, PipeOptions, Queue, QueueOptions, RawPipeEnd, RawQueue, Result,
-    Semaphore, SemaphoreGuard, ADDR_ENV, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PIPE_CAPACITY,
+    default_addr, stats, Acquired, Barrier, Client, CodecError, ConnectOptions, Delivery, End,
+    Error, Event, Lock, LockGuard, PipeEnd, PipeOptions, Queue, QueueOptions, RawPipeEnd, RawQueue,
+    Result, Semaphore, SemaphoreGuard, ADDR_ENV, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PIPE_CAPACITY,
     DEFAULT_PREFETCH,
 };
 

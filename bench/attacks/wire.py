@@ -38,7 +38,8 @@ def read_frame(s, buf):
 
 def connect(addr):
     """A greeted connection in the broker's own protocol version (1 for builds before the
-    hardening, 2 after), so that one script measures both: (socket, version, leftover)."""
+    hardening, 2 after, 3 since deliveries carry their redelivery counts), so that one
+    script measures several builds: (socket, version, leftover)."""
     s = socket.socket(socket.AF_UNIX); s.connect(addr)
     hello, buf = read_frame(s, b'')
     version = hello[4]  # a one-byte varint

@@ -10,16 +10,37 @@ use ipcq_proto::{BrokerMsg, ErrorCode, ErrorReply, Reply};
 
 use crate::link::{Link, Outgoing, DIRECT_WRITE};
 
+/// An item of a queue, and how many times it was delivered before (the ledger counts one
+/// more when it hands the item out, so an item that comes back is marked redelivered).
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub(crate) bytes: Bytes,
+    pub(crate) earlier: u32,
+}
+
+impl Item {
+    /// An item never delivered.
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Item { bytes, earlier: 0 }
+    }
+
+    /// The item's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 /// Where delivered items come from, as the ledger sees it: a queue, which settles them
 /// when they are acknowledged and takes them back when they are returned. (A trait, so
 /// that the ledger does not depend on the objects that depend on it.)
 pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// The queue's name, for logs.
     fn name(&self) -> &str;
-    /// `count` delivered items, of `bytes` bytes in all, were acknowledged.
-    fn settle(&self, count: u64, bytes: usize);
+    /// `count` delivered items, of `bytes` bytes in all, were acknowledged; `finished`:
+    /// each also counts as a `task_done`.
+    fn settle(&self, count: u64, bytes: usize, finished: bool);
     /// Delivered items come back to the head, in their order.
-    fn restore(&self, items: Vec<Bytes>);
+    fn restore(&self, items: Vec<Item>);
 }
 
 /// The broker's side of one client connection, shared by the session task and by every
@@ -56,11 +77,11 @@ struct InFlight {
 struct Run {
     first: u64,
     queue: Arc<dyn Source>,
-    items: VecDeque<Bytes>,
+    items: VecDeque<Item>,
 }
 
 /// Items taken from the ledger, grouped by queue, in tag order.
-pub(crate) type Taken = Vec<(Arc<dyn Source>, Vec<Bytes>)>;
+pub(crate) type Taken = Vec<(Arc<dyn Source>, Vec<Item>)>;
 
 impl Peer {
     pub(crate) fn new(id: u64, pid: u32, link: Arc<Link>, max_frame_len: usize) -> Self {
@@ -148,10 +169,10 @@ impl Peer {
         &self,
         id: u64,
         queue: Arc<dyn Source>,
-        items: Vec<Bytes>,
+        mut items: Vec<Item>,
         many: bool,
         ready: u64,
-    ) -> Result<(), Vec<Bytes>> {
+    ) -> Result<(), Vec<Item>> {
         let mut in_flight = self.lock();
         if in_flight.closed {
             return Err(items);
@@ -159,17 +180,24 @@ impl Peer {
         let tag = in_flight.next_tag;
         in_flight.next_tag += items.len() as u64;
         let body = if many {
+            let earlier = if items.iter().any(|item| item.earlier > 0) {
+                items.iter().map(|item| item.earlier).collect()
+            } else {
+                Vec::new()
+            };
             Reply::Items {
                 tag,
-                lens: items.iter().map(len_u32).collect(),
+                lens: items.iter().map(|item| len_u32(&item.bytes)).collect(),
                 ready,
+                earlier,
             }
         } else {
-            Reply::Item { tag }
+            let earlier = items.first().map_or(0, |item| item.earlier);
+            Reply::Item { tag, earlier }
         };
         // The frame is assembled here: small items are copied once, into it, and only
         // large ones travel to the writer as `Bytes`.
-        let tail_len: usize = items.iter().map(Bytes::len).sum();
+        let tail_len: usize = items.iter().map(Item::len).sum();
         let mut head = Vec::with_capacity(32 + items.len() * 5 + tail_len.min(DIRECT_WRITE * 4));
         let mut tail = Vec::new();
         let encoded = ipcq_proto::encode(
@@ -182,12 +210,14 @@ impl Peer {
             tracing::error!(cause = %err, peer = self.id, "delivery could not be encoded");
             return Err(items);
         }
-        for item in &items {
+        for item in &mut items {
             if item.len() >= DIRECT_WRITE || !tail.is_empty() {
-                tail.push(item.clone());
+                tail.push(item.bytes.clone());
             } else {
-                head.extend_from_slice(item);
+                head.extend_from_slice(&item.bytes);
             }
+            // If it comes back, it was delivered once more.
+            item.earlier = item.earlier.saturating_add(1);
         }
         in_flight.runs.push_back(Run {
             first: tag,
@@ -220,7 +250,7 @@ impl Peer {
             let low = usize::try_from(tag.saturating_sub(run.first)).unwrap_or(usize::MAX);
             let high = usize::try_from(end.min(run_end) - run.first).unwrap_or(usize::MAX);
             let queue = Arc::clone(&run.queue);
-            let items: Vec<Bytes> = if low == 0 && high == run.items.len() {
+            let items: Vec<Item> = if low == 0 && high == run.items.len() {
                 let run = in_flight.runs.remove(at).expect("the run was just seen");
                 run.items.into()
             } else if low == 0 {
@@ -230,7 +260,7 @@ impl Peer {
                 items
             } else {
                 // Take the middle (or the end) and keep what follows as a run of its own.
-                let rest: VecDeque<Bytes> = run.items.split_off(high);
+                let rest: VecDeque<Item> = run.items.split_off(high);
                 let items = run.items.split_off(low).into();
                 let rest_first = run.first + high as u64;
                 at += 1;

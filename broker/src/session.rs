@@ -302,6 +302,14 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
+    /// The deliveries `tag .. tag + count` leave their queues for good.
+    fn settle(&self, tag: u64, count: u32, finished: bool) {
+        for (queue, items) in self.peer.take(tag, count) {
+            let bytes = items.iter().map(|item| cost(item.len())).sum();
+            queue.settle(items.len() as u64, bytes, finished);
+        }
+    }
+
     /// Tells the client why its connection ends.
     fn refuse(&self, code: ErrorCode, message: String) -> SessionError {
         self.peer.fatal(code, message.clone());
@@ -316,10 +324,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
             ClientMsg::Request { id, op } => (id, op),
             ClientMsg::Ack { tag, count } => {
                 // The application has these items: they leave their queues for good.
-                for (queue, items) in self.peer.take(tag, count) {
-                    let bytes = items.iter().map(|item| cost(item.len())).sum();
-                    queue.settle(items.len() as u64, bytes);
-                }
+                self.settle(tag, count, false);
+                return Ok(());
+            }
+            ClientMsg::Finish { tag, count } => {
+                // Their work is done: they leave, and count as done for `join`.
+                self.settle(tag, count, true);
                 return Ok(());
             }
             ClientMsg::Send { handle } => {

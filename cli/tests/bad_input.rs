@@ -295,7 +295,7 @@ fn acknowledged_items_are_gone_for_good() {
         let tag = match raw.read_broker_msg().0 {
             BrokerMsg::Reply {
                 id: 2,
-                body: Reply::Item { tag },
+                body: Reply::Item { tag, .. },
             } => tag,
             other => panic!("{other:?}"),
         };

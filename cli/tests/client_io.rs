@@ -128,7 +128,10 @@ fn a_write_that_finds_the_socket_full_reads_what_has_come() {
                         );
                         let junk = vec![0u8; 1 << 20];
                         for id in 0..16 {
-                            let body = Reply::Item { tag: id };
+                            let body = Reply::Item {
+                                tag: id,
+                                earlier: 0,
+                            };
                             script.write(&BrokerMsg::Reply { id: 1 << 40, body }, &junk);
                         }
                     }
@@ -246,6 +249,7 @@ fn items_of_a_dropped_connection_are_not_handed_out_twice() {
                         tag: 0,
                         lens: vec![1; 5],
                         ready: 0,
+                        earlier: Vec::new(),
                     },
                 },
                 b"abcde",

@@ -87,6 +87,15 @@ pub(crate) struct Hold {
     pub(crate) waker: Arc<Condvar>,
 }
 
+impl crate::delivery::Settle for Hold {
+    fn settle(&self, tag: u64, done: bool) -> Result<()> {
+        let mark = self
+            .client
+            .with_core(|core| core.settle_delivery(tag, done))?;
+        self.client.flush(mark)
+    }
+}
+
 impl Drop for Hold {
     /// Answers still on their way to the object's last handle would bring items to nobody:
     /// waits for them (none waits in the broker), so that everything goes back to the

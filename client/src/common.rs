@@ -287,8 +287,12 @@ pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(item).map_err(|err| Error::Codec(err.into()))
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|err| Error::Codec(err.into()))
+/// Decodes an item taken from a queue; one that does not decode is returned in the error.
+pub(crate) fn decode<T: DeserializeOwned>(item: &bytes::Bytes) -> Result<T> {
+    postcard::from_bytes(item).map_err(|err| Error::Undecodable {
+        source: err.into(),
+        item: item.clone(),
+    })
 }
 
 #[cfg(test)]

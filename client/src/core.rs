@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use ipcq_proto::{BrokerMsg, ClientMsg, Op, Reply, Wait};
 
 use crate::common::{average_len, credit_request, lens, release_msg, Credits, Dead, Grant};
-use crate::inbox::Inbox;
+use crate::inbox::{Delivered, Inbox};
 use crate::ops::Purpose;
 use crate::{Error, Result};
 
@@ -99,8 +99,9 @@ pub(crate) enum PutStep {
 /// What a get does next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum GetStep {
-    /// Items for the caller: theirs once written up to the mark (their acknowledgement).
-    Items(Vec<Bytes>, Mark),
+    /// Deliveries for the caller: theirs once written up to the mark (for a plain get,
+    /// their acknowledgement).
+    Items(Vec<Delivered>, Mark),
     /// Nothing here yet: wait on request `id` (see [`Core::poll_fetch`]).
     Wait(Fetch),
 }
@@ -506,9 +507,10 @@ impl<W: Wakeup> Core<W> {
     // ---- gets ----
 
     /// The next step of taking up to `max` items from `handle` at `now`: items fetched
-    /// already (acknowledged in the same write, with a prefetch if the inbox runs low), or
-    /// a request to wait on: the prefetch in flight, else a fetch of up to the window that
-    /// waits as `wait` says.
+    /// already (with `ack`, acknowledged in the same write; without, they stay on this
+    /// connection's account until [`settled`](Core::settle_delivery)), with a prefetch if the inbox
+    /// runs low; or a request to wait on: the prefetch in flight, else a fetch of up to the
+    /// window that waits as `wait` says.
     ///
     /// # Errors
     ///
@@ -519,8 +521,9 @@ impl<W: Wakeup> Core<W> {
         max: usize,
         wait: Wait,
         now: Instant,
+        ack: bool,
     ) -> Result<GetStep> {
-        if let Some((items, mark)) = self.take_items(handle, max, now)? {
+        if let Some((items, mark)) = self.take_items(handle, max, now, ack)? {
             return Ok(GetStep::Items(items, mark));
         }
         let window = self.handle_mut(handle)?.inbox.window();
@@ -534,14 +537,17 @@ impl<W: Wakeup> Core<W> {
         handle: u32,
         max: usize,
         now: Instant,
-    ) -> Result<Option<(Vec<Bytes>, Mark)>> {
+        ack: bool,
+    ) -> Result<Option<(Vec<Delivered>, Mark)>> {
         let state = self.handle_mut(handle)?;
         let Some(taken) = state.inbox.take(max, now) else {
             return Ok(None);
         };
         let ahead = taken.fetch_ahead().filter(|_| state.prefetch.is_none());
-        for ack in &taken.acks {
-            self.encode(ack, &[])?;
+        if ack {
+            for ack in &taken.acks {
+                self.encode(ack, &[])?;
+            }
         }
         let mark = self.queued;
         if let Some(n) = ahead {
@@ -558,7 +564,25 @@ impl<W: Wakeup> Core<W> {
                 }
             }
         }
-        Ok(Some((taken.items, mark)))
+        Ok(Some((taken.delivered, mark)))
+    }
+
+    /// Settles delivery `tag`, handed out without an acknowledgement: its work is done
+    /// (`done`: it leaves the queue and counts as a `task_done`), or it goes back to the
+    /// head of its queue.
+    ///
+    /// # Errors
+    ///
+    /// The connection's error: the broker then gives the delivery back to its queue itself.
+    pub(crate) fn settle_delivery(&mut self, tag: u64, done: bool) -> Result<Mark> {
+        self.check_alive()?;
+        let msg = if done {
+            ClientMsg::Finish { tag, count: 1 }
+        } else {
+            ClientMsg::Return { tag, count: 1 }
+        };
+        self.encode(&msg, &[])?;
+        Ok(self.queued)
     }
 
     /// A request that brings items to `handle`'s inbox: the prefetch in flight if there is
@@ -686,15 +710,22 @@ impl<W: Wakeup> Core<W> {
         let (handle, purpose) = (waiter.handle, waiter.purpose);
         let live = self.handles.contains_key(&handle);
         // Items join the handle's inbox in the order they arrive, whoever waits for them.
-        if let (Purpose::Get | Purpose::Prefetch, Reply::Items { tag, lens, ready }) =
-            (purpose, &body)
+        if let (
+            Purpose::Get | Purpose::Prefetch,
+            Reply::Items {
+                tag,
+                lens,
+                ready,
+                earlier,
+            },
+        ) = (purpose, &body)
         {
             let (tag, ready) = (*tag, *ready);
             match ipcq_proto::split_items(std::mem::take(&mut tail), lens) {
                 Ok(items) if live => {
                     let state = self.handles.get_mut(&handle).expect("live");
                     if !items.is_empty() {
-                        state.inbox.receive(tag, items, Some(ready));
+                        state.inbox.receive(tag, items, earlier, Some(ready));
                         self.woken.append(&mut state.watchers);
                     }
                 }

@@ -79,9 +79,20 @@ pub enum Error {
     /// The broker or the bytes on the connection do not follow the ipcq protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// An item could not be encoded or decoded as the queue's type.
+    /// An item could not be encoded as the queue's type (nothing was sent).
     #[error("item encoding: {0}")]
     Codec(#[from] CodecError),
+    /// An item taken from the queue is not of the queue's type (another program put it, or
+    /// an older version of this one). Nothing is lost: a `get` took the item, and here are
+    /// its bytes; an acknowledging get (`get_delivery`) gave it back to the head of the
+    /// queue, where a raw handle can take it.
+    #[error("an item of {} bytes is not of the queue's type: {source}", item.len())]
+    Undecodable {
+        /// Why it does not decode.
+        source: CodecError,
+        /// The item as it was in the queue.
+        item: bytes::Bytes,
+    },
     /// Another I/O failure.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

@@ -14,7 +14,7 @@ use crate::common::{runs, Pace, DEFAULT_PREFETCH};
 /// Delivered items in queue order, with their delivery tags, and the application's pace.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    items: VecDeque<(u64, Bytes)>,
+    items: VecDeque<Delivered>,
     /// How fast the application takes items, to size fetches.
     pace: Pace,
     /// The broker said items were left in the queue after the last delivery.
@@ -23,12 +23,23 @@ pub(crate) struct Inbox {
     prefetch: usize,
 }
 
+/// One delivered item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    /// Its delivery tag on this connection.
+    pub(crate) tag: u64,
+    pub(crate) item: Bytes,
+    /// How many times it was delivered before this delivery.
+    pub(crate) earlier: u32,
+}
+
 /// What taking items from the inbox calls for.
 #[derive(Debug)]
 pub(crate) struct Taken {
-    /// The items, for the application.
-    pub(crate) items: Vec<Bytes>,
-    /// Their deliveries, to acknowledge now: the items are the application's.
+    /// The deliveries, for the application.
+    pub(crate) delivered: Vec<Delivered>,
+    /// The acknowledgements that make them the application's (for a plain get, sent now;
+    /// for an acknowledging get, the application acknowledges each when its work is done).
     pub(crate) acks: Vec<ClientMsg>,
     /// Items to keep fetched at the application's pace (0 with prefetching off).
     pub(crate) want: usize,
@@ -66,10 +77,20 @@ impl Inbox {
         self.prefetch
     }
 
-    /// Items delivered under tags `tag ..`, kept behind those already here; `ready` is
-    /// what the broker said was left in the queue, when it said.
-    pub(crate) fn receive(&mut self, tag: u64, items: Vec<Bytes>, ready: Option<u64>) {
-        self.items.extend((tag..).zip(items));
+    /// Items delivered under tags `tag ..`, kept behind those already here; `earlier`:
+    /// how many times each was delivered before (empty: never); `ready` is what the broker
+    /// said was left in the queue, when it said.
+    pub(crate) fn receive(
+        &mut self,
+        tag: u64,
+        items: Vec<Bytes>,
+        earlier: &[u32],
+        ready: Option<u64>,
+    ) {
+        let earlier = earlier.iter().copied().chain(std::iter::repeat(0));
+        let delivered = (tag..).zip(items).zip(earlier);
+        self.items
+            .extend(delivered.map(|((tag, item), earlier)| Delivered { tag, item, earlier }));
         if let Some(ready) = ready {
             self.more = ready > 0;
         }
@@ -88,14 +109,14 @@ impl Inbox {
         if n == 0 {
             return None;
         }
-        let taken: Vec<(u64, Bytes)> = self.items.drain(..n).collect();
+        let delivered: Vec<Delivered> = self.items.drain(..n).collect();
         let want = self.pace.took(n, self.prefetch, now);
-        let acks = runs(taken.iter().map(|(tag, _)| *tag))
+        let acks = runs(delivered.iter().map(|d| d.tag))
             .into_iter()
             .map(|(tag, count)| ClientMsg::Ack { tag, count })
             .collect();
         Some(Taken {
-            items: taken.into_iter().map(|(_, item)| item).collect(),
+            delivered,
             acks,
             want,
             left: self.items.len(),
@@ -112,7 +133,7 @@ impl Inbox {
     /// queue (the last handle is gone). Each goes in front of what the queue holds, so the
     /// last run goes first: the queue then holds them in their order.
     pub(crate) fn give_back(&mut self) -> Vec<ClientMsg> {
-        let tags: Vec<u64> = self.items.drain(..).map(|(tag, _)| tag).collect();
+        let tags: Vec<u64> = self.items.drain(..).map(|d| d.tag).collect();
         runs(tags)
             .into_iter()
             .rev()
@@ -133,10 +154,10 @@ mod tests {
     fn acknowledgements_run_across_gaps_between_deliveries() {
         let mut inbox = Inbox::new();
         // Two deliveries, with tags of other queues' deliveries between them.
-        inbox.receive(10, items(3), Some(5));
-        inbox.receive(20, items(2), Some(0));
+        inbox.receive(10, items(3), &[], Some(5));
+        inbox.receive(20, items(2), &[], Some(0));
         let taken = inbox.take(4, Instant::now()).unwrap();
-        assert_eq!(taken.items.len(), 4);
+        assert_eq!(taken.delivered.len(), 4);
         assert_eq!(
             taken.acks,
             [
@@ -157,18 +178,18 @@ mod tests {
     #[test]
     fn items_come_out_in_the_order_they_were_delivered() {
         let mut inbox = Inbox::new();
-        inbox.receive(0, items(3), None);
-        inbox.receive(7, vec![Bytes::from_static(b"late")], None);
+        inbox.receive(0, items(3), &[], None);
+        inbox.receive(7, vec![Bytes::from_static(b"late")], &[], None);
         let taken = inbox.take(10, Instant::now()).unwrap();
-        let firsts: Vec<&[u8]> = taken.items.iter().map(|b| &b[..]).collect();
+        let firsts: Vec<&[u8]> = taken.delivered.iter().map(|d| &d.item[..]).collect();
         assert_eq!(firsts, [&[0u8][..], &[1], &[2], b"late"]);
     }
 
     #[test]
     fn what_is_given_back_goes_last_run_first_so_the_queue_keeps_its_order() {
         let mut inbox = Inbox::new();
-        inbox.receive(4, items(2), Some(1));
-        inbox.receive(9, items(3), Some(1));
+        inbox.receive(4, items(2), &[], Some(1));
+        inbox.receive(9, items(3), &[], Some(1));
         inbox.take(1, Instant::now()).unwrap();
         assert_eq!(
             inbox.give_back(),
@@ -185,7 +206,7 @@ mod tests {
         let mut inbox = Inbox::new();
         inbox.set_prefetch(0);
         assert_eq!(inbox.prefetch(), 1);
-        inbox.receive(0, items(1), Some(100));
+        inbox.receive(0, items(1), &[], Some(100));
         let taken = inbox.take(1, Instant::now()).unwrap();
         assert_eq!(taken.want, 0);
         assert_eq!(taken.fetch_ahead(), None);
@@ -195,7 +216,7 @@ mod tests {
     #[test]
     fn a_low_inbox_with_more_in_the_queue_fetches_ahead() {
         let taken = Taken {
-            items: Vec::new(),
+            delivered: Vec::new(),
             acks: Vec::new(),
             want: 100,
             left: 10,

@@ -12,6 +12,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::client::{Client, Hold};
 use crate::common::{check_item, decode, encode, frames_of};
 use crate::core::{Fetch, GetStep, Progress, PutStep};
+use crate::inbox::Delivered;
 use crate::ops::{self, unexpected};
 use crate::{Error, Result};
 
@@ -214,10 +215,11 @@ impl RawQueue {
     /// those of a round trip that waits as asked and fetches up to the prefetch window.
     /// While it waits, items another thread's answer brought are taken instead, and the
     /// request is withdrawn.
-    fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
+    fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
         let (client, handle) = (self.client(), self.handle());
         loop {
-            let step = client.with_core(|core| core.get_step(handle, max, wait, Instant::now()))?;
+            let step =
+                client.with_core(|core| core.get_step(handle, max, wait, Instant::now(), ack))?;
             let fetch = match step {
                 // Theirs once acknowledged.
                 GetStep::Items(items, mark) => return client.flush(mark).map(|()| items),
@@ -226,8 +228,9 @@ impl RawQueue {
             if let Err(err) = self.wait_fetch(fetch) {
                 // Items that arrived before the error still come first (if they can still
                 // be acknowledged).
-                let step = client
-                    .with_core(|core| core.get_step(handle, max, Wait::NoWait, Instant::now()));
+                let step = client.with_core(|core| {
+                    core.get_step(handle, max, Wait::NoWait, Instant::now(), ack)
+                });
                 return match step {
                     Ok(GetStep::Items(items, mark)) => client.flush(mark).map(|()| items),
                     Ok(GetStep::Wait(fetch)) => {

@@ -549,7 +549,7 @@ macro_rules! queue_surface {
             /// [`Error::Closed`] once the queue is closed and every item has been taken;
             /// [`Error::BrokerGone`].
             pub $($async)? fn get(&self) -> Result<Bytes> {
-                Ok(self.fetch(1, Wait::Block)$($await)*?.swap_remove(0))
+                Ok(self.fetch(1, Wait::Block, true)$($await)*?.swap_remove(0).item)
             }
 
             /// Takes the item at the head, waiting at most `timeout` for one. The broker
@@ -560,7 +560,7 @@ macro_rules! queue_surface {
             ///
             /// [`Error::Empty`] if no item came in time; otherwise as [`RawQueue::get`].
             pub $($async)? fn get_timeout(&self, timeout: Duration) -> Result<Bytes> {
-                Ok(self.fetch(1, Wait::timeout(timeout))$($await)*?.swap_remove(0))
+                Ok(self.fetch(1, Wait::timeout(timeout), true)$($await)*?.swap_remove(0).item)
             }
 
             /// Takes the item at the head if there is one now.
@@ -569,7 +569,7 @@ macro_rules! queue_surface {
             ///
             /// [`Error::Empty`] if there is none; otherwise as [`RawQueue::get`].
             pub $($async)? fn get_nowait(&self) -> Result<Bytes> {
-                Ok(self.fetch(1, Wait::NoWait)$($await)*?.swap_remove(0))
+                Ok(self.fetch(1, Wait::NoWait, true)$($await)*?.swap_remove(0).item)
             }
 
             /// Takes between 1 and `max` items from the head in one round trip, waiting
@@ -598,7 +598,76 @@ macro_rules! queue_surface {
                 if max == 0 {
                     return Err(Error::Invalid("get_many needs max >= 1".into()));
                 }
-                self.fetch(max, wait)$($await)*
+                let delivered = self.fetch(max, wait, true)$($await)*?;
+                Ok(delivered.into_iter().map(|d| d.item).collect())
+            }
+
+            /// Takes the item at the head as a [`Delivery`](crate::Delivery), waiting while
+            /// the queue is empty: it stays on this client's account (counted in
+            /// [`len`](RawQueue::len) and towards the capacity) until it is acknowledged,
+            /// and goes back to the head of the queue if it is rejected or dropped, or if
+            /// this client dies first.
+            ///
+            /// # Errors
+            ///
+            /// As [`RawQueue::get`].
+            pub $($async)? fn get_delivery(&self) -> Result<crate::Delivery> {
+                Ok(self.deliveries(1, Wait::Block)$($await)*?.swap_remove(0))
+            }
+
+            /// Like [`get_delivery`](RawQueue::get_delivery), waiting at most `timeout`.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Empty`] if no item came in time; otherwise as [`RawQueue::get`].
+            pub $($async)? fn get_delivery_timeout(&self, timeout: Duration) -> Result<crate::Delivery> {
+                Ok(self.deliveries(1, Wait::timeout(timeout))$($await)*?.swap_remove(0))
+            }
+
+            /// Like [`get_delivery`](RawQueue::get_delivery), if an item is there now.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Empty`] if there is none; otherwise as [`RawQueue::get`].
+            pub $($async)? fn get_delivery_nowait(&self) -> Result<crate::Delivery> {
+                Ok(self.deliveries(1, Wait::NoWait)$($await)*?.swap_remove(0))
+            }
+
+            /// Takes between 1 and `max` items as deliveries (see
+            /// [`get_delivery`](RawQueue::get_delivery)), waiting while the queue is empty.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Invalid`] if `max` is 0; otherwise as [`RawQueue::get`].
+            pub $($async)? fn get_deliveries(&self, max: usize) -> Result<Vec<crate::Delivery>> {
+                self.deliveries(max, Wait::Block)$($await)*
+            }
+
+            /// Like [`get_deliveries`](RawQueue::get_deliveries), waiting at most `timeout`
+            /// for the first item.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Empty`] if no item came in time; otherwise as
+            /// [`RawQueue::get_deliveries`].
+            pub $($async)? fn get_deliveries_timeout(
+                &self,
+                max: usize,
+                timeout: Duration,
+            ) -> Result<Vec<crate::Delivery>> {
+                self.deliveries(max, Wait::timeout(timeout))$($await)*
+            }
+
+            $($async)? fn deliveries(&self, max: usize, wait: Wait) -> Result<Vec<crate::Delivery>> {
+                if max == 0 {
+                    return Err(Error::Invalid("get_deliveries needs max >= 1".into()));
+                }
+                let owner: Arc<dyn crate::delivery::Settle> = self.hold.clone();
+                let delivered = self.fetch(max, wait, false)$($await)*?;
+                Ok(delivered
+                    .into_iter()
+                    .map(|d| crate::Delivery::new(d.item, d.tag, d.earlier, Arc::clone(&owner)))
+                    .collect())
             }
 
             /// Waits up to `timeout` until a `get` would return at once: an item is fetched
@@ -863,6 +932,51 @@ macro_rules! queue_surface {
                     .get_many_timeout(max, timeout)$($await)*?
                     .iter()
                     .map(|item| decode(item))
+                    .collect()
+            }
+
+            /// Takes the item at the head as a [`Delivery`](crate::Delivery) (see
+            /// [`RawQueue::get_delivery`]).
+            ///
+            /// # Errors
+            ///
+            /// As [`RawQueue::get`]; [`Error::Undecodable`] if the item is not a `T`: it
+            /// went back to the head of the queue.
+            pub $($async)? fn get_delivery(&self) -> Result<crate::Delivery<T>> {
+                self.raw.get_delivery()$($await)*?.decode()
+            }
+
+            /// Like [`get_delivery`](Queue::get_delivery), waiting at most `timeout`.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Empty`] if no item came in time; otherwise as
+            /// [`Queue::get_delivery`].
+            pub $($async)? fn get_delivery_timeout(&self, timeout: Duration) -> Result<crate::Delivery<T>> {
+                self.raw.get_delivery_timeout(timeout)$($await)*?.decode()
+            }
+
+            /// Like [`get_delivery`](Queue::get_delivery), if an item is there now.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Empty`] if there is none; otherwise as [`Queue::get_delivery`].
+            pub $($async)? fn get_delivery_nowait(&self) -> Result<crate::Delivery<T>> {
+                self.raw.get_delivery_nowait()$($await)*?.decode()
+            }
+
+            /// Takes between 1 and `max` items as deliveries, waiting while the queue is
+            /// empty.
+            ///
+            /// # Errors
+            ///
+            /// As [`RawQueue::get_deliveries`]; [`Error::Undecodable`] if one is not a `T`:
+            /// then all of them went back to the queue.
+            pub $($async)? fn get_deliveries(&self, max: usize) -> Result<Vec<crate::Delivery<T>>> {
+                self.raw
+                    .get_deliveries(max)$($await)*?
+                    .into_iter()
+                    .map(crate::Delivery::decode)
                     .collect()
             }
 

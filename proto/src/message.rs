@@ -18,7 +18,7 @@ pub const MAGIC: [u8; 4] = *b"IPCQ";
 
 /// The protocol version this crate speaks. Peers with another version refuse each other
 /// with a clear error during the handshake.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// What every item counts against the broker's byte budgets and byte credits on top of
 /// its length: the broker's own record of it (its place in a queue or on a client's
@@ -201,6 +201,15 @@ pub enum ClientMsg {
         handle: u32,
         /// The request's id.
         id: u64,
+    },
+    /// The work on the deliveries `tag .. tag + count` is done: they leave their queue as
+    /// an [`Ack`](ClientMsg::Ack) does, and each counts as one `task_done` for
+    /// [`Op::Join`]. No reply.
+    Finish {
+        /// First delivery tag finished.
+        tag: u64,
+        /// Number of consecutive tags finished.
+        count: u32,
     },
 }
 
@@ -437,6 +446,8 @@ pub enum Reply {
     Item {
         /// Delivery tag.
         tag: u64,
+        /// How many times the item was delivered before (0: this is its first delivery).
+        earlier: u32,
     },
     /// Items of the tail with lengths `lens`, delivered under tags `tag ..`.
     Items {
@@ -446,6 +457,9 @@ pub enum Reply {
         lens: Vec<u32>,
         /// Items left waiting in the queue after these: a hint for prefetching.
         ready: u64,
+        /// How many times each item was delivered before; empty when none was (the usual
+        /// case, which costs one byte).
+        earlier: Vec<u32>,
     },
     /// Answer to [`Op::Info`], exact at the broker when it was taken.
     QueueInfo(QueueInfo),

@@ -19,7 +19,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> Vec<u8> {
 fn hello() {
     assert_eq!(
         bytes(&Hello::new(16 << 20)),
-        [b'I', b'P', b'C', b'Q', 2, 0x80, 0x80, 0x80, 0x08]
+        [b'I', b'P', b'C', b'Q', 3, 0x80, 0x80, 0x80, 0x08]
     );
 }
 
@@ -163,6 +163,7 @@ fn client_messages() {
         bytes(&ClientMsg::Cancel { handle: 2, id: 300 }),
         [6, 2, 0xac, 0x02]
     );
+    assert_eq!(bytes(&ClientMsg::Finish { tag: 5, count: 2 }), [7, 5, 2]);
     assert_eq!(
         request(Op::WaitRoom {
             handle: 2,
@@ -191,14 +192,24 @@ fn broker_messages() {
     assert_eq!(reply(Reply::Done), [0, 1, 0]);
     assert_eq!(reply(Reply::Pong), [0, 1, 1]);
     assert_eq!(reply(Reply::Opened { handle: 4 }), [0, 1, 2, 4]);
-    assert_eq!(reply(Reply::Item { tag: 9 }), [0, 1, 3, 9]);
+    assert_eq!(reply(Reply::Item { tag: 9, earlier: 2 }), [0, 1, 3, 9, 2]);
     assert_eq!(
         reply(Reply::Items {
             tag: 9,
             lens: vec![3, 4],
-            ready: 5
+            ready: 5,
+            earlier: Vec::new()
         }),
-        [0, 1, 4, 9, 2, 3, 4, 5]
+        [0, 1, 4, 9, 2, 3, 4, 5, 0]
+    );
+    assert_eq!(
+        reply(Reply::Items {
+            tag: 9,
+            lens: vec![3],
+            ready: 0,
+            earlier: vec![1]
+        }),
+        [0, 1, 4, 9, 1, 3, 0, 1, 1]
     );
     assert_eq!(
         reply(Reply::QueueInfo(QueueInfo {
@@ -309,5 +320,6 @@ fn only_requests_and_cancels_ask_for_an_answer() {
         bytes: 64
     }));
     assert!(!asks(&ClientMsg::Return { tag: 1, count: 1 }));
+    assert!(!asks(&ClientMsg::Finish { tag: 1, count: 1 }));
     assert!(!ClientMsg::asks_for_answer(&[]));
 }

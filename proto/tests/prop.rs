@@ -100,6 +100,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         }),
         (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::Return { tag, count }),
         (any::<u32>(), any::<u64>()).prop_map(|(handle, id)| ClientMsg::Cancel { handle, id }),
+        (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::Finish { tag, count }),
     ]
 }
 
@@ -111,9 +112,16 @@ fn broker_msg() -> impl Strategy<Value = BrokerMsg> {
         (
             any::<u64>(),
             prop::collection::vec(any::<u32>(), 0..8),
-            any::<u64>()
+            any::<u64>(),
+            prop::collection::vec(any::<u32>(), 0..8)
         )
-            .prop_map(|(tag, lens, ready)| Reply::Items { tag, lens, ready }),
+            .prop_map(|(tag, lens, ready, earlier)| Reply::Items {
+                tag,
+                lens,
+                ready,
+                earlier
+            }),
+        (any::<u64>(), any::<u32>()).prop_map(|(tag, earlier)| Reply::Item { tag, earlier }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(credits, bytes)| Reply::Accepted { credits, bytes }),
         any::<bool>().prop_map(|owner_died| Reply::Acquired { owner_died }),

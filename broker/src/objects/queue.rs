@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::parked::{Park, Parked};
 use crate::budget::{cost, Budget, Waiter};
-use crate::peer::{Peer, Source};
+use crate::peer::{Item, Peer, Source};
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, QueueInfo, QueueStats, Reply, Wait, ITEM_OVERHEAD};
 
@@ -49,7 +49,7 @@ pub(crate) struct Queue {
 
 #[derive(Debug)]
 struct State {
-    items: VecDeque<Bytes>,
+    items: VecDeque<Item>,
     /// Payload bytes in `items` and in flight.
     bytes: usize,
     in_flight: u64,
@@ -123,11 +123,11 @@ impl Source for Queue {
         &self.name
     }
 
-    fn settle(&self, count: u64, bytes: usize) {
-        Queue::settle(self, count, bytes);
+    fn settle(&self, count: u64, bytes: usize, finished: bool) {
+        Queue::settle(self, count, bytes, finished);
     }
 
-    fn restore(&self, items: Vec<Bytes>) {
+    fn restore(&self, items: Vec<Item>) {
         Queue::restore(self, items);
     }
 }
@@ -455,12 +455,17 @@ impl Queue {
     }
 
     /// Acknowledged deliveries leave the queue for good, freeing their room.
-    pub(crate) fn settle(&self, count: u64, bytes: usize) {
+    /// `finished`: each also counts as a `task_done` (an acknowledged delivery whose work
+    /// is done).
+    pub(crate) fn settle(&self, count: u64, bytes: usize, finished: bool) {
         let mut state = self.lock();
         state.in_flight -= count;
         state.bytes -= bytes;
         state.total_got += count;
         self.budget.release(bytes);
+        if finished {
+            self.mark_done(&mut state, count);
+        }
         self.admit_putters(&mut state);
         self.feed_getters(&mut state);
         drop(state);
@@ -468,7 +473,7 @@ impl Queue {
     }
 
     /// In-flight items of a client that went away come back to the head, in their order.
-    pub(crate) fn restore(&self, items: Vec<Bytes>) {
+    pub(crate) fn restore(&self, items: Vec<Item>) {
         let mut state = self.lock();
         state.in_flight -= items.len() as u64;
         if state.removed {
@@ -553,13 +558,21 @@ impl Queue {
                 self.name
             ));
         }
-        state.unfinished -= 1;
+        self.mark_done(&mut state, 1);
+        Ok(())
+    }
+
+    /// `count` items marked done; `join`s return when none is left.
+    fn mark_done(&self, state: &mut State, count: u64) {
+        if state.unfinished == 0 {
+            return;
+        }
+        state.unfinished = state.unfinished.saturating_sub(count);
         if state.unfinished == 0 {
             for joiner in state.joiners.take_all() {
                 joiner.peer.reply(joiner.request, Reply::Flag(true));
             }
         }
-        Ok(())
     }
 
     /// `join`: answers `Flag(true)` once every item put has been marked done, `Flag(false)`
@@ -750,7 +763,7 @@ impl Queue {
         state.bytes += cost(item.len());
         state.total_put += 1;
         state.unfinished += 1;
-        state.items.push_back(item);
+        state.items.push_back(Item::new(item));
     }
 
     fn admit_putters(&self, state: &mut State) {
@@ -912,7 +925,7 @@ impl State {
 
 /// Why the item at the head cannot go to `peer`: it is longer than the frames that client
 /// accepts (it announced a smaller limit than the broker's). The item stays in the queue.
-fn too_large_for(items: &VecDeque<Bytes>, peer: &Peer) -> Option<String> {
+fn too_large_for(items: &VecDeque<Item>, peer: &Peer) -> Option<String> {
     let len = items.front()?.len();
     let max = peer.max_frame_len();
     (len + ITEM_OVERHEAD > max).then(|| {
@@ -924,7 +937,7 @@ fn too_large_for(items: &VecDeque<Bytes>, peer: &Peer) -> Option<String> {
 }
 
 /// Takes up to `max` items (at least one) that fit together in one frame.
-fn take(items: &mut VecDeque<Bytes>, max: usize, max_frame_len: usize) -> Vec<Bytes> {
+fn take(items: &mut VecDeque<Item>, max: usize, max_frame_len: usize) -> Vec<Item> {
     let budget = max_frame_len.saturating_sub(ITEM_OVERHEAD);
     let mut used = 0;
     let mut n = 0;
@@ -940,7 +953,7 @@ fn take(items: &mut VecDeque<Bytes>, max: usize, max_frame_len: usize) -> Vec<By
     items.drain(..n).collect()
 }
 
-fn return_to_front(items: &mut VecDeque<Bytes>, returned: Vec<Bytes>) {
+fn return_to_front(items: &mut VecDeque<Item>, returned: Vec<Item>) {
     for item in returned.into_iter().rev() {
         items.push_front(item);
     }

@@ -57,6 +57,7 @@ fn deliver(core: &mut Core<Who>, id: u64, tag: u64, items: &[u8], ready: u64) {
         tag,
         lens: vec![1; items.len()],
         ready,
+        earlier: Vec::new(),
     };
     core.handle_msg(BrokerMsg::Reply { id, body }, Bytes::copy_from_slice(items));
 }
@@ -67,7 +68,7 @@ fn error(code: ErrorCode) -> Reply {
 
 /// A get that finds nothing: its own request, sent.
 fn fetch(core: &mut Core<Who>, max: usize, wait: Wait) -> u64 {
-    match core.get_step(Q, max, wait, Instant::now()).unwrap() {
+    match core.get_step(Q, max, wait, Instant::now(), true).unwrap() {
         GetStep::Wait(Fetch::Own(id)) => id,
         other => panic!("{other:?}"),
     }
@@ -78,8 +79,8 @@ fn take(core: &mut Core<Who>, max: usize) -> Vec<u8> {
 }
 
 fn take_at(core: &mut Core<Who>, max: usize, now: Instant) -> Vec<u8> {
-    match core.get_step(Q, max, Wait::NoWait, now).unwrap() {
-        GetStep::Items(items, _) => items.iter().map(|item| item[0]).collect(),
+    match core.get_step(Q, max, Wait::NoWait, now, true).unwrap() {
+        GetStep::Items(items, _) => items.iter().map(|d| d.item[0]).collect(),
         other => panic!("{other:?}"),
     }
 }
@@ -310,7 +311,9 @@ fn a_dead_connection_fails_every_waiter_and_hands_out_nothing() {
     // The buffered items are not handed out (the broker gives them back to the queue);
     // nothing is put on the credits; nothing more is written.
     assert!(!core.has_items(Q));
-    assert!(core.get_step(Q, 1, Wait::NoWait, Instant::now()).is_err());
+    assert!(core
+        .get_step(Q, 1, Wait::NoWait, Instant::now(), true)
+        .is_err());
     assert!(core.put_step(Q, &[b"x"], Wait::Block).is_err());
     core.close_handle(Q);
     assert_eq!(sent(&mut core), []);

@@ -147,6 +147,14 @@ pub(crate) struct Hold {
     pub(crate) handle: u32,
 }
 
+impl crate::delivery::Settle for Hold {
+    fn settle(&self, tag: u64, done: bool) -> Result<()> {
+        self.client
+            .with_core(|core| core.settle_delivery(tag, done))?;
+        self.client.send()
+    }
+}
+
 impl Drop for Hold {
     fn drop(&mut self) {
         // The reader task settles what is still on its way.

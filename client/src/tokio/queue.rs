@@ -12,6 +12,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::{remaining, unexpected, Client, Hold};
 use crate::common::{check_item, decode, encode, frames_of};
 use crate::core::{Fetch, GetStep, Progress, PutStep};
+use crate::inbox::Delivered;
 use crate::ops;
 use crate::queue::QueueOptions;
 use crate::{Error, Result};
@@ -118,12 +119,13 @@ impl RawQueue {
     /// those of a round trip that waits as asked and fetches up to the prefetch window.
     /// While it waits, items another task's fetch brought are taken instead, and the
     /// request is withdrawn.
-    async fn fetch(&self, max: usize, wait: Wait) -> Result<Vec<Bytes>> {
+    async fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
         let (client, handle) = (self.client(), self.handle());
         let start = Instant::now();
         loop {
             let wait = remaining(wait, start);
-            let step = client.with_core(|core| core.get_step(handle, max, wait, Instant::now()))?;
+            let step =
+                client.with_core(|core| core.get_step(handle, max, wait, Instant::now(), ack))?;
             let fetch = match step {
                 // Theirs once acknowledged (the acknowledgement is handed to the connection
                 // with no await point after).
@@ -133,8 +135,9 @@ impl RawQueue {
             if let Err(err) = self.wait_fetch(fetch).await {
                 // Items another task fetched meanwhile still come first (if they can still
                 // be acknowledged).
-                let step = client
-                    .with_core(|core| core.get_step(handle, max, Wait::NoWait, Instant::now()));
+                let step = client.with_core(|core| {
+                    core.get_step(handle, max, Wait::NoWait, Instant::now(), ack)
+                });
                 return match step {
                     Ok(GetStep::Items(items, _)) => client.send().map(|()| items),
                     Ok(GetStep::Wait(fetch)) => {

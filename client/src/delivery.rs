@@ -1,0 +1,152 @@
+//! Deliveries: items handed out by an acknowledging get, on the worker's account until it
+//! says its work on them is done.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::common::decode;
+use crate::Result;
+
+/// Who settles a delivery: the handle's share of its queue in one client.
+pub(crate) trait Settle: Send + Sync {
+    /// Settles delivery `tag`: its work is done (`done`), or it goes back to the head of
+    /// its queue.
+    fn settle(&self, tag: u64, done: bool) -> Result<()>;
+}
+
+/// An item taken by an acknowledging get (`get_delivery`, `get_deliveries`): it stays on
+/// this client's account, counted in the queue's `len` and towards its capacity, until
+/// the work on it is done.
+///
+/// - [`ack`](Delivery::ack): the work is done; the item leaves the queue for good and
+///   counts as its `task_done` for `join`.
+/// - [`reject`](Delivery::reject), or dropping the delivery without either: the item goes
+///   back to the head of the queue, for the next getter.
+/// - the client's process dies, or its connection closes, first: the broker puts every
+///   delivery it held back at the head of its queue, in order, marked as redelivered.
+///
+/// Settling costs no round trip: one message, written before `ack` returns. `T` is the
+/// queue's item type (`Bytes` for raw queues); a `Delivery` dereferences to it.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = ipcq_client::Client::connect_default()?;
+/// let jobs = client.queue::<u64>("jobs", 100)?;
+/// let job = jobs.get_delivery()?;
+/// if job.is_redelivered() {
+///     println!("job {} again: its last worker did not finish it", *job);
+/// }
+/// // ... the work ...
+/// job.ack()?;
+/// # Ok::<(), ipcq_client::Error>(())
+/// ```
+#[must_use = "a delivery dropped without `ack` goes back to the queue"]
+pub struct Delivery<T = Bytes> {
+    item: T,
+    tag: u64,
+    earlier: u32,
+    /// `None` once settled.
+    owner: Option<Arc<dyn Settle>>,
+}
+
+impl<T> Delivery<T> {
+    pub(crate) fn new(item: T, tag: u64, earlier: u32, owner: Arc<dyn Settle>) -> Self {
+        Delivery {
+            item,
+            tag,
+            earlier,
+            owner: Some(owner),
+        }
+    }
+
+    /// The item.
+    pub fn item(&self) -> &T {
+        &self.item
+    }
+
+    /// How many times the item has been delivered, this time included (1 the first time).
+    pub fn deliveries(&self) -> u32 {
+        self.earlier.saturating_add(1)
+    }
+
+    /// Whether the item was delivered before: a getter that took it died, dropped or
+    /// rejected it, or fetched it ahead and let it go, without finishing it.
+    pub fn is_redelivered(&self) -> bool {
+        self.earlier > 0
+    }
+
+    /// The work on the item is done: it leaves the queue for good, and counts as its
+    /// `task_done` for `join`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`](crate::Error::BrokerGone) when the connection is gone: the
+    /// broker has put the item back at the head of its queue, for another worker.
+    pub fn ack(mut self) -> Result<()> {
+        self.settle(true)
+    }
+
+    /// Gives the item back to the head of its queue now, for the next getter (this client
+    /// included), marked as redelivered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`](crate::Error::BrokerGone) when the connection is gone: the
+    /// broker has put the item back itself.
+    pub fn reject(mut self) -> Result<()> {
+        self.settle(false)
+    }
+
+    fn settle(&mut self, done: bool) -> Result<()> {
+        match self.owner.take() {
+            Some(owner) => owner.settle(self.tag, done),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Delivery<Bytes> {
+    /// The delivery of the item decoded as a `T`; one that does not decode goes back to
+    /// the head of the queue, and the error carries its bytes.
+    pub(crate) fn decode<T: DeserializeOwned>(mut self) -> Result<Delivery<T>> {
+        // On an error, `self` is dropped here: the item goes back.
+        let item = decode(&self.item)?;
+        Ok(Delivery {
+            item,
+            tag: self.tag,
+            earlier: self.earlier,
+            owner: self.owner.take(),
+        })
+    }
+}
+
+impl<T> Deref for Delivery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.item
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    /// Neither acknowledged nor rejected: back to the head of the queue.
+    fn drop(&mut self) {
+        // If the connection is gone, the broker has given it back already.
+        let _ = self.settle(false);
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("item", &self.item)
+            .field("deliveries", &self.deliveries())
+            .field("settled", &self.owner.is_none())
+            .finish()
+    }
+}
