@@ -8,6 +8,9 @@
 //! ipcq-test-client get ADDR QUEUE CAPACITY                   one blocking get, print the item
 //! ipcq-test-client hold ADDR QUEUE CAPACITY COUNT             get COUNT u64s, print "holding",
 //!                                                             then wait to be killed
+//! ipcq-test-client hold-deliveries ADDR QUEUE CAPACITY COUNT  take COUNT u64s as deliveries
+//!                                                             (prefetch 1), print "holding",
+//!                                                             then wait to be killed
 //! ipcq-test-client pipe-echo ADDR PIPE COUNT                  on end 1 of a duplex pipe, send
 //!                                                             back COUNT u64s, then exit
 //! ipcq-test-client pipe-send ADDR PIPE DUPLEX COUNT THEN      on end 1, send 0..COUNT, then
@@ -166,6 +169,20 @@ fn main() -> anyhow::Result<()> {
             writeln!(out, "holding")?;
             out.flush()?;
             // Keep the connection, and whatever was prefetched, until killed.
+            loop {
+                std::thread::park();
+            }
+        }
+        "hold-deliveries" => {
+            let count: u64 = arg(4)?.parse()?;
+            queue.set_prefetch(1);
+            let held: Vec<_> = (0..count)
+                .map(|_| queue.get_delivery())
+                .collect::<Result<_, _>>()?;
+            writeln!(out, "holding")?;
+            out.flush()?;
+            // Mid-job until killed: none is acknowledged.
+            let _held = held;
             loop {
                 std::thread::park();
             }

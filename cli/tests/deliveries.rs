@@ -1,0 +1,185 @@
+//! Acknowledged deliveries: an item taken with `get_delivery` stays on its worker's account
+//! until the work is done; rejected, dropped, or held by a worker that dies, it goes back
+//! to the head of its queue, marked as redelivered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ipcq::Error;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn an_acknowledged_delivery_leaves_the_queue_and_counts_for_join() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<u64>("jobs", 0).unwrap();
+        jobs.put_many(&[1, 2, 3]).unwrap();
+        let held: Vec<_> = (0..3).map(|_| jobs.get_delivery().unwrap()).collect();
+        assert_eq!(held.iter().map(|d| **d).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(held
+            .iter()
+            .all(|d| d.deliveries() == 1 && !d.is_redelivered()));
+        // Held, not done: they count, and `join` waits for them.
+        assert_eq!(jobs.len().unwrap(), 3);
+        assert!(!jobs.join_timeout(Duration::from_millis(1)).unwrap());
+        for delivery in held {
+            delivery.ack().unwrap();
+        }
+        // Each acknowledgement was its task_done: no `task_done` call is needed.
+        assert!(jobs.join_timeout(Duration::from_secs(10)).unwrap());
+        assert_eq!(jobs.len().unwrap(), 0);
+        let stats = queue_stats(&client, "jobs");
+        assert_eq!((stats.in_flight, stats.total_got), (0, 3));
+    });
+}
+
+#[test]
+fn a_rejected_delivery_goes_back_to_the_head_marked_redelivered() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<String>("jobs", 0).unwrap();
+        jobs.set_prefetch(1);
+        jobs.put_many(&["a".to_string(), "b".to_string()]).unwrap();
+        let first = jobs.get_delivery().unwrap();
+        assert_eq!(*first, "a");
+        first.reject().unwrap();
+        // At the head again, ahead of `b`, and it says so.
+        let again = jobs.get_delivery().unwrap();
+        assert_eq!(*again, "a");
+        assert!(again.is_redelivered());
+        assert_eq!(again.deliveries(), 2);
+        again.ack().unwrap();
+        let second = jobs.get_delivery().unwrap();
+        assert_eq!((second.as_str(), second.deliveries()), ("b", 1));
+        second.ack().unwrap();
+        assert!(jobs.get_nowait().unwrap_err().is_empty());
+    });
+}
+
+#[test]
+fn a_delivery_dropped_without_an_answer_goes_back_to_the_head() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<u64>("jobs", 0).unwrap();
+        jobs.set_prefetch(1);
+        jobs.put_many(&[7, 8]).unwrap();
+        drop(jobs.get_delivery().unwrap());
+        // Another client sees it first, redelivered.
+        let other = broker.client().queue::<u64>("jobs", 0).unwrap();
+        let delivery = other.get_delivery().unwrap();
+        assert_eq!((*delivery, delivery.deliveries()), (7, 2));
+        delivery.ack().unwrap();
+        assert_eq!(other.get().unwrap(), 8);
+    });
+}
+
+#[test]
+fn held_deliveries_count_towards_the_capacity() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<u64>("jobs", 2).unwrap();
+        jobs.put(&1).unwrap();
+        jobs.put(&2).unwrap();
+        let one = jobs.get_delivery().unwrap();
+        let two = jobs.get_delivery().unwrap();
+        // Both are out, and the queue is still full: a returning item never overflows it.
+        assert!(jobs.put_nowait(&3).unwrap_err().is_full());
+        one.ack().unwrap();
+        jobs.put_timeout(&3, Duration::from_secs(10)).unwrap();
+        two.reject().unwrap();
+        assert_eq!(jobs.len().unwrap(), 2);
+        assert_eq!(jobs.get().unwrap(), 2);
+        assert_eq!(jobs.get().unwrap(), 3);
+    });
+}
+
+#[test]
+fn a_killed_worker_gives_its_deliveries_back_in_order_marked_redelivered() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<u64>("jobs", 0).unwrap();
+        jobs.put_many(&(0..10).collect::<Vec<u64>>()).unwrap();
+        let mut worker = helper(&["hold-deliveries", &broker.addr, "jobs", "0", "4"]);
+        expect_line(&mut worker, "holding");
+        // Taken, not done: still counted.
+        assert_eq!(jobs.len().unwrap(), 10);
+        signal(&worker, "KILL");
+        worker.wait().unwrap();
+        wait_until(&client, "jobs", "the deliveries to come back", |s| {
+            s.in_flight == 0
+        });
+        jobs.set_prefetch(1);
+        let again: Vec<_> = (0..10).map(|_| jobs.get_delivery().unwrap()).collect();
+        assert_eq!(
+            again.iter().map(|d| **d).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<u64>>(),
+            "back at the head, in their order"
+        );
+        let counts: Vec<u32> = again.iter().map(|d| d.deliveries()).collect();
+        assert_eq!(counts, [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]);
+        for delivery in again {
+            delivery.ack().unwrap();
+        }
+        assert!(jobs.join_timeout(Duration::from_secs(10)).unwrap());
+    });
+}
+
+#[test]
+fn an_item_that_does_not_decode_is_not_lost() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let raw = client.raw_queue("work", 0).unwrap();
+        let typed = client.queue::<Option<u32>>("work", 0).unwrap();
+        typed.set_prefetch(1);
+        raw.put(b"hello").unwrap();
+        raw.put(b"again").unwrap();
+        // A plain get took it: the error carries its bytes.
+        match typed.get() {
+            Err(Error::Undecodable { item, .. }) => assert_eq!(&item[..], b"hello"),
+            other => panic!("expected Undecodable, got {other:?}"),
+        }
+        // An acknowledging get gives it back to the head.
+        match typed.get_delivery() {
+            Err(Error::Undecodable { item, .. }) => assert_eq!(&item[..], b"again"),
+            other => panic!("expected Undecodable, got {other:?}"),
+        }
+        let back = raw.get_delivery().unwrap();
+        assert_eq!((&back[..], back.deliveries()), (&b"again"[..], 2));
+        back.ack().unwrap();
+        assert_eq!(raw.len().unwrap(), 0);
+    });
+}
+
+#[test]
+fn the_tokio_client_has_the_same_deliveries() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let broker = TestBroker::start();
+        let client = ipcq::tokio::Client::connect(&broker.addr).await.unwrap();
+        let jobs = client.queue::<u64>("jobs", 0).await.unwrap();
+        jobs.set_prefetch(1);
+        jobs.put_many(&[1, 2]).await.unwrap();
+        let first = jobs.get_delivery().await.unwrap();
+        drop(first);
+        let again = jobs.get_delivery().await.unwrap();
+        assert_eq!((*again, again.deliveries()), (1, 2));
+        again.ack().unwrap();
+        let second = jobs.get_delivery().await.unwrap();
+        second.ack().unwrap();
+        assert!(jobs.join_timeout(Duration::from_secs(10)).await.unwrap());
+        assert_eq!(jobs.len().await.unwrap(), 0);
+    });
+}
