@@ -89,10 +89,14 @@ pub(crate) struct Hold {
 
 impl crate::delivery::Settle for Hold {
     fn settle(&self, tag: u64, done: bool) -> Result<()> {
-        let mark = self
+        let handle = self.handle;
+        match self
             .client
-            .with_core(|core| core.settle_delivery(tag, done))?;
-        self.client.flush(mark)
+            .with_core(|core| core.settle_delivery(handle, tag, done))?
+        {
+            Some(mark) => self.client.flush(mark),
+            None => Ok(()),
+        }
     }
 }
 
@@ -531,6 +535,17 @@ fn handle_read(shared: &mut Shared, buf: &mut BytesMut, end: Option<Dead>) {
     }
     if shared.core.has_woken() {
         wake(shared);
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle on the connection is gone: what still waits to be written
+    /// (acknowledgements deferred to the next write) goes before the connection closes.
+    fn drop(&mut self) {
+        let bytes = self.lock_shared().core.take_transmit();
+        if !bytes.is_empty() {
+            let _ = self.write_all(&bytes);
+        }
     }
 }
 

@@ -23,6 +23,9 @@ use crate::inbox::{Delivered, Inbox};
 use crate::ops::Purpose;
 use crate::{Error, Result};
 
+/// Most acknowledgements of deliveries that wait for the next write.
+pub(crate) const DEFERRED_ACKS: usize = 64;
+
 /// What a driver wakes when an answer or items come.
 pub(crate) trait Wakeup: Clone {
     /// Whether `self` and `other` wake the same waiter (so that registering again is not
@@ -52,6 +55,9 @@ pub(crate) struct Core<W> {
     /// A write failed: what was queued is lost, and so is every delivery not yet
     /// acknowledged. The broker's reason, if it gave one, is still to be read.
     broken: bool,
+    /// Acknowledgements of deliveries queued in `transmit` and not yet taken: they wait
+    /// for the next write (see [`Core::settle_delivery`]).
+    deferred: usize,
 }
 
 /// A request waiting for its answer.
@@ -100,8 +106,8 @@ pub(crate) enum PutStep {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum GetStep {
     /// Deliveries for the caller: theirs once written up to the mark (for a plain get,
-    /// their acknowledgement).
-    Items(Vec<Delivered>, Mark),
+    /// their acknowledgement); no mark when nothing needs writing.
+    Items(Vec<Delivered>, Option<Mark>),
     /// Nothing here yet: wait on request `id` (see [`Core::poll_fetch`]).
     Wait(Fetch),
 }
@@ -145,12 +151,14 @@ impl<W: Wakeup> Core<W> {
             woken: Vec::new(),
             dead: None,
             broken: false,
+            deferred: 0,
         }
     }
 
     /// The bytes to write, in order; the driver writes them all before it reports them
     /// written.
     pub(crate) fn take_transmit(&mut self) -> Vec<u8> {
+        self.deferred = 0;
         std::mem::take(&mut self.transmit)
     }
 
@@ -538,7 +546,8 @@ impl<W: Wakeup> Core<W> {
         max: usize,
         now: Instant,
         ack: bool,
-    ) -> Result<Option<(Vec<Delivered>, Mark)>> {
+    ) -> Result<Option<(Vec<Delivered>, Option<Mark>)>> {
+        let before = self.queued;
         let state = self.handle_mut(handle)?;
         let Some(taken) = state.inbox.take(max, now) else {
             return Ok(None);
@@ -564,17 +573,30 @@ impl<W: Wakeup> Core<W> {
                 }
             }
         }
-        Ok(Some((taken.delivered, mark)))
+        Ok(Some((
+            taken.delivered,
+            (self.queued > before).then_some(mark),
+        )))
     }
 
-    /// Settles delivery `tag`, handed out without an acknowledgement: its work is done
-    /// (`done`: it leaves the queue and counts as a `task_done`), or it goes back to the
-    /// head of its queue.
+    /// Settles delivery `tag` of `handle`, handed out without an acknowledgement: its
+    /// work is done (`done`: it leaves the queue and counts as a `task_done`), or it goes
+    /// back to the head of its queue. Returns the mark to write up to, or `None` when the
+    /// acknowledgement may wait for the next write: while more items are fetched for this
+    /// handle (the worker will be back for them, and its next request, or the write that
+    /// empties the inbox, carries it), and at most [`DEFERRED_ACKS`] of them. A worker
+    /// killed in between gets those items delivered again, as it would its fetched items.
+    /// A rejection is written at once: another getter may be waiting for the item.
     ///
     /// # Errors
     ///
     /// The connection's error: the broker then gives the delivery back to its queue itself.
-    pub(crate) fn settle_delivery(&mut self, tag: u64, done: bool) -> Result<Mark> {
+    pub(crate) fn settle_delivery(
+        &mut self,
+        handle: u32,
+        tag: u64,
+        done: bool,
+    ) -> Result<Option<Mark>> {
         self.check_alive()?;
         let msg = if done {
             ClientMsg::Finish { tag, count: 1 }
@@ -582,7 +604,12 @@ impl<W: Wakeup> Core<W> {
             ClientMsg::Return { tag, count: 1 }
         };
         self.encode(&msg, &[])?;
-        Ok(self.queued)
+        let more = self.has_items(handle);
+        if done && more && self.deferred < DEFERRED_ACKS {
+            self.deferred += 1;
+            return Ok(None);
+        }
+        Ok(Some(self.queued))
     }
 
     /// A request that brings items to `handle`'s inbox: the prefetch in flight if there is

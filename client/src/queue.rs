@@ -222,7 +222,7 @@ impl RawQueue {
                 client.with_core(|core| core.get_step(handle, max, wait, Instant::now(), ack))?;
             let fetch = match step {
                 // Theirs once acknowledged.
-                GetStep::Items(items, mark) => return client.flush(mark).map(|()| items),
+                GetStep::Items(items, mark) => return flushed(client, mark).map(|()| items),
                 GetStep::Wait(fetch) => fetch,
             };
             if let Err(err) = self.wait_fetch(fetch) {
@@ -232,7 +232,7 @@ impl RawQueue {
                     core.get_step(handle, max, Wait::NoWait, Instant::now(), ack)
                 });
                 return match step {
-                    Ok(GetStep::Items(items, mark)) => client.flush(mark).map(|()| items),
+                    Ok(GetStep::Items(items, mark)) => flushed(client, mark).map(|()| items),
                     Ok(GetStep::Wait(fetch)) => {
                         client.with_core(|core| core.abandon(fetch.id()));
                         Err(err)
@@ -258,6 +258,11 @@ impl RawQueue {
             }
         }
     }
+}
+
+/// Writes up to `mark`, if there is one.
+fn flushed(client: &Client, mark: Option<crate::core::Mark>) -> Result<()> {
+    mark.map_or(Ok(()), |mark| client.flush(mark))
 }
 
 crate::surface::queue_surface! {

@@ -31,8 +31,8 @@ static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 #[command(about = "ipcq's multi-process benchmark")]
 struct Args {
     /// Workloads to run (default: all): 1p1c, batch, unbounded, 4p4c, pingpong, sizes,
-    /// rss; also `async` (1p1c and batches on the tokio client), `load` and `soak`, not in
-    /// the default set.
+    /// rss; also `acked` (1p1c with acknowledged deliveries), `async` (1p1c and batches on
+    /// the tokio client), `load` and `soak`, not in the default set.
     #[arg(long = "workload", short = 'w')]
     workloads: Vec<String>,
     /// Peers to measure in the same run: python, redis, relay, all, none.
@@ -473,6 +473,29 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
                     }
                     "relay" => measure("relay", "pingpong-p50", "µs", false, &mut || {
                         relay_pingpong(args.round_trips)
+                    })?,
+                    _ => {}
+                }
+            }
+        }
+        "acked" => {
+            // 1P1C where the consumer takes each item as a delivery and acknowledges it
+            // after its "work": the jobs-survive-their-worker path, against a plain get in
+            // the same round and the peers of 1p1c.
+            let label = "1p1c-acked";
+            measure("ipcq", label, "items/s", true, &mut || {
+                ipcq_throughput_with("ipcq-ack", n, 64, 1, 1, 1).map(|v| (v, String::new()))
+            })?;
+            measure("ipcq-get", label, "items/s", true, &mut || {
+                ipcq_throughput(n, 64, 1, 1, 1).map(|v| (v, String::new()))
+            })?;
+            for &peer in peers {
+                match peer {
+                    "python" => measure("python-mp", label, "items/s", true, &mut || {
+                        python_throughput(n.min(200_000), 64, 1, 1).map(|v| (v, String::new()))
+                    })?,
+                    "relay" => measure("relay-coalesce", label, "items/s", true, &mut || {
+                        relay_throughput(n, 64, "coalesce").map(|v| (v, String::new()))
                     })?,
                     _ => {}
                 }
@@ -1103,7 +1126,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
     };
     let num = |i: usize| -> anyhow::Result<u64> { Ok(arg(i)?.parse()?) };
     match arg(0)? {
-        "ipcq-produce" => {
+        "ipcq-produce" | "ipcq-ack-produce" => {
             let client = Client::connect(arg(1)?)?;
             let queue = client.raw_queue("bench", capacity())?;
             let (count, size, batch) = (num(2)?, num(3)? as usize, num(4)? as usize);
@@ -1139,6 +1162,23 @@ fn child(role: &[String]) -> anyhow::Result<()> {
                 };
                 match got {
                     Ok(n) => count += n,
+                    Err(Error::Closed) => break,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            println!("end {} {count}", now_ns());
+        }
+        "ipcq-ack-consume" => {
+            let client = Client::connect(arg(1)?)?;
+            let queue = client.raw_queue("bench", capacity())?;
+            wait_for_go()?;
+            let mut count = 0u64;
+            loop {
+                match queue.get_delivery() {
+                    Ok(delivery) => {
+                        count += 1;
+                        delivery.ack()?;
+                    }
                     Err(Error::Closed) => break,
                     Err(err) => return Err(err.into()),
                 }

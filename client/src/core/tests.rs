@@ -392,3 +392,57 @@ fn an_oversized_put_queues_nothing() {
     assert_eq!(sent(&mut core), []);
     assert!(core.waiters.is_empty());
 }
+
+#[test]
+fn acknowledgements_wait_for_the_next_write_while_more_items_are_fetched() {
+    let mut core = core();
+    let id = fetch(&mut core, 1, Wait::Block);
+    deliver(&mut core, id, 20, b"abc", 0);
+    core.poll(id, None);
+    sent(&mut core);
+    let held = |core: &mut Core<Who>| match core
+        .get_step(Q, 1, Wait::NoWait, Instant::now(), false)
+        .unwrap()
+    {
+        // Held deliveries are not acknowledged: nothing to write.
+        GetStep::Items(items, None) => items[0].tag,
+        other => panic!("{other:?}"),
+    };
+    let first = held(&mut core);
+    // Two more are fetched: the acknowledgement waits for the next write.
+    assert_eq!(core.settle_delivery(Q, first, true).unwrap(), None);
+    let second = held(&mut core);
+    assert_eq!(core.settle_delivery(Q, second, true).unwrap(), None);
+    let third = held(&mut core);
+    // The last fetched item: everything goes now.
+    assert!(core.settle_delivery(Q, third, true).unwrap().is_some());
+    assert_eq!(
+        sent(&mut core),
+        [
+            ClientMsg::Finish { tag: 20, count: 1 },
+            ClientMsg::Finish { tag: 21, count: 1 },
+            ClientMsg::Finish { tag: 22, count: 1 },
+        ]
+    );
+}
+
+#[test]
+fn a_rejection_is_written_at_once() {
+    let mut core = core();
+    let id = fetch(&mut core, 1, Wait::Block);
+    deliver(&mut core, id, 0, b"ab", 0);
+    core.poll(id, None);
+    sent(&mut core);
+    let GetStep::Items(items, _) = core
+        .get_step(Q, 1, Wait::NoWait, Instant::now(), false)
+        .unwrap()
+    else {
+        panic!("an item is fetched");
+    };
+    // Another getter may be waiting for it: no deferral, even with an item still here.
+    assert!(core
+        .settle_delivery(Q, items[0].tag, false)
+        .unwrap()
+        .is_some());
+    assert_eq!(sent(&mut core), [ClientMsg::Return { tag: 0, count: 1 }]);
+}

@@ -149,9 +149,14 @@ pub(crate) struct Hold {
 
 impl crate::delivery::Settle for Hold {
     fn settle(&self, tag: u64, done: bool) -> Result<()> {
-        self.client
-            .with_core(|core| core.settle_delivery(tag, done))?;
-        self.client.send()
+        let handle = self.handle;
+        match self
+            .client
+            .with_core(|core| core.settle_delivery(handle, tag, done))?
+        {
+            Some(_) => self.client.send(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -435,6 +440,9 @@ impl Client {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // What still waits to be written (acknowledgements deferred to the next write)
+        // goes to the writer task, which writes it before it shuts the connection down.
+        let _ = self.conn.send();
         self.reader.abort();
         self.conn.lock_out().closing = true;
         self.conn.wake_writer.notify_one();

@@ -129,7 +129,7 @@ impl RawQueue {
             let fetch = match step {
                 // Theirs once acknowledged (the acknowledgement is handed to the connection
                 // with no await point after).
-                GetStep::Items(items, _) => return client.send().map(|()| items),
+                GetStep::Items(items, mark) => return sent(client, mark).map(|()| items),
                 GetStep::Wait(fetch) => fetch,
             };
             if let Err(err) = self.wait_fetch(fetch).await {
@@ -139,7 +139,7 @@ impl RawQueue {
                     core.get_step(handle, max, Wait::NoWait, Instant::now(), ack)
                 });
                 return match step {
-                    Ok(GetStep::Items(items, _)) => client.send().map(|()| items),
+                    Ok(GetStep::Items(items, mark)) => sent(client, mark).map(|()| items),
                     Ok(GetStep::Wait(fetch)) => {
                         drop(Withdraw { client, fetch });
                         Err(err)
@@ -181,6 +181,11 @@ impl Drop for Withdraw<'_> {
             let _ = self.client.send();
         }
     }
+}
+
+/// Hands what was queued to the connection, if anything was.
+fn sent(client: &Client, mark: Option<crate::core::Mark>) -> Result<()> {
+    mark.map_or(Ok(()), |_| client.send())
 }
 
 crate::surface::queue_surface! {
