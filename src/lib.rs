@@ -36,8 +36,8 @@
 pub use ipcq_client::{
     default_addr, stats, Acquired, Barrier, Client, CodecError, ConnectOptions, Delivery, End,
     Error, Event, Lock, LockGuard, PipeEnd, PipeOptions, Queue, QueueOptions, RawPipeEnd, RawQueue,
-    Result, Semaphore, SemaphoreGuard, ADDR_ENV, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PIPE_CAPACITY,
-    DEFAULT_PREFETCH,
+    Result, Select, Semaphore, SemaphoreGuard, ADDR_ENV, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PIPE_CAPACITY, DEFAULT_PREFETCH,
 };
 
 /// The tokio client (feature `tokio`, on by default): the blocking client's operations as

@@ -332,6 +332,11 @@ impl Client {
         self.wait(&waker, |core| core.poll(id, Some(&waker)))
     }
 
+    /// Whether `self` and `other` are the same connection.
+    pub(crate) fn same(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Runs `f` on the connection's protocol state.
     pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core<Arc<Condvar>>) -> T) -> T {
         f(&mut self.inner.lock_shared().core)

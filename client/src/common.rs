@@ -141,6 +141,16 @@ fn window(interval: f64, max: usize) -> usize {
     items.clamp(1, max)
 }
 
+/// What a wait of `wait` that started at `start` has left.
+pub(crate) fn remaining(wait: ipcq_proto::Wait, start: Instant) -> ipcq_proto::Wait {
+    match wait {
+        ipcq_proto::Wait::Micros(micros) => {
+            ipcq_proto::Wait::timeout(Duration::from_micros(micros).saturating_sub(start.elapsed()))
+        }
+        other => other,
+    }
+}
+
 /// Consecutive delivery tags as `(first, count)` runs: one acknowledgement (or return)
 /// message each.
 pub(crate) fn runs(tags: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {

@@ -111,9 +111,14 @@ impl<T> Delivery<T> {
 }
 
 impl Delivery<Bytes> {
-    /// The delivery of the item decoded as a `T`; one that does not decode goes back to
-    /// the head of the queue, and the error carries its bytes.
-    pub(crate) fn decode<T: DeserializeOwned>(mut self) -> Result<Delivery<T>> {
+    /// The delivery of the item decoded as a `T` (postcard, as a typed queue's), for a
+    /// raw delivery such as a [`Select`](crate::Select) returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Undecodable`](crate::Error::Undecodable) when the item is not a `T`: it
+    /// went back to the head of its queue, and the error carries its bytes.
+    pub fn decode<T: DeserializeOwned>(mut self) -> Result<Delivery<T>> {
         // On an error, `self` is dropped here: the item goes back.
         let item = decode(&self.item)?;
         Ok(Delivery {

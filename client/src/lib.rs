@@ -57,6 +57,7 @@ mod inbox;
 mod ops;
 mod pipe;
 mod queue;
+mod select;
 mod surface;
 mod sync;
 #[cfg(feature = "tokio")]
@@ -69,6 +70,7 @@ pub use delivery::Delivery;
 pub use error::{CodecError, Error, Result};
 pub use pipe::{End, PipeEnd, PipeOptions, RawPipeEnd, DEFAULT_PIPE_CAPACITY};
 pub use queue::{Queue, QueueOptions, RawQueue};
+pub use select::Select;
 pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
 
 /// Broker figures as [`Client::stats`] returns them.

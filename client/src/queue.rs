@@ -187,6 +187,13 @@ pub struct RawQueue {
 }
 
 impl RawQueue {
+    /// This handle's share of its queue in the client.
+    pub(crate) fn hold(&self) -> Arc<Hold> {
+        Arc::clone(&self.hold)
+    }
+}
+
+impl RawQueue {
     /// Puts the first of `items` at least (all of them if there are credits for them, in
     /// one write); returns how many were put.
     fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
@@ -215,7 +222,7 @@ impl RawQueue {
     /// those of a round trip that waits as asked and fetches up to the prefetch window.
     /// While it waits, items another thread's answer brought are taken instead, and the
     /// request is withdrawn.
-    fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
+    pub(crate) fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
         let (client, handle) = (self.client(), self.handle());
         loop {
             let step =

@@ -444,11 +444,11 @@ macro_rules! queue_surface {
                 }
             }
 
-            fn client(&self) -> &Client {
+            pub(crate) fn client(&self) -> &Client {
                 &self.hold.client
             }
 
-            fn handle(&self) -> u32 {
+            pub(crate) fn handle(&self) -> u32 {
                 self.hold.handle
             }
 
@@ -817,6 +817,15 @@ macro_rules! queue_surface {
             /// The raw handle on the same queue.
             pub fn raw(&self) -> &RawQueue {
                 &self.raw
+            }
+
+            /// Decodes an item taken from this queue through its raw handle (a select's).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Undecodable`] when the item is not a `T`; it carries the bytes.
+            pub fn decode(&self, item: &Bytes) -> Result<T> {
+                decode(item)
             }
 
             /// The queue's name.

@@ -11,6 +11,9 @@
 //! ipcq-test-client hold-deliveries ADDR QUEUE CAPACITY COUNT  take COUNT u64s as deliveries
 //!                                                             (prefetch 1), print "holding",
 //!                                                             then wait to be killed
+//! ipcq-test-client select ADDR QUEUES                        select over the u64 queues of the
+//!                                                             comma-separated QUEUES until all
+//!                                                             are closed, print "INDEX ITEM"
 //! ipcq-test-client pipe-echo ADDR PIPE COUNT                  on end 1 of a duplex pipe, send
 //!                                                             back COUNT u64s, then exit
 //! ipcq-test-client pipe-send ADDR PIPE DUPLEX COUNT THEN      on end 1, send 0..COUNT, then
@@ -57,6 +60,9 @@ fn main() -> anyhow::Result<()> {
         return half_open(arg(1)?, arg(2)?.parse()?);
     }
     let client = Client::connect(arg(1)?)?;
+    if role == "select" {
+        return select(&client, arg(2)?);
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if let Some(done) = sync_role(&client, role, &args)? {
         writeln!(out, "{done}")?;
@@ -302,4 +308,28 @@ fn half_open(addr: &str, count: usize) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 fn half_open(_addr: &str, _count: usize) -> anyhow::Result<()> {
     bail!("half-open is for Unix sockets")
+}
+
+/// Selects over `names` until every queue is closed, printing each item as it comes.
+fn select(client: &Client, names: &str) -> anyhow::Result<()> {
+    let queues = names
+        .split(',')
+        .map(|name| client.queue::<u64>(name, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut select = ipcq::Select::new();
+    for queue in &queues {
+        select.add(queue.raw());
+    }
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        match select.get() {
+            Ok((index, item)) => {
+                let item = queues[index].decode(&item)?;
+                writeln!(stdout, "{index} {item}")?;
+                stdout.flush()?;
+            }
+            Err(Error::Closed) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        }
+    }
 }

@@ -61,7 +61,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ::tokio::sync::Notify;
@@ -69,8 +69,9 @@ use ::tokio::task::AbortHandle;
 use bytes::{Bytes, BytesMut};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
-use ipcq_proto::{AddrKind, Kind, ObjectStats, Op, Reply, Wait};
+use ipcq_proto::{AddrKind, Kind, ObjectStats, Op, Reply};
 
+pub(crate) use crate::common::remaining;
 use crate::common::{connect_error, hello_frame, their_hello, Dead};
 use crate::connect::{self, ConnectOptions};
 use crate::core::{Core, Wakeup};
@@ -639,17 +640,6 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(err) => return Err(Dead::Gone(format!("connection lost: {err}"))),
         }
-    }
-}
-
-/// What a wait of `wait` has left at `now`, for a wait that started at `start`.
-pub(crate) fn remaining(wait: Wait, start: Instant) -> Wait {
-    match wait {
-        Wait::Micros(micros) => {
-            let left = Duration::from_micros(micros).saturating_sub(start.elapsed());
-            Wait::timeout(left)
-        }
-        other => other,
     }
 }
 
