@@ -48,6 +48,9 @@ fn a_waiting_select_withdraws_the_requests_that_lose() {
         let client = broker.client();
         let observer = broker.client();
         let names = ["a", "b", "c"];
+        for name in names {
+            observer.raw_queue(name, 0).unwrap();
+        }
         let selector = std::thread::spawn({
             let client = client.clone();
             move || {
