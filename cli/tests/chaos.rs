@@ -20,9 +20,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::Child;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,53 +30,6 @@ const CAPACITY: &str = "64";
 const MODES: [&str; 3] = ["prefetch", "single", "batch"];
 /// The most a `batch` consumer's `get_many` returns at once (the helper's batch).
 const BATCH: u64 = 64;
-
-struct Running {
-    child: Child,
-    lines: JoinHandle<Vec<String>>,
-}
-
-fn start(args: &[&str]) -> Running {
-    let mut child = helper(args);
-    let stdout = child.stdout.take().expect("piped stdout");
-    // Read as it comes, so that no client blocks on a full pipe.
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect()
-    });
-    Running { child, lines }
-}
-
-/// Kills (or, with `kill` false, waits for) a client; returns what it printed.
-fn stop(mut running: Running, kill: bool) -> Vec<String> {
-    if kill {
-        let _ = running.child.kill();
-    }
-    let status = running.child.wait().expect("wait for a client");
-    let lines = running.lines.join().expect("reader thread");
-    if !kill {
-        let mut stderr = String::new();
-        if let Some(mut err) = running.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
-        }
-        assert!(status.success(), "a client failed ({status}): {stderr}");
-    }
-    lines
-}
-
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-/// A pseudo-random index below `n`.
-fn pick(seed: &mut u64, n: usize) -> usize {
-    usize::try_from(next(seed) % n as u64).expect("below n")
-}
 
 #[test]
 fn killed_clients_lose_nothing_and_duplicate_nothing() {

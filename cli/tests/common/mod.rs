@@ -260,3 +260,53 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+/// A helper process whose output is read as it comes, so that it never blocks on a full
+/// pipe.
+pub struct Running {
+    pub child: Child,
+    lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+pub fn start(args: &[&str]) -> Running {
+    let mut child = helper(args);
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Read as it comes, so that no client blocks on a full pipe.
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    });
+    Running { child, lines }
+}
+
+/// Kills (or, with `kill` false, waits for) a client; returns what it printed.
+pub fn stop(mut running: Running, kill: bool) -> Vec<String> {
+    if kill {
+        let _ = running.child.kill();
+    }
+    let status = running.child.wait().expect("wait for a client");
+    let lines = running.lines.join().expect("reader thread");
+    if !kill {
+        let mut stderr = String::new();
+        if let Some(mut err) = running.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+        }
+        assert!(status.success(), "a client failed ({status}): {stderr}");
+    }
+    lines
+}
+
+/// The next number of a xorshift sequence: a kill schedule that a seed replays.
+pub fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// A pseudo-random index below `n`.
+pub fn pick(seed: &mut u64, n: usize) -> usize {
+    usize::try_from(next(seed) % n as u64).expect("below n")
+}

@@ -35,6 +35,10 @@
 //!                                                             got; MODE: `prefetch` (default
 //!                                                             get), `single` (prefetch 1),
 //!                                                             `batch` (get_many of 64)
+//! ipcq-test-client chaos-work ADDR QUEUE CAPACITY            until Closed, take each id as a
+//!                                                             delivery: print "s ID", work
+//!                                                             200 µs, acknowledge, print
+//!                                                             "d ID"
 //! ipcq-test-client half-open ADDR COUNT                       open COUNT connections and never
 //!                                                             greet; print "open N" (how many
 //!                                                             the system allowed), wait for
@@ -123,6 +127,23 @@ fn main() -> anyhow::Result<()> {
                 out.write_all(format!("a {id}\n").as_bytes())?;
                 queue.put(&id)?;
                 out.write_all(format!("o {id}\n").as_bytes())?;
+            }
+        }
+        "chaos-work" => {
+            let mut out = std::io::stdout().lock();
+            loop {
+                let job = match queue.get_delivery() {
+                    Ok(job) => job,
+                    Err(Error::Closed) => break,
+                    Err(err) => return Err(err.into()),
+                };
+                writeln!(out, "s {}", *job)?;
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                let id = *job;
+                job.ack()?;
+                writeln!(out, "d {id}")?;
+                out.flush()?;
             }
         }
         "chaos-consume" => {
