@@ -65,6 +65,7 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
             "putters",
             "put",
             "got",
+            "again",
             "bytes",
             "state",
         ];
@@ -84,6 +85,7 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
                     q.putters.to_string(),
                     q.total_put.to_string(),
                     q.total_got.to_string(),
+                    q.redelivered.to_string(),
                     q.bytes.to_string(),
                     match (q.closed, q.auto_delete) {
                         (true, _) => "closed",
@@ -312,6 +314,7 @@ pub fn json(stats: &[ObjectStats]) -> serde_json::Value {
                 "closed": q.closed,
                 "auto_delete": q.auto_delete,
                 "reserved": q.reserved,
+                "redelivered": q.redelivered,
             }),
             ObjectDetail::Pipe(p) => serde_json::json!({
                 "name": object.name,

@@ -125,6 +125,11 @@ fn a_killed_worker_gives_its_deliveries_back_in_order_marked_redelivered() {
         );
         let counts: Vec<u32> = again.iter().map(|d| d.deliveries()).collect();
         assert_eq!(counts, [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]);
+        // The broker counts them, and `ipcq stats` shows it.
+        assert_eq!(queue_stats(&client, "jobs").redelivered, 4);
+        let out = cli(&broker.addr, &["stats", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["objects"][0]["redelivered"], 4);
         for delivery in again {
             delivery.ack().unwrap();
         }

@@ -327,6 +327,7 @@ mod tests {
                 total_got: 0,
                 closed: false,
                 auto_delete: false,
+                redelivered: 0,
             }),
         };
         let mut asked = Vec::new();

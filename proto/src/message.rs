@@ -616,6 +616,9 @@ pub struct QueueStats {
     pub closed: bool,
     /// Whether the queue goes when the last connection that opened it closes.
     pub auto_delete: bool,
+    /// Items delivered again since the queue was created: their getter died, gave them
+    /// back, or let them go unread.
+    pub redelivered: u64,
 }
 
 /// Why a request failed.

@@ -232,13 +232,14 @@ fn broker_messages() {
         total_got: 8,
         closed: false,
         auto_delete: true,
+        redelivered: 2,
     };
     assert_eq!(
         reply(Reply::Stats(vec![ObjectStats {
             name: "q".into(),
             detail: ObjectDetail::Queue(stats)
         }])),
-        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1]
+        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2]
     );
     assert_eq!(
         reply(Reply::StatsPage {
@@ -248,7 +249,7 @@ fn broker_messages() {
             }],
             more: true
         }),
-        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 1]
+        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 1]
     );
     assert_eq!(
         reply(Reply::Accepted {

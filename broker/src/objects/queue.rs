@@ -68,6 +68,9 @@ struct State {
     waiting_for_budget: bool,
     total_put: u64,
     total_got: u64,
+    /// Items delivered again since the queue was created (after a getter died, returned
+    /// or rejected them).
+    redelivered: u64,
     /// Items put and not yet marked done (`task_done`), as `JoinableQueue` counts them.
     unfinished: u64,
     /// Parked `join`s, woken when `unfinished` reaches 0.
@@ -163,6 +166,7 @@ impl Queue {
                 waiting_for_budget: false,
                 total_put: 0,
                 total_got: 0,
+                redelivered: 0,
                 unfinished: 0,
                 joiners: Parked::new(max_waiters),
             }),
@@ -428,13 +432,7 @@ impl Queue {
             return;
         }
         if !state.items.is_empty() {
-            let items = take(&mut state.items, max, peer.max_frame_len());
-            let count = items.len() as u64;
-            let ready = state.items.len() as u64;
-            match peer.deliver(request, self.arc(), items, many, ready) {
-                Ok(()) => state.in_flight += count,
-                Err(items) => return_to_front(&mut state.items, items),
-            }
+            self.hand_out(&mut state, peer, request, max, many);
             return;
         }
         if state.drained() {
@@ -705,6 +703,7 @@ impl Queue {
             putters: state.putters.len() as u64,
             total_put: state.total_put,
             total_got: state.total_got,
+            redelivered: state.redelivered,
             closed: state.closed,
             auto_delete: self.auto_delete,
         }
@@ -819,26 +818,30 @@ impl Queue {
                     .reply_error(getter.request, ErrorCode::TooLarge, message);
                 continue;
             }
-            let items = take(
-                &mut state.items,
-                getter.data.max,
-                getter.peer.max_frame_len(),
-            );
-            let count = items.len() as u64;
-            let ready = state.items.len() as u64;
-            match getter
-                .peer
-                .deliver(getter.request, self.arc(), items, getter.data.many, ready)
-            {
-                Ok(()) => state.in_flight += count,
-                // That getter's connection is being torn down: the next one gets them.
-                Err(items) => return_to_front(&mut state.items, items),
-            }
+            // If that getter's connection is being torn down, the next one gets them.
+            let Getting { max, many } = getter.data;
+            self.hand_out(state, &getter.peer, getter.request, max, many);
         }
         if state.drained() {
             state
                 .getters
                 .fail_all(ErrorCode::Closed, &self.closed_message());
+        }
+    }
+
+    /// Delivers up to `max` items from the head to request `request` of `peer`; if its
+    /// connection is being torn down, they stay at the head.
+    fn hand_out(&self, state: &mut State, peer: &Arc<Peer>, request: u64, max: usize, many: bool) {
+        let items = take(&mut state.items, max, peer.max_frame_len());
+        let count = items.len() as u64;
+        let again = items.iter().filter(|item| item.earlier > 0).count() as u64;
+        let ready = state.items.len() as u64;
+        match peer.deliver(request, self.arc(), items, many, ready) {
+            Ok(()) => {
+                state.in_flight += count;
+                state.redelivered += again;
+            }
+            Err(items) => return_to_front(&mut state.items, items),
         }
     }
 
