@@ -41,6 +41,8 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     fn settle(&self, count: u64, bytes: usize, finished: bool);
     /// Delivered items come back to the head, in their order.
     fn restore(&self, items: Vec<Item>);
+    /// Delivered items that cannot be done go to the dead-letter queue.
+    fn dead_letter(&self, items: Vec<Item>);
 }
 
 /// The broker's side of one client connection, shared by the session task and by every

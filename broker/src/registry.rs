@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use ipcq_proto::{ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
+use ipcq_proto::{DeadLetter, ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
 
 use crate::budget::Budget;
 use crate::objects::{Barrier, Event, Object, Permits, Pipe, Queue};
@@ -40,10 +40,54 @@ impl Registry {
         }
     }
 
+    /// The queue `name` as the dead-letter queue of `of`: an existing queue, whatever its
+    /// parameters, or a new unbounded one.
+    fn dead_letter_queue(&self, of: &str, name: &str) -> Result<Arc<Queue>, ErrorReply> {
+        if name == of {
+            return Err(ErrorReply::new(
+                ErrorCode::InvalidArgument,
+                format!("queue '{of}' cannot be its own dead-letter queue"),
+            ));
+        }
+        let existing = self.objects.get(name).map(|entry| entry.value().clone());
+        let object = match existing {
+            Some(object) => object,
+            None => self.open(
+                name.to_owned(),
+                Kind::Queue {
+                    capacity: 0,
+                    auto_delete: false,
+                    dead_letter: None,
+                },
+            )?,
+        };
+        match object {
+            Object::Queue(queue) => Ok(queue),
+            other => Err(ErrorReply::new(
+                ErrorCode::Conflict,
+                format!(
+                    "'{name}' exists as {}, so it cannot be a dead-letter queue",
+                    other.kind_name()
+                ),
+            )),
+        }
+    }
+
     /// Opens `name`, creating it if it does not exist.
     pub(crate) fn open(&self, name: String, kind: Kind) -> Result<Object, ErrorReply> {
         ipcq_proto::check_name(&name)
             .map_err(|msg| ErrorReply::new(ErrorCode::InvalidName, msg))?;
+        // A queue's dead-letter queue first: never while holding the queue's own entry.
+        let dead_letter = match &kind {
+            Kind::Queue {
+                dead_letter: Some(dead_letter),
+                ..
+            } => Some((
+                self.dead_letter_queue(&name, &dead_letter.queue)?,
+                dead_letter.max_deliveries,
+            )),
+            _ => None,
+        };
         match self.objects.entry(name) {
             Entry::Occupied(entry) => {
                 let object = entry.get();
@@ -51,6 +95,13 @@ impl Registry {
                     Object::Queue(queue) => Kind::Queue {
                         capacity: queue.capacity,
                         auto_delete: queue.auto_delete,
+                        dead_letter: queue
+                            .dead_letter
+                            .as_ref()
+                            .map(|(target, limit)| DeadLetter {
+                                queue: target.name.clone(),
+                                max_deliveries: *limit,
+                            }),
                     },
                     Object::Pipe(pipe) => Kind::PipeEnd {
                         duplex: pipe.duplex,
@@ -66,7 +117,7 @@ impl Registry {
                         parties: barrier.parties,
                     },
                 };
-                if same_parameters(existing, kind) {
+                if same_parameters(&existing, &kind) {
                     opened(object);
                     Ok(object.clone())
                 } else {
@@ -75,8 +126,8 @@ impl Registry {
                         format!(
                             "'{}' exists as {}, not {}",
                             entry.key(),
-                            describe(existing),
-                            describe(kind)
+                            describe(&existing),
+                            describe(&kind)
                         ),
                     ))
                 }
@@ -93,6 +144,7 @@ impl Registry {
                     Kind::Queue {
                         capacity,
                         auto_delete,
+                        ..
                     } => Object::Queue(Queue::new(
                         name,
                         capacity,
@@ -100,6 +152,7 @@ impl Registry {
                         Arc::clone(&self.budget),
                         self.max_waiters,
                         auto_delete,
+                        dead_letter,
                     )),
                     Kind::PipeEnd {
                         duplex, capacity, ..
@@ -294,18 +347,9 @@ fn encoded_len(entry: &ObjectStats) -> usize {
 
 /// Whether an existing object's kind and parameters match what an open asks for (a pipe's
 /// end is not a parameter of the pipe).
-fn same_parameters(existing: Kind, wanted: Kind) -> bool {
+fn same_parameters(existing: &Kind, wanted: &Kind) -> bool {
     match (existing, wanted) {
-        (
-            Kind::Queue {
-                capacity: a,
-                auto_delete: x,
-            },
-            Kind::Queue {
-                capacity: b,
-                auto_delete: y,
-            },
-        ) => a == b && x == y,
+        (Kind::Queue { .. }, Kind::Queue { .. }) => existing == wanted,
         (Kind::Semaphore { permits: a }, Kind::Semaphore { permits: b }) => a == b,
         (Kind::Lock, Kind::Lock) | (Kind::Event, Kind::Event) => true,
         (Kind::Barrier { parties: a }, Kind::Barrier { parties: b }) => a == b,
@@ -325,24 +369,37 @@ fn same_parameters(existing: Kind, wanted: Kind) -> bool {
     }
 }
 
-fn describe(kind: Kind) -> String {
+fn describe(kind: &Kind) -> String {
     match kind {
         Kind::Queue {
             capacity,
             auto_delete,
+            dead_letter,
         } => format!(
-            "{} of capacity {capacity}",
-            if auto_delete {
+            "{} of capacity {capacity}{}",
+            if *auto_delete {
                 "an auto-delete queue"
             } else {
                 "a queue"
+            },
+            match dead_letter {
+                Some(DeadLetter {
+                    queue,
+                    max_deliveries: 0,
+                }) => format!(" with dead-letter queue '{queue}'"),
+                Some(DeadLetter {
+                    queue,
+                    max_deliveries,
+                }) =>
+                    format!(" with dead-letter queue '{queue}' after {max_deliveries} deliveries"),
+                None => String::new(),
             }
         ),
         Kind::PipeEnd {
             duplex, capacity, ..
         } => format!(
             "a {} pipe of capacity {capacity}",
-            if duplex { "duplex" } else { "simplex" }
+            if *duplex { "duplex" } else { "simplex" }
         ),
         Kind::Lock => "a lock".into(),
         Kind::Semaphore { permits } => format!("a semaphore of {permits} permits"),

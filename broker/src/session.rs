@@ -327,6 +327,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 self.settle(tag, count, false);
                 return Ok(());
             }
+            ClientMsg::DeadLetter { tag, count } => {
+                for (queue, items) in self.peer.take(tag, count) {
+                    queue.dead_letter(items);
+                }
+                return Ok(());
+            }
             ClientMsg::Finish { tag, count } => {
                 // Their work is done: they leave, and count as done for `join`.
                 self.settle(tag, count, true);

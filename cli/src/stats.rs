@@ -66,6 +66,7 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
             "put",
             "got",
             "again",
+            "dead",
             "bytes",
             "state",
         ];
@@ -86,6 +87,7 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
                     q.total_put.to_string(),
                     q.total_got.to_string(),
                     q.redelivered.to_string(),
+                    q.dead_lettered.to_string(),
                     q.bytes.to_string(),
                     match (q.closed, q.auto_delete) {
                         (true, _) => "closed",
@@ -315,6 +317,7 @@ pub fn json(stats: &[ObjectStats]) -> serde_json::Value {
                 "auto_delete": q.auto_delete,
                 "reserved": q.reserved,
                 "redelivered": q.redelivered,
+                "dead_lettered": q.dead_lettered,
             }),
             ObjectDetail::Pipe(p) => serde_json::json!({
                 "name": object.name,

@@ -35,6 +35,7 @@ fn open_queue(raw: &mut Raw, id: u64, name: &str) -> u32 {
         kind: Kind::Queue {
             capacity: 0,
             auto_delete: false,
+            dead_letter: None,
         },
     };
     raw.send(&ClientMsg::Request { id, op }, &[]);
@@ -155,6 +156,7 @@ fn bad_input_costs_only_the_offending_connection() {
                     kind: Kind::Queue {
                         capacity: 0,
                         auto_delete: false,
+                        dead_letter: None,
                     },
                 },
                 ErrorCode::InvalidName,
@@ -382,6 +384,7 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
                 Kind::Queue {
                     capacity: u64::MAX,
                     auto_delete: false,
+                    dead_letter: None,
                 },
             ),
             ("lock", Kind::Lock),
@@ -402,7 +405,7 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
             .iter()
             .map(|(name, kind)| {
                 id += 1;
-                (*name, open(&mut raw, id, name, *kind))
+                (*name, open(&mut raw, id, name, kind.clone()))
             })
             .collect();
         // Which kinds take which requests, each without waiting.

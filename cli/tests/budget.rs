@@ -186,6 +186,7 @@ fn credits_carry_bytes_and_spending_beyond_them_is_refused() {
                 kind: Kind::Queue {
                     capacity: 0,
                     auto_delete: false,
+                    dead_letter: None,
                 },
             };
             match request(raw, 1, op, &[]) {

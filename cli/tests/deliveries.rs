@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ipcq::Error;
+use ipcq::{Error, QueueOptions};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -187,4 +187,125 @@ fn the_tokio_client_has_the_same_deliveries() {
         assert!(jobs.join_timeout(Duration::from_secs(10)).await.unwrap());
         assert_eq!(jobs.len().await.unwrap(), 0);
     });
+}
+
+fn with_dead_letter(max_deliveries: u32) -> QueueOptions {
+    QueueOptions::new()
+        .dead_letter("jobs.dead")
+        .max_deliveries(max_deliveries)
+}
+
+#[test]
+fn past_its_delivery_limit_an_item_goes_to_the_dead_letter_queue() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client
+            .queue_with::<u64>("jobs", with_dead_letter(2))
+            .unwrap();
+        jobs.set_prefetch(1);
+        jobs.put(&9).unwrap();
+        // Delivered twice, rejected twice: then it stops looping.
+        jobs.get_delivery().unwrap().reject().unwrap();
+        let second = jobs.get_delivery().unwrap();
+        assert_eq!(second.deliveries(), 2);
+        second.reject().unwrap();
+        assert!(jobs.get_nowait().unwrap_err().is_empty());
+        // An ordinary queue anyone can read, and the item keeps its count.
+        let dead = client.queue::<u64>("jobs.dead", 0).unwrap();
+        let item = dead.get_delivery().unwrap();
+        assert_eq!((*item, item.deliveries()), (9, 3));
+        item.ack().unwrap();
+        let stats = queue_stats(&client, "jobs");
+        assert_eq!(
+            (stats.dead_lettered, stats.in_flight, stats.ready),
+            (1, 0, 0)
+        );
+        // Moved out, it counts as done for `join`.
+        assert!(jobs.join_timeout(Duration::from_secs(10)).unwrap());
+        let out = cli(&broker.addr, &["get", "jobs.dead", "--timeout", "0.01"]);
+        assert!(!out.status.success(), "the dead-letter queue is empty now");
+    });
+}
+
+#[test]
+fn a_worker_sends_what_it_cannot_do_to_the_dead_letters() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client
+            .queue_with::<u64>("jobs", with_dead_letter(0))
+            .unwrap();
+        jobs.put_many(&[1, 2]).unwrap();
+        jobs.get_delivery().unwrap().dead_letter().unwrap();
+        let dead = client.queue::<u64>("jobs.dead", 0).unwrap();
+        assert_eq!(dead.get().unwrap(), 1);
+        // Without a limit, what comes back goes to the head as usual.
+        jobs.get_delivery().unwrap().reject().unwrap();
+        let again = jobs.get_delivery().unwrap();
+        assert_eq!((*again, again.deliveries()), (2, 2));
+        again.ack().unwrap();
+        // A queue without a dead-letter queue takes it back at its head.
+        let plain = client.queue::<u64>("plain", 0).unwrap();
+        plain.put(&3).unwrap();
+        plain.get_delivery().unwrap().dead_letter().unwrap();
+        assert_eq!(plain.get().unwrap(), 3);
+    });
+}
+
+#[test]
+fn an_item_that_does_not_decode_goes_to_the_dead_letters() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client
+            .queue_with::<Option<u32>>("jobs", with_dead_letter(0))
+            .unwrap();
+        client
+            .raw_queue_with("jobs", with_dead_letter(0))
+            .unwrap()
+            .put(b"hello")
+            .unwrap();
+        assert!(matches!(
+            jobs.get_delivery(),
+            Err(Error::Undecodable { .. })
+        ));
+        let dead = client.raw_queue("jobs.dead", 0).unwrap();
+        assert_eq!(&dead.get().unwrap()[..], b"hello");
+        assert!(jobs.get_nowait().unwrap_err().is_empty());
+    });
+}
+
+#[test]
+fn dead_letter_options_are_checked() {
+    let broker = TestBroker::start();
+    let client = broker.client();
+    client
+        .queue_with::<u64>("jobs", with_dead_letter(2))
+        .unwrap();
+    // Every opener asks for the same.
+    let other = QueueOptions::new().dead_letter("elsewhere");
+    assert!(client
+        .queue_with::<u64>("jobs", other)
+        .unwrap_err()
+        .is_conflict());
+    assert!(client.queue::<u64>("jobs", 0).unwrap_err().is_conflict());
+    // A limit needs somewhere to send items; a queue is not its own dead-letter queue; a
+    // lock cannot be one.
+    let limit_only = QueueOptions::new().max_deliveries(3);
+    assert!(matches!(
+        client.queue_with::<u64>("other", limit_only),
+        Err(Error::Invalid(_))
+    ));
+    let own = QueueOptions::new().dead_letter("self");
+    assert!(matches!(
+        client.queue_with::<u64>("self", own),
+        Err(Error::Invalid(_))
+    ));
+    client.lock("a-lock").unwrap();
+    let to_lock = QueueOptions::new().dead_letter("a-lock");
+    assert!(client
+        .queue_with::<u64>("third", to_lock)
+        .unwrap_err()
+        .is_conflict());
 }

@@ -23,6 +23,7 @@ fn open_raw(addr: &str, name: &str, max_frame_len: u32) -> Raw {
         kind: Kind::Queue {
             capacity: 0,
             auto_delete: false,
+            dead_letter: None,
         },
     };
     raw.send(&ClientMsg::Request { id: 1, op: open }, &[]);

@@ -23,6 +23,17 @@ use crate::inbox::{Delivered, Inbox};
 use crate::ops::Purpose;
 use crate::{Error, Result};
 
+/// What becomes of a delivery handed out without an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settlement {
+    /// Its work is done: it leaves the queue, and counts as a `task_done`.
+    Finish,
+    /// Back to the head of its queue.
+    Return,
+    /// To its queue's dead-letter queue (back to the head if it has none).
+    DeadLetter,
+}
+
 /// Most acknowledgements of deliveries that wait for the next write.
 pub(crate) const DEFERRED_ACKS: usize = 64;
 
@@ -579,9 +590,8 @@ impl<W: Wakeup> Core<W> {
         )))
     }
 
-    /// Settles delivery `tag` of `handle`, handed out without an acknowledgement: its
-    /// work is done (`done`: it leaves the queue and counts as a `task_done`), or it goes
-    /// back to the head of its queue. Returns the mark to write up to, or `None` when the
+    /// Settles delivery `tag` of `handle`, handed out without an acknowledgement, as `how`
+    /// says. Returns the mark to write up to, or `None` when the
     /// acknowledgement may wait for the next write: while more items are fetched for this
     /// handle (the worker will be back for them, and its next request, or the write that
     /// empties the inbox, carries it), and at most [`DEFERRED_ACKS`] of them. A worker
@@ -595,17 +605,18 @@ impl<W: Wakeup> Core<W> {
         &mut self,
         handle: u32,
         tag: u64,
-        done: bool,
+        how: Settlement,
     ) -> Result<Option<Mark>> {
         self.check_alive()?;
-        let msg = if done {
-            ClientMsg::Finish { tag, count: 1 }
-        } else {
-            ClientMsg::Return { tag, count: 1 }
+        let count = 1;
+        let msg = match how {
+            Settlement::Finish => ClientMsg::Finish { tag, count },
+            Settlement::Return => ClientMsg::Return { tag, count },
+            Settlement::DeadLetter => ClientMsg::DeadLetter { tag, count },
         };
         self.encode(&msg, &[])?;
         let more = self.has_items(handle);
-        if done && more && self.deferred < DEFERRED_ACKS {
+        if how == Settlement::Finish && more && self.deferred < DEFERRED_ACKS {
             self.deferred += 1;
             return Ok(None);
         }

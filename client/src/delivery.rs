@@ -9,13 +9,13 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::common::decode;
+use crate::core::Settlement;
 use crate::Result;
 
 /// Who settles a delivery: the handle's share of its queue in one client.
 pub(crate) trait Settle: Send + Sync {
-    /// Settles delivery `tag`: its work is done (`done`), or it goes back to the head of
-    /// its queue.
-    fn settle(&self, tag: u64, done: bool) -> Result<()>;
+    /// Settles delivery `tag` as `how` says.
+    fn settle(&self, tag: u64, how: Settlement) -> Result<()>;
 }
 
 /// An item taken by an acknowledging get (`get_delivery`, `get_deliveries`): it stays on
@@ -88,7 +88,7 @@ impl<T> Delivery<T> {
     /// [`Error::BrokerGone`](crate::Error::BrokerGone) when the connection is gone: the
     /// broker has put the item back at the head of its queue, for another worker.
     pub fn ack(mut self) -> Result<()> {
-        self.settle(true)
+        self.settle(Settlement::Finish)
     }
 
     /// Gives the item back to the head of its queue now, for the next getter (this client
@@ -99,12 +99,24 @@ impl<T> Delivery<T> {
     /// [`Error::BrokerGone`](crate::Error::BrokerGone) when the connection is gone: the
     /// broker has put the item back itself.
     pub fn reject(mut self) -> Result<()> {
-        self.settle(false)
+        self.settle(Settlement::Return)
     }
 
-    fn settle(&mut self, done: bool) -> Result<()> {
+    /// The item cannot be done: it goes to its queue's dead-letter queue (see
+    /// [`QueueOptions::dead_letter`](crate::QueueOptions::dead_letter)) with its delivery
+    /// count, and counts as done for `join`; for a queue without one, back to its head, as
+    /// [`reject`](Delivery::reject).
+    ///
+    /// # Errors
+    ///
+    /// As [`reject`](Delivery::reject).
+    pub fn dead_letter(mut self) -> Result<()> {
+        self.settle(Settlement::DeadLetter)
+    }
+
+    fn settle(&mut self, how: Settlement) -> Result<()> {
         match self.owner.take() {
-            Some(owner) => owner.settle(self.tag, done),
+            Some(owner) => owner.settle(self.tag, how),
             None => Ok(()),
         }
     }
@@ -117,10 +129,18 @@ impl Delivery<Bytes> {
     /// # Errors
     ///
     /// [`Error::Undecodable`](crate::Error::Undecodable) when the item is not a `T`: it
-    /// went back to the head of its queue, and the error carries its bytes.
+    /// went to its queue's dead-letter queue, or back to its head if there is none, and
+    /// the error carries its bytes.
     pub fn decode<T: DeserializeOwned>(mut self) -> Result<Delivery<T>> {
-        // On an error, `self` is dropped here: the item goes back.
-        let item = decode(&self.item)?;
+        let item = match decode(&self.item) {
+            Ok(item) => item,
+            Err(err) => {
+                // Nothing is lost; if this fails, the connection is gone and the broker
+                // gives the item back itself.
+                let _ = self.settle(Settlement::DeadLetter);
+                return Err(err);
+            }
+        };
         Ok(Delivery {
             item,
             tag: self.tag,
@@ -142,7 +162,7 @@ impl<T> Drop for Delivery<T> {
     /// Neither acknowledged nor rejected: back to the head of the queue.
     fn drop(&mut self) {
         // If the connection is gone, the broker has given it back already.
-        let _ = self.settle(false);
+        let _ = self.settle(Settlement::Return);
     }
 }
 

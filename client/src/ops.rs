@@ -328,6 +328,7 @@ mod tests {
                 closed: false,
                 auto_delete: false,
                 redelivered: 0,
+                dead_lettered: 0,
             }),
         };
         let mut asked = Vec::new();

@@ -35,10 +35,58 @@ use crate::{Error, Result};
 /// assert_eq!(options.get_capacity(), 100);
 /// assert!(options.is_auto_delete());
 /// ```
+///
+/// A *dead-letter queue* takes the items that cannot be done: those a worker sends there
+/// ([`Delivery::dead_letter`](crate::Delivery::dead_letter), or an item a typed
+/// `get_delivery` cannot decode), and, with [`max_deliveries`](QueueOptions::max_deliveries),
+/// those that came back that many times (their workers died or rejected them) instead of
+/// looping forever. It is an ordinary queue, created unbounded if it does not exist, that
+/// anyone can read (`ipcq get`); each item keeps its delivery count.
+///
+/// ```
+/// use ipcq_client::QueueOptions;
+///
+/// let options = QueueOptions::new().capacity(100).dead_letter("jobs.failed").max_deliveries(3);
+/// assert_eq!(options.get_dead_letter(), Some("jobs.failed"));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueOptions {
     capacity: usize,
     auto_delete: bool,
+    dead_letter: Option<Name>,
+    max_deliveries: u32,
+}
+
+/// An object name held inline, so that options stay `Copy`. A name longer than any the
+/// broker accepts is kept as too long, and refused when the queue is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Name {
+    len: usize,
+    bytes: [u8; ipcq_proto::MAX_NAME_LEN],
+}
+
+impl Name {
+    fn new(name: &str) -> Self {
+        let mut bytes = [0; ipcq_proto::MAX_NAME_LEN];
+        let len = name.len();
+        if len <= bytes.len() {
+            bytes[..len].copy_from_slice(name.as_bytes());
+        }
+        Name { len, bytes }
+    }
+
+    /// The name; `None` if it was too long to keep.
+    fn as_str(&self) -> Option<&str> {
+        let bytes = self.bytes.get(..self.len)?;
+        // Copied whole from a `&str`: always UTF-8.
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str().unwrap_or("<too long>"), f)
+    }
 }
 
 impl QueueOptions {
@@ -67,9 +115,39 @@ impl QueueOptions {
         self
     }
 
+    /// The queue that takes the items that cannot be done (see above).
+    ///
+    /// Default: none; a delivery sent to the dead letters then goes back to the head.
+    #[must_use]
+    pub fn dead_letter(mut self, queue: &str) -> Self {
+        self.dead_letter = Some(Name::new(queue));
+        self
+    }
+
+    /// Deliveries after which an item that comes back goes to the dead-letter queue
+    /// instead of the head of this one (0: no limit). Needs a
+    /// [`dead_letter`](QueueOptions::dead_letter) queue.
+    ///
+    /// Default: 0.
+    #[must_use]
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries;
+        self
+    }
+
     /// Most items at once (0: unbounded).
     pub fn get_capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The dead-letter queue, if there is one.
+    pub fn get_dead_letter(&self) -> Option<&str> {
+        self.dead_letter.as_ref().and_then(Name::as_str)
+    }
+
+    /// Deliveries before an item goes to the dead-letter queue (0: no limit).
+    pub fn get_max_deliveries(&self) -> u32 {
+        self.max_deliveries
     }
 
     /// Whether the queue goes with the last connection that opened it.
@@ -78,11 +156,33 @@ impl QueueOptions {
     }
 
     /// What an `Open` asks for.
-    pub(crate) fn kind(&self) -> ipcq_proto::Kind {
-        ipcq_proto::Kind::Queue {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a delivery limit without a dead-letter queue.
+    pub(crate) fn kind(&self) -> Result<ipcq_proto::Kind> {
+        if self.max_deliveries > 0 && self.dead_letter.is_none() {
+            return Err(Error::Invalid(
+                "max_deliveries needs a dead_letter queue to send items to".into(),
+            ));
+        }
+        let dead_letter = match &self.dead_letter {
+            None => None,
+            Some(name) => Some(ipcq_proto::DeadLetter {
+                queue: name
+                    .as_str()
+                    .ok_or_else(|| {
+                        Error::Invalid("the dead-letter queue's name is too long".into())
+                    })?
+                    .to_owned(),
+                max_deliveries: self.max_deliveries,
+            }),
+        };
+        Ok(ipcq_proto::Kind::Queue {
             capacity: self.capacity as u64,
             auto_delete: self.auto_delete,
-        }
+            dead_letter,
+        })
     }
 }
 
@@ -156,7 +256,7 @@ impl Client {
     ///
     /// As [`Client::queue_with`].
     pub fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
-        let handle = self.open(name, options.kind())?;
+        let handle = self.open(name, options.kind()?)?;
         Ok(RawQueue::new(
             self.hold(handle),
             name,

@@ -107,7 +107,7 @@ impl Wait {
 }
 
 /// The kind of object to open, with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     /// A bounded FIFO queue; `capacity` 0 means unbounded (the byte budgets still apply).
     Queue {
@@ -116,6 +116,9 @@ pub enum Kind {
         /// Removed, with whatever it holds, when the last connection that opened it
         /// closes; otherwise it lives until removed.
         auto_delete: bool,
+        /// Where items go that cannot be done: an ordinary queue, created (unbounded) if
+        /// it does not exist.
+        dead_letter: Option<DeadLetter>,
     },
     /// One end of a two-ended pipe, claimed for this connection alone. Requests on the
     /// handle act on the end: puts send to the other end, gets receive from it.
@@ -141,6 +144,18 @@ pub enum Kind {
         /// How many waits release the barrier.
         parties: u64,
     },
+}
+
+/// A queue's dead-letter queue, and when an item goes there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The dead-letter queue's name.
+    pub queue: String,
+    /// Deliveries after which an item that comes back (its getter died, returned or
+    /// rejected it) goes to the dead-letter queue instead of the head of its queue; 0 for
+    /// no limit (items then go there only when a client sends them, with
+    /// [`ClientMsg::DeadLetter`]).
+    pub max_deliveries: u32,
 }
 
 /// Client to broker, after the handshake.
@@ -209,6 +224,15 @@ pub enum ClientMsg {
         /// First delivery tag finished.
         tag: u64,
         /// Number of consecutive tags finished.
+        count: u32,
+    },
+    /// The deliveries `tag .. tag + count` cannot be done: they go to their queue's
+    /// dead-letter queue, with their delivery counts, and count as done for `Join`; or,
+    /// for a queue without one, back to its head as with `Return`. No reply.
+    DeadLetter {
+        /// First delivery tag.
+        tag: u64,
+        /// Number of consecutive tags.
         count: u32,
     },
 }
@@ -619,6 +643,8 @@ pub struct QueueStats {
     /// Items delivered again since the queue was created: their getter died, gave them
     /// back, or let them go unread.
     pub redelivered: u64,
+    /// Items moved to the dead-letter queue since the queue was created.
+    pub dead_lettered: u64,
 }
 
 /// Why a request failed.

@@ -32,10 +32,11 @@ fn client_messages() {
             name: "jobs".into(),
             kind: Kind::Queue {
                 capacity: 64,
-                auto_delete: true
+                auto_delete: true,
+                dead_letter: None
             }
         }),
-        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64, 1]
+        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64, 1, 0]
     );
     assert_eq!(
         request(Op::Put {
@@ -165,6 +166,10 @@ fn client_messages() {
     );
     assert_eq!(bytes(&ClientMsg::Finish { tag: 5, count: 2 }), [7, 5, 2]);
     assert_eq!(
+        bytes(&ClientMsg::DeadLetter { tag: 5, count: 2 }),
+        [8, 5, 2]
+    );
+    assert_eq!(
         request(Op::WaitRoom {
             handle: 2,
             len: 200,
@@ -233,13 +238,14 @@ fn broker_messages() {
         closed: false,
         auto_delete: true,
         redelivered: 2,
+        dead_lettered: 3,
     };
     assert_eq!(
         reply(Reply::Stats(vec![ObjectStats {
             name: "q".into(),
             detail: ObjectDetail::Queue(stats)
         }])),
-        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2]
+        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3]
     );
     assert_eq!(
         reply(Reply::StatsPage {
@@ -249,7 +255,7 @@ fn broker_messages() {
             }],
             more: true
         }),
-        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 1]
+        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1]
     );
     assert_eq!(
         reply(Reply::Accepted {
@@ -322,5 +328,6 @@ fn only_requests_and_cancels_ask_for_an_answer() {
     }));
     assert!(!asks(&ClientMsg::Return { tag: 1, count: 1 }));
     assert!(!asks(&ClientMsg::Finish { tag: 1, count: 1 }));
+    assert!(!asks(&ClientMsg::DeadLetter { tag: 1, count: 1 }));
     assert!(!ClientMsg::asks_for_answer(&[]));
 }

@@ -4,8 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use ipcq_proto::{
-    decode, decode_frame, encode, split_items, BrokerMsg, ClientMsg, ErrorCode, ErrorReply, Kind,
-    Op, Reply, Wait,
+    decode, decode_frame, encode, split_items, BrokerMsg, ClientMsg, DeadLetter, ErrorCode,
+    ErrorReply, Kind, Op, Reply, Wait,
 };
 use proptest::prelude::*;
 
@@ -21,10 +21,19 @@ fn wait() -> impl Strategy<Value = Wait> {
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        (any::<u64>(), any::<bool>()).prop_map(|(capacity, auto_delete)| Kind::Queue {
-            capacity,
-            auto_delete
-        }),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            prop::option::of(("[a-z]{1,8}", any::<u32>()))
+        )
+            .prop_map(|(capacity, auto_delete, dead_letter)| Kind::Queue {
+                capacity,
+                auto_delete,
+                dead_letter: dead_letter.map(|(queue, max_deliveries)| DeadLetter {
+                    queue,
+                    max_deliveries
+                }),
+            }),
         (any::<bool>(), any::<u64>(), any::<u8>()).prop_map(|(duplex, capacity, end)| {
             Kind::PipeEnd {
                 duplex,
@@ -101,6 +110,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::Return { tag, count }),
         (any::<u32>(), any::<u64>()).prop_map(|(handle, id)| ClientMsg::Cancel { handle, id }),
         (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::Finish { tag, count }),
+        (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::DeadLetter { tag, count }),
     ]
 }
 

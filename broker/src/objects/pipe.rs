@@ -49,6 +49,7 @@ impl Pipe {
                 Arc::clone(budget),
                 max_waiters,
                 false,
+                None,
             )
         };
         Arc::new(Pipe {

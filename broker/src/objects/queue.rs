@@ -42,6 +42,9 @@ pub(crate) struct Queue {
     this: Weak<Queue>,
     /// Removed when the last connection that opened it closes.
     pub(crate) auto_delete: bool,
+    /// Where items that cannot be done go, and after how many deliveries (0: only when a
+    /// client sends them there).
+    pub(crate) dead_letter: Option<(Arc<Queue>, u32)>,
     /// Connections that opened it, while `auto_delete` (counted by the registry).
     pub(crate) openers: AtomicUsize,
     state: Mutex<State>,
@@ -71,6 +74,8 @@ struct State {
     /// Items delivered again since the queue was created (after a getter died, returned
     /// or rejected them).
     redelivered: u64,
+    /// Items moved to the dead-letter queue since the queue was created.
+    dead_lettered: u64,
     /// Items put and not yet marked done (`task_done`), as `JoinableQueue` counts them.
     unfinished: u64,
     /// Parked `join`s, woken when `unfinished` reaches 0.
@@ -133,6 +138,10 @@ impl Source for Queue {
     fn restore(&self, items: Vec<Item>) {
         Queue::restore(self, items);
     }
+
+    fn dead_letter(&self, items: Vec<Item>) {
+        Queue::dead_letter(self, items);
+    }
 }
 
 impl Queue {
@@ -143,6 +152,7 @@ impl Queue {
         budget: Arc<Budget>,
         max_waiters: usize,
         auto_delete: bool,
+        dead_letter: Option<(Arc<Queue>, u32)>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| Queue {
             name,
@@ -151,6 +161,7 @@ impl Queue {
             budget,
             this: this.clone(),
             auto_delete,
+            dead_letter,
             openers: AtomicUsize::new(0),
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -167,6 +178,7 @@ impl Queue {
                 total_put: 0,
                 total_got: 0,
                 redelivered: 0,
+                dead_lettered: 0,
                 unfinished: 0,
                 joiners: Parked::new(max_waiters),
             }),
@@ -470,8 +482,25 @@ impl Queue {
         self.budget.wake_waiting();
     }
 
-    /// In-flight items of a client that went away come back to the head, in their order.
+    /// In-flight items of a client that went away, or that it gave back, come back to the
+    /// head, in their order; those delivered as many times as the dead-letter limit allows
+    /// go to the dead-letter queue instead.
     pub(crate) fn restore(&self, items: Vec<Item>) {
+        let limit = match &self.dead_letter {
+            Some((_, limit)) if *limit > 0 => *limit,
+            _ => u32::MAX,
+        };
+        let (dead, back): (Vec<Item>, Vec<Item>) =
+            items.into_iter().partition(|item| item.earlier >= limit);
+        if !back.is_empty() {
+            self.put_back(back);
+        }
+        if !dead.is_empty() {
+            self.dead_letter(dead);
+        }
+    }
+
+    fn put_back(&self, items: Vec<Item>) {
         let mut state = self.lock();
         state.in_flight -= items.len() as u64;
         if state.removed {
@@ -484,6 +513,53 @@ impl Queue {
         }
         return_to_front(&mut state.items, items);
         self.feed_getters(&mut state);
+    }
+
+    /// In-flight items that cannot be done move to the dead-letter queue, with their
+    /// delivery counts, and count as done here; without one (or if it was removed), they
+    /// come back to the head.
+    pub(crate) fn dead_letter(&self, items: Vec<Item>) {
+        let Some((target, _)) = &self.dead_letter else {
+            return self.put_back(items);
+        };
+        let count = items.len() as u64;
+        let bytes: usize = items.iter().map(|item| cost(item.len())).sum();
+        // Taken in by the other queue first (its lock alone), so that no item is ever
+        // in neither; the two locks are never held together.
+        if let Err(items) = target.take_in(items) {
+            return self.put_back(items);
+        }
+        let mut state = self.lock();
+        state.in_flight -= count;
+        state.bytes -= bytes;
+        state.dead_lettered += count;
+        self.mark_done(&mut state, count);
+        self.budget.release(bytes);
+        self.admit_putters(&mut state);
+        self.feed_getters(&mut state);
+        drop(state);
+        self.budget.wake_waiting();
+        tracing::debug!(queue = %self.name, to = %target.name, count, "items dead-lettered");
+    }
+
+    /// Items moved here from another queue (this is its dead-letter queue): at the back,
+    /// whatever the capacity, with their delivery counts. A removed queue gives them back.
+    fn take_in(&self, items: Vec<Item>) -> Result<(), Vec<Item>> {
+        let mut state = self.lock();
+        if state.removed {
+            return Err(items);
+        }
+        for item in items {
+            let bytes = cost(item.len());
+            // Bytes already counted by the queue they come from, which lets them go next.
+            self.budget.force(bytes);
+            state.bytes += bytes;
+            state.total_put += 1;
+            state.unfinished += 1;
+            state.items.push_back(item);
+        }
+        self.feed_getters(&mut state);
+        Ok(())
     }
 
     /// Drops the parked requests of a client that went away.
@@ -704,6 +780,7 @@ impl Queue {
             total_put: state.total_put,
             total_got: state.total_got,
             redelivered: state.redelivered,
+            dead_lettered: state.dead_lettered,
             closed: state.closed,
             auto_delete: self.auto_delete,
         }

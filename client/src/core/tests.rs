@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ClientMsg, ErrorCode, ErrorReply, Op, Reply, Wait};
 
-use super::{Core, Fetch, GetStep, Progress, PutStep, Wakeup};
+use super::{Core, Fetch, GetStep, Progress, PutStep, Settlement, Wakeup};
 use crate::ops::Purpose;
 use crate::Error;
 
@@ -410,12 +410,21 @@ fn acknowledgements_wait_for_the_next_write_while_more_items_are_fetched() {
     };
     let first = held(&mut core);
     // Two more are fetched: the acknowledgement waits for the next write.
-    assert_eq!(core.settle_delivery(Q, first, true).unwrap(), None);
+    assert_eq!(
+        core.settle_delivery(Q, first, Settlement::Finish).unwrap(),
+        None
+    );
     let second = held(&mut core);
-    assert_eq!(core.settle_delivery(Q, second, true).unwrap(), None);
+    assert_eq!(
+        core.settle_delivery(Q, second, Settlement::Finish).unwrap(),
+        None
+    );
     let third = held(&mut core);
     // The last fetched item: everything goes now.
-    assert!(core.settle_delivery(Q, third, true).unwrap().is_some());
+    assert!(core
+        .settle_delivery(Q, third, Settlement::Finish)
+        .unwrap()
+        .is_some());
     assert_eq!(
         sent(&mut core),
         [
@@ -441,7 +450,7 @@ fn a_rejection_is_written_at_once() {
     };
     // Another getter may be waiting for it: no deferral, even with an item still here.
     assert!(core
-        .settle_delivery(Q, items[0].tag, false)
+        .settle_delivery(Q, items[0].tag, Settlement::Return)
         .unwrap()
         .is_some());
     assert_eq!(sent(&mut core), [ClientMsg::Return { tag: 0, count: 1 }]);

@@ -149,11 +149,11 @@ pub(crate) struct Hold {
 }
 
 impl crate::delivery::Settle for Hold {
-    fn settle(&self, tag: u64, done: bool) -> Result<()> {
+    fn settle(&self, tag: u64, how: crate::core::Settlement) -> Result<()> {
         let handle = self.handle;
         match self
             .client
-            .with_core(|core| core.settle_delivery(handle, tag, done))?
+            .with_core(|core| core.settle_delivery(handle, tag, how))?
         {
             Some(_) => self.client.send(),
             None => Ok(()),

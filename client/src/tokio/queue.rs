@@ -65,7 +65,7 @@ impl Client {
     ///
     /// As [`crate::Client::queue_with`].
     pub async fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
-        let handle = self.open(name, options.kind()).await?;
+        let handle = self.open(name, options.kind()?).await?;
         Ok(RawQueue::new(
             self.hold(handle),
             name,
