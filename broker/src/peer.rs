@@ -36,13 +36,13 @@ impl Item {
 pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// The queue's name, for logs.
     fn name(&self) -> &str;
-    /// `count` delivered items, of `bytes` bytes in all, were acknowledged; `finished`:
-    /// each also counts as a `task_done`.
-    fn settle(&self, count: u64, bytes: usize, finished: bool);
-    /// Delivered items come back to the head, in their order.
-    fn restore(&self, items: Vec<Item>);
-    /// Delivered items that cannot be done go to the dead-letter queue.
-    fn dead_letter(&self, items: Vec<Item>);
+    /// `count` items delivered to `holder` (a peer id), of `bytes` bytes in all, were
+    /// acknowledged; `finished`: each also counts as a `task_done`.
+    fn settle(&self, holder: u64, count: u64, bytes: usize, finished: bool);
+    /// Items delivered to `holder` come back to the head, in their order.
+    fn restore(&self, holder: u64, items: Vec<Item>);
+    /// Items delivered to `holder` that cannot be done go to the dead-letter queue.
+    fn dead_letter(&self, holder: u64, items: Vec<Item>);
 }
 
 /// The broker's side of one client connection, shared by the session task and by every

@@ -306,7 +306,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
     fn settle(&self, tag: u64, count: u32, finished: bool) {
         for (queue, items) in self.peer.take(tag, count) {
             let bytes = items.iter().map(|item| cost(item.len())).sum();
-            queue.settle(items.len() as u64, bytes, finished);
+            queue.settle(self.peer.id, items.len() as u64, bytes, finished);
         }
     }
 
@@ -329,7 +329,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             }
             ClientMsg::DeadLetter { tag, count } => {
                 for (queue, items) in self.peer.take(tag, count) {
-                    queue.dead_letter(items);
+                    queue.dead_letter(self.peer.id, items);
                 }
                 return Ok(());
             }
@@ -363,7 +363,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 return Ok(());
             }
             ClientMsg::Return { tag, count } => {
-                restore(self.peer.take(tag, count));
+                restore(self.peer.id, self.peer.take(tag, count));
                 return Ok(());
             }
             ClientMsg::Cancel { handle, id } => {
@@ -653,7 +653,7 @@ impl<R> Session<R> {
         for opened in &self.handles {
             opened.object.waits().forget(self.peer.id);
         }
-        restore(in_flight);
+        restore(self.peer.id, in_flight);
         // Last: an auto-delete queue goes with what came back to it.
         for opened in &self.handles {
             self.let_go(&opened.object);
@@ -675,10 +675,10 @@ fn wrong_kind(handle: u32, object: &Object, wanted: &str) -> ErrorReply {
     )
 }
 
-/// Gives deliveries back to the heads of their queues, in their order.
-fn restore(taken: Taken) {
+/// Gives the deliveries of `holder` back to the heads of their queues, in their order.
+fn restore(holder: u64, taken: Taken) {
     for (queue, items) in taken {
         tracing::debug!(queue = %queue.name(), count = items.len(), "returning in-flight items");
-        queue.restore(items);
+        queue.restore(holder, items);
     }
 }

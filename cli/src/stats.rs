@@ -17,7 +17,7 @@ impl Rates<'_> {
     /// Items put and taken per second on queue `name` since the previous refresh.
     fn of(&self, name: &str, now: &QueueStats) -> (f64, f64) {
         let before = self.before.iter().find_map(|object| match &object.detail {
-            ObjectDetail::Queue(q) if object.name == name => Some(*q),
+            ObjectDetail::Queue(q) if object.name == name => Some(q.clone()),
             _ => None,
         });
         let Some(before) = before else {
@@ -69,6 +69,7 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
             "dead",
             "bytes",
             "state",
+            "held by",
         ];
         if rates.is_some() {
             header.extend(["put/s", "got/s"]);
@@ -95,6 +96,7 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
                         (false, false) => "open",
                     }
                     .to_string(),
+                    held_by(&q.holders),
                 ];
                 if let Some(rates) = rates {
                     let (put, got) = rates.of(name, q);
@@ -296,6 +298,22 @@ impl Table {
     }
 }
 
+/// Who holds a queue's items in flight: `pid:count` per connection (`#connection` where
+/// the process is not known), or `-`.
+fn held_by(holders: &[ipcq::stats::Holder]) -> String {
+    if holders.is_empty() {
+        return "-".into();
+    }
+    holders
+        .iter()
+        .map(|h| match h.pid {
+            0 => format!("#{}:{}", h.connection, h.in_flight),
+            pid => format!("{pid}:{}", h.in_flight),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What `ipcq stats --json` prints: `{"objects": [...]}`, one object per entry with its
 /// `name`, `kind` and figures. Fields are only ever added.
 pub fn json(stats: &[ObjectStats]) -> serde_json::Value {
@@ -318,6 +336,11 @@ pub fn json(stats: &[ObjectStats]) -> serde_json::Value {
                 "reserved": q.reserved,
                 "redelivered": q.redelivered,
                 "dead_lettered": q.dead_lettered,
+                "holders": q.holders.iter().map(|h| serde_json::json!({
+                    "pid": h.pid,
+                    "connection": h.connection,
+                    "in_flight": h.in_flight,
+                })).collect::<Vec<_>>(),
             }),
             ObjectDetail::Pipe(p) => serde_json::json!({
                 "name": object.name,

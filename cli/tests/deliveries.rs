@@ -109,8 +109,19 @@ fn a_killed_worker_gives_its_deliveries_back_in_order_marked_redelivered() {
         jobs.put_many(&(0..10).collect::<Vec<u64>>()).unwrap();
         let mut worker = helper(&["hold-deliveries", &broker.addr, "jobs", "0", "4"]);
         expect_line(&mut worker, "holding");
-        // Taken, not done: still counted.
+        // Taken, not done: still counted, and the broker says who holds them.
         assert_eq!(jobs.len().unwrap(), 10);
+        let holders = queue_stats(&client, "jobs").holders;
+        assert_eq!(
+            holders
+                .iter()
+                .map(|h| (h.pid, h.in_flight))
+                .collect::<Vec<_>>(),
+            [(worker.id(), 4)]
+        );
+        let out = cli(&broker.addr, &["stats"]);
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains(&format!("{}:4", worker.id())), "{table}");
         signal(&worker, "KILL");
         worker.wait().unwrap();
         wait_until(&client, "jobs", "the deliveries to come back", |s| {

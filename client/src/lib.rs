@@ -76,7 +76,8 @@ pub use sync::{Acquired, Barrier, Event, Lock, LockGuard, Semaphore, SemaphoreGu
 /// Broker figures as [`Client::stats`] returns them.
 pub mod stats {
     pub use ipcq_proto::{
-        BarrierStats, EventStats, ObjectDetail, ObjectStats, PermitStats, PipeStats, QueueStats,
+        BarrierStats, EventStats, Holder, ObjectDetail, ObjectStats, PermitStats, PipeStats,
+        QueueStats,
     };
 }
 

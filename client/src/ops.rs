@@ -329,6 +329,7 @@ mod tests {
                 auto_delete: false,
                 redelivered: 0,
                 dead_lettered: 0,
+                holders: Vec::new(),
             }),
         };
         let mut asked = Vec::new();

@@ -44,7 +44,7 @@ pub use frame::{
 };
 pub use message::{
     check_name, decode, encode, encoded_len, item_cost, split_items, BarrierStats, BrokerMsg,
-    ClientMsg, DeadLetter, ErrorCode, ErrorReply, EventStats, Hello, Kind, ObjectDetail,
+    ClientMsg, DeadLetter, ErrorCode, ErrorReply, EventStats, Hello, Holder, Kind, ObjectDetail,
     ObjectStats, Op, PermitStats, PipeStats, QueueInfo, QueueStats, Reply, Wait, ITEM_COST, MAGIC,
     MAX_NAME_LEN, VERSION,
 };

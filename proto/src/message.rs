@@ -616,7 +616,7 @@ pub struct PipeStats {
 }
 
 /// A queue's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     /// Items waiting in the queue.
     pub ready: u64,
@@ -645,6 +645,20 @@ pub struct QueueStats {
     pub redelivered: u64,
     /// Items moved to the dead-letter queue since the queue was created.
     pub dead_lettered: u64,
+    /// The connections holding items in flight (delivered, not yet acknowledged).
+    pub holders: Vec<Holder>,
+}
+
+/// A connection holding delivered items of a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Its client's process id, from the socket's credentials; 0 where the platform does
+    /// not say.
+    pub pid: u32,
+    /// The broker's number for the connection.
+    pub connection: u64,
+    /// Items it holds.
+    pub in_flight: u64,
 }
 
 /// Why a request failed.

@@ -239,13 +239,18 @@ fn broker_messages() {
         auto_delete: true,
         redelivered: 2,
         dead_lettered: 3,
+        holders: vec![Holder {
+            pid: 300,
+            connection: 4,
+            in_flight: 2,
+        }],
     };
     assert_eq!(
         reply(Reply::Stats(vec![ObjectStats {
             name: "q".into(),
-            detail: ObjectDetail::Queue(stats)
+            detail: ObjectDetail::Queue(stats.clone())
         }])),
-        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3]
+        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1, 0xac, 0x02, 4, 2]
     );
     assert_eq!(
         reply(Reply::StatsPage {
@@ -255,7 +260,7 @@ fn broker_messages() {
             }],
             more: true
         }),
-        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1]
+        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1, 0xac, 0x02, 4, 2, 1]
     );
     assert_eq!(
         reply(Reply::Accepted {

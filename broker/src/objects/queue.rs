@@ -76,10 +76,21 @@ struct State {
     redelivered: u64,
     /// Items moved to the dead-letter queue since the queue was created.
     dead_lettered: u64,
+    /// Who holds the items in flight, and how many.
+    holding: Vec<Held>,
     /// Items put and not yet marked done (`task_done`), as `JoinableQueue` counts them.
     unfinished: u64,
     /// Parked `join`s, woken when `unfinished` reaches 0.
     joiners: Parked,
+}
+
+/// The items in flight to one connection.
+#[derive(Debug)]
+struct Held {
+    peer: u64,
+    /// Its process, 0 if unknown.
+    pid: u32,
+    count: u64,
 }
 
 /// What a parked `get`/`get_many` keeps.
@@ -131,16 +142,16 @@ impl Source for Queue {
         &self.name
     }
 
-    fn settle(&self, count: u64, bytes: usize, finished: bool) {
-        Queue::settle(self, count, bytes, finished);
+    fn settle(&self, holder: u64, count: u64, bytes: usize, finished: bool) {
+        Queue::settle(self, holder, count, bytes, finished);
     }
 
-    fn restore(&self, items: Vec<Item>) {
-        Queue::restore(self, items);
+    fn restore(&self, holder: u64, items: Vec<Item>) {
+        Queue::restore(self, holder, items);
     }
 
-    fn dead_letter(&self, items: Vec<Item>) {
-        Queue::dead_letter(self, items);
+    fn dead_letter(&self, holder: u64, items: Vec<Item>) {
+        Queue::dead_letter(self, holder, items);
     }
 }
 
@@ -179,6 +190,7 @@ impl Queue {
                 total_got: 0,
                 redelivered: 0,
                 dead_lettered: 0,
+                holding: Vec::new(),
                 unfinished: 0,
                 joiners: Parked::new(max_waiters),
             }),
@@ -467,9 +479,9 @@ impl Queue {
     /// Acknowledged deliveries leave the queue for good, freeing their room.
     /// `finished`: each also counts as a `task_done` (an acknowledged delivery whose work
     /// is done).
-    pub(crate) fn settle(&self, count: u64, bytes: usize, finished: bool) {
+    pub(crate) fn settle(&self, holder: u64, count: u64, bytes: usize, finished: bool) {
         let mut state = self.lock();
-        state.in_flight -= count;
+        state.let_go(holder, count);
         state.bytes -= bytes;
         state.total_got += count;
         self.budget.release(bytes);
@@ -485,7 +497,7 @@ impl Queue {
     /// In-flight items of a client that went away, or that it gave back, come back to the
     /// head, in their order; those delivered as many times as the dead-letter limit allows
     /// go to the dead-letter queue instead.
-    pub(crate) fn restore(&self, items: Vec<Item>) {
+    pub(crate) fn restore(&self, holder: u64, items: Vec<Item>) {
         let limit = match &self.dead_letter {
             Some((_, limit)) if *limit > 0 => *limit,
             _ => u32::MAX,
@@ -493,16 +505,16 @@ impl Queue {
         let (dead, back): (Vec<Item>, Vec<Item>) =
             items.into_iter().partition(|item| item.earlier >= limit);
         if !back.is_empty() {
-            self.put_back(back);
+            self.put_back(holder, back);
         }
         if !dead.is_empty() {
-            self.dead_letter(dead);
+            self.dead_letter(holder, dead);
         }
     }
 
-    fn put_back(&self, items: Vec<Item>) {
+    fn put_back(&self, holder: u64, items: Vec<Item>) {
         let mut state = self.lock();
-        state.in_flight -= items.len() as u64;
+        state.let_go(holder, items.len() as u64);
         if state.removed {
             let bytes: usize = items.iter().map(|item| cost(item.len())).sum();
             state.bytes -= bytes;
@@ -518,19 +530,19 @@ impl Queue {
     /// In-flight items that cannot be done move to the dead-letter queue, with their
     /// delivery counts, and count as done here; without one (or if it was removed), they
     /// come back to the head.
-    pub(crate) fn dead_letter(&self, items: Vec<Item>) {
+    pub(crate) fn dead_letter(&self, holder: u64, items: Vec<Item>) {
         let Some((target, _)) = &self.dead_letter else {
-            return self.put_back(items);
+            return self.put_back(holder, items);
         };
         let count = items.len() as u64;
         let bytes: usize = items.iter().map(|item| cost(item.len())).sum();
         // Taken in by the other queue first (its lock alone), so that no item is ever
         // in neither; the two locks are never held together.
         if let Err(items) = target.take_in(items) {
-            return self.put_back(items);
+            return self.put_back(holder, items);
         }
         let mut state = self.lock();
-        state.in_flight -= count;
+        state.let_go(holder, count);
         state.bytes -= bytes;
         state.dead_lettered += count;
         self.mark_done(&mut state, count);
@@ -781,6 +793,15 @@ impl Queue {
             total_got: state.total_got,
             redelivered: state.redelivered,
             dead_lettered: state.dead_lettered,
+            holders: state
+                .holding
+                .iter()
+                .map(|held| ipcq_proto::Holder {
+                    pid: held.pid,
+                    connection: held.peer,
+                    in_flight: held.count,
+                })
+                .collect(),
             closed: state.closed,
             auto_delete: self.auto_delete,
         }
@@ -915,7 +936,7 @@ impl Queue {
         let ready = state.items.len() as u64;
         match peer.deliver(request, self.arc(), items, many, ready) {
             Ok(()) => {
-                state.in_flight += count;
+                state.hold(peer, count);
                 state.redelivered += again;
             }
             Err(items) => return_to_front(&mut state.items, items),
@@ -991,6 +1012,30 @@ impl State {
     /// Items put and not yet acknowledged.
     fn len(&self) -> u64 {
         self.items.len() as u64 + self.in_flight
+    }
+
+    /// `count` items were delivered to `peer`.
+    fn hold(&mut self, peer: &Peer, count: u64) {
+        self.in_flight += count;
+        match self.holding.iter_mut().find(|held| held.peer == peer.id) {
+            Some(held) => held.count += count,
+            None => self.holding.push(Held {
+                peer: peer.id,
+                pid: peer.pid,
+                count,
+            }),
+        }
+    }
+
+    /// `count` items delivered to peer `holder` are no longer in flight.
+    fn let_go(&mut self, holder: u64, count: u64) {
+        self.in_flight -= count;
+        if let Some(at) = self.holding.iter().position(|held| held.peer == holder) {
+            self.holding[at].count = self.holding[at].count.saturating_sub(count);
+            if self.holding[at].count == 0 {
+                self.holding.swap_remove(at);
+            }
+        }
     }
 
     /// Closed, and nothing left that could still reach a getter: no item waiting, none in
