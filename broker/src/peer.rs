@@ -1,14 +1,20 @@
 //! One connected client as the objects see it: where its replies go, and which items it
 //! holds in flight.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ipcq_proto::{BrokerMsg, ErrorCode, ErrorReply, Reply};
 
+use tokio::task::AbortHandle;
+
 use crate::link::{Link, Outgoing, DIRECT_WRITE};
+
+/// The longest lease a client may set: beyond it, a lease is as good as none.
+const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// An item of a queue, and how many times it was delivered before (the ledger counts one
 /// more when it hands the item out, so an item that comes back is marked redelivered).
@@ -72,6 +78,11 @@ struct InFlight {
     /// Deliveries in tag order, as runs of consecutive tags from one queue: one entry per
     /// delivery rather than per item.
     runs: VecDeque<Run>,
+    /// Deliveries with a lease, and when it runs out. Only tags in `runs`: at most as many
+    /// as the items held.
+    leases: HashMap<u64, tokio::time::Instant>,
+    /// The one timer that expires leases, and when it fires.
+    lease_timer: Option<(tokio::time::Instant, AbortHandle)>,
 }
 
 /// Items of one queue delivered under consecutive tags `first ..`.
@@ -237,6 +248,11 @@ impl Peer {
     pub(crate) fn take(&self, tag: u64, count: u32) -> Taken {
         let end = tag.saturating_add(u64::from(count));
         let mut in_flight = self.lock();
+        if !in_flight.leases.is_empty() {
+            in_flight
+                .leases
+                .retain(|leased, _| !(tag..end).contains(leased));
+        }
         let mut taken: Taken = Vec::new();
         let mut at = 0;
         // Acknowledgements usually settle whole runs from the front, in order.
@@ -288,11 +304,84 @@ impl Peer {
         taken
     }
 
+    /// Leases the deliveries `tag .. tag + count` that this client holds for `millis`
+    /// from now (or extends their leases): not settled by then, they go back to their
+    /// queues as if the connection had closed.
+    pub(crate) fn lease(self: &Arc<Self>, tag: u64, count: u32, millis: u64) {
+        let end = tag.saturating_add(u64::from(count));
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(millis).min(MAX_LEASE);
+        let mut in_flight = self.lock();
+        if in_flight.closed {
+            return;
+        }
+        let InFlight { runs, leases, .. } = &mut *in_flight;
+        for run in runs.iter() {
+            let (first, last) = (run.first, run.first + run.items.len() as u64);
+            for leased in tag.max(first)..end.min(last) {
+                leases.insert(leased, deadline);
+            }
+        }
+        self.arm(&mut in_flight);
+    }
+
+    /// Makes sure the lease timer fires at the earliest deadline.
+    fn arm(self: &Arc<Self>, in_flight: &mut InFlight) {
+        let Some(next) = in_flight.leases.values().min().copied() else {
+            return;
+        };
+        if let Some((at, _)) = &in_flight.lease_timer {
+            if *at <= next {
+                return;
+            }
+        }
+        if let Some((_, timer)) = in_flight.lease_timer.take() {
+            timer.abort();
+        }
+        let peer = Arc::downgrade(self);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(next).await;
+            if let Some(peer) = peer.upgrade() {
+                peer.expire_leases();
+            }
+        });
+        in_flight.lease_timer = Some((next, timer.abort_handle()));
+    }
+
+    /// The deliveries whose leases ran out go back to their queues, marked redelivered.
+    fn expire_leases(self: &Arc<Self>) {
+        let due: Vec<u64> = {
+            let mut in_flight = self.lock();
+            in_flight.lease_timer = None;
+            let now = tokio::time::Instant::now();
+            let due: Vec<u64> = in_flight
+                .leases
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(tag, _)| *tag)
+                .collect();
+            for tag in &due {
+                in_flight.leases.remove(tag);
+            }
+            self.arm(&mut in_flight);
+            due
+        };
+        for tag in due {
+            for (queue, items) in self.take(tag, 1) {
+                tracing::debug!(peer = self.id, queue = %queue.name(), tag, "lease ran out");
+                queue.restore(self.id, items);
+            }
+        }
+    }
+
     /// Closes the ledger and returns what was in flight, grouped by queue, oldest first.
     pub(crate) fn close(&self) -> Taken {
         let runs = {
             let mut in_flight = self.lock();
             in_flight.closed = true;
+            in_flight.leases.clear();
+            if let Some((_, timer)) = in_flight.lease_timer.take() {
+                timer.abort();
+            }
             std::mem::take(&mut in_flight.runs)
         };
         let mut taken: Taken = Vec::new();

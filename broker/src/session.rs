@@ -302,12 +302,16 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
-    /// The deliveries `tag .. tag + count` leave their queues for good.
-    fn settle(&self, tag: u64, count: u32, finished: bool) {
+    /// The deliveries `tag .. tag + count` leave their queues for good; returns how many
+    /// of them this client still held.
+    fn settle(&self, tag: u64, count: u32, finished: bool) -> u64 {
+        let mut held = 0;
         for (queue, items) in self.peer.take(tag, count) {
             let bytes = items.iter().map(|item| cost(item.len())).sum();
+            held += items.len() as u64;
             queue.settle(self.peer.id, items.len() as u64, bytes, finished);
         }
+        held
     }
 
     /// Tells the client why its connection ends.
@@ -325,6 +329,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
             ClientMsg::Ack { tag, count } => {
                 // The application has these items: they leave their queues for good.
                 self.settle(tag, count, false);
+                return Ok(());
+            }
+            ClientMsg::Lease { tag, count, millis } => {
+                self.peer.lease(tag, count, millis);
                 return Ok(());
             }
             ClientMsg::DeadLetter { tag, count } => {
@@ -578,6 +586,19 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     .min(STATS_PAGE_MAX);
                 let (objects, more) = self.shared.registry.stats_page(&after, max_len);
                 Ok(Some(Reply::StatsPage { objects, more }))
+            }
+            Op::Finish { tag, count } => {
+                let held = self.settle(tag, count, true);
+                if held < u64::from(count) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Expired,
+                        format!(
+                            "delivery {tag} is no longer held by this client: its lease ran \
+                             out and it went back to its queue"
+                        ),
+                    ));
+                }
+                Ok(Some(Reply::Done))
             }
             Op::Lookup { name } => match self.shared.registry.lookup(&name) {
                 Some(entry) => Ok(Some(Reply::Stats(vec![entry]))),

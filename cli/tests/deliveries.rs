@@ -320,3 +320,61 @@ fn dead_letter_options_are_checked() {
         .unwrap_err()
         .is_conflict());
 }
+
+#[test]
+fn a_lease_that_runs_out_gives_the_item_to_another_and_a_late_ack_is_an_error() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let (hung, other) = (broker.client(), broker.client());
+        let jobs = hung.queue::<u64>("jobs", 0).unwrap();
+        jobs.set_prefetch(1);
+        jobs.put(&1).unwrap();
+        let mut held = jobs.get_delivery().unwrap();
+        held.lease(Duration::from_millis(200)).unwrap();
+        // The holder hangs: once the lease runs out, another worker gets the job.
+        let theirs = other.queue::<u64>("jobs", 0).unwrap();
+        theirs.set_prefetch(1);
+        let again = theirs
+            .get_delivery_timeout(Duration::from_secs(30))
+            .unwrap();
+        assert_eq!((*again, again.deliveries()), (1, 2));
+        // The hung worker wakes up and acknowledges: too late, and it says so.
+        assert!(matches!(held.ack(), Err(Error::LeaseExpired(_))));
+        again.ack().unwrap();
+        // Asked on the acknowledging connection: answered after its acknowledgement.
+        assert_eq!(theirs.len().unwrap(), 0);
+        let stats = queue_stats(&hung, "jobs");
+        assert_eq!(
+            (stats.total_got, stats.in_flight, stats.redelivered),
+            (1, 0, 1)
+        );
+    });
+}
+
+#[test]
+fn an_extended_lease_keeps_the_item_and_a_queue_can_lease_every_delivery() {
+    watchdog(LIMIT, || {
+        let broker = TestBroker::start();
+        let (worker, other) = (broker.client(), broker.client());
+        let jobs = worker.queue::<u64>("jobs", 0).unwrap();
+        jobs.set_prefetch(1);
+        jobs.set_lease(Some(Duration::from_millis(300)));
+        jobs.put_many(&[1, 2]).unwrap();
+        // Leased at once by the queue's setting; still at work, the worker extends it.
+        let mut held = jobs.get_delivery().unwrap();
+        held.lease(Duration::from_secs(60)).unwrap();
+        let theirs = other.queue::<u64>("jobs", 0).unwrap();
+        theirs.set_prefetch(1);
+        // The other worker gets the second job, never the first.
+        let second = theirs.get_delivery().unwrap();
+        assert_eq!(*second, 2);
+        second.ack().unwrap();
+        let err = theirs
+            .get_delivery_timeout(Duration::from_millis(800))
+            .unwrap_err();
+        assert!(err.is_empty(), "{err}");
+        held.ack().unwrap();
+        assert_eq!(jobs.len().unwrap(), 0);
+        assert_eq!(queue_stats(&worker, "jobs").total_got, 2);
+    });
+}

@@ -98,6 +98,23 @@ impl crate::delivery::Settle for Hold {
             None => Ok(()),
         }
     }
+
+    fn lease(&self, tag: u64, lease: Duration) -> Result<()> {
+        self.flush_lease(tag, lease)
+    }
+
+    fn finish_checked(&self, tag: u64) -> Result<()> {
+        self.client.run(crate::ops::finish(tag, 1))
+    }
+}
+
+impl Hold {
+    fn flush_lease(&self, tag: u64, lease: Duration) -> Result<()> {
+        let mark = self
+            .client
+            .with_core(|core| core.lease_delivery(tag, lease))?;
+        self.client.flush(mark)
+    }
 }
 
 impl Drop for Hold {

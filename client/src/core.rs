@@ -13,7 +13,7 @@
 //! A waiter is whatever the driver wakes: a condition variable, a task's `Waker`.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ipcq_proto::{BrokerMsg, ClientMsg, Op, Reply, Wait};
@@ -100,6 +100,8 @@ struct Handle<W> {
     /// The last handle was dropped while answers were on their way: it closes when they
     /// have come.
     closing: bool,
+    /// The lease of the deliveries handed out (`set_lease`).
+    lease: Option<Duration>,
 }
 
 /// What a put does next.
@@ -338,6 +340,7 @@ impl<W: Wakeup> Core<W> {
             reserving: None,
             watchers: Vec::new(),
             closing: false,
+            lease: None,
         });
         state.users += 1;
         state.closing = false;
@@ -588,6 +591,36 @@ impl<W: Wakeup> Core<W> {
             taken.delivered,
             (self.queued > before).then_some(mark),
         )))
+    }
+
+    /// Leases delivery `tag` for `lease` from now (or extends its lease); returns the mark
+    /// to write up to.
+    ///
+    /// # Errors
+    ///
+    /// The connection's error.
+    pub(crate) fn lease_delivery(&mut self, tag: u64, lease: Duration) -> Result<Mark> {
+        self.check_alive()?;
+        let millis = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let msg = ClientMsg::Lease {
+            tag,
+            count: 1,
+            millis,
+        };
+        self.encode(&msg, &[])?;
+        Ok(self.queued)
+    }
+
+    /// Sets the lease of the deliveries `handle` hands out (`None`: no lease).
+    pub(crate) fn set_lease(&mut self, handle: u32, lease: Option<Duration>) {
+        if let Some(state) = self.handles.get_mut(&handle) {
+            state.lease = lease;
+        }
+    }
+
+    /// The lease of the deliveries `handle` hands out.
+    pub(crate) fn lease(&self, handle: u32) -> Option<Duration> {
+        self.handles.get(&handle).and_then(|state| state.lease)
     }
 
     /// Settles delivery `tag` of `handle`, handed out without an acknowledgement, as `how`

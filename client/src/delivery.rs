@@ -4,6 +4,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -16,6 +17,11 @@ use crate::Result;
 pub(crate) trait Settle: Send + Sync {
     /// Settles delivery `tag` as `how` says.
     fn settle(&self, tag: u64, how: Settlement) -> Result<()>;
+    /// Leases delivery `tag` for `lease` from now.
+    fn lease(&self, tag: u64, lease: Duration) -> Result<()>;
+    /// Settles delivery `tag` as done and learns whether it was still held (blocking
+    /// client: a round trip; tokio client: as `settle`, see [`Delivery::ack`]).
+    fn finish_checked(&self, tag: u64) -> Result<()>;
 }
 
 /// An item taken by an acknowledging get (`get_delivery`, `get_deliveries`): it stays on
@@ -50,6 +56,8 @@ pub struct Delivery<T = Bytes> {
     item: T,
     tag: u64,
     earlier: u32,
+    /// Whether it has a lease (then `ack` asks whether it still held it).
+    leased: bool,
     /// `None` once settled.
     owner: Option<Arc<dyn Settle>>,
 }
@@ -60,6 +68,7 @@ impl<T> Delivery<T> {
             item,
             tag,
             earlier,
+            leased: false,
             owner: Some(owner),
         }
     }
@@ -87,8 +96,38 @@ impl<T> Delivery<T> {
     ///
     /// [`Error::BrokerGone`](crate::Error::BrokerGone) when the connection is gone: the
     /// broker has put the item back at the head of its queue, for another worker.
+    ///
+    /// A delivery with a [lease](Delivery::lease) is acknowledged with a round trip on the
+    /// blocking client, which says whether the lease ran out first:
+    /// [`Error::LeaseExpired`](crate::Error::LeaseExpired), and the item, back in its
+    /// queue, was not removed again. (The tokio client's `ack` cannot wait: a late
+    /// acknowledgement is ignored by the broker just the same, and returns `Ok`.)
     pub fn ack(mut self) -> Result<()> {
-        self.settle(Settlement::Finish)
+        if !self.leased {
+            return self.settle(Settlement::Finish);
+        }
+        match self.owner.take() {
+            Some(owner) => owner.finish_checked(self.tag),
+            None => Ok(()),
+        }
+    }
+
+    /// Leases the item for `lease` from now, or extends its lease: a worker that hangs
+    /// without dying, and does not settle the item in time, loses it — the broker puts it
+    /// back at the head of its queue, marked redelivered (or sends it to the dead-letter
+    /// queue past the delivery limit) — while a worker still at work calls this again
+    /// before the time runs out. One message, no round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BrokerGone`](crate::Error::BrokerGone) when the connection is gone.
+    pub fn lease(&mut self, lease: Duration) -> Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        owner.lease(self.tag, lease)?;
+        self.leased = true;
+        Ok(())
     }
 
     /// Gives the item back to the head of its queue now, for the next getter (this client
@@ -145,6 +184,7 @@ impl Delivery<Bytes> {
             item,
             tag: self.tag,
             earlier: self.earlier,
+            leased: self.leased,
             owner: self.owner.take(),
         })
     }

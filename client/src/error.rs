@@ -93,6 +93,11 @@ pub enum Error {
         /// The item as it was in the queue.
         item: bytes::Bytes,
     },
+    /// A delivery was acknowledged after its lease ran out: the broker had already put the
+    /// item back in its queue (for another worker, or a dead-letter queue), so it was not
+    /// removed again.
+    #[error("lease expired: {0}")]
+    LeaseExpired(String),
     /// Another I/O failure.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -155,6 +160,7 @@ impl Error {
             ErrorCode::Broken => Error::Broken(message),
             ErrorCode::LimitReached => Error::LimitReached(message),
             ErrorCode::Denied => Error::Denied(message),
+            ErrorCode::Expired => Error::LeaseExpired(message),
             ErrorCode::ShuttingDown => Error::BrokerGone(message),
             // A withdrawn request's answer goes to no caller; seeing one is a protocol slip.
             ErrorCode::TooLarge => too_large(&message),

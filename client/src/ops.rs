@@ -93,6 +93,12 @@ fn flag(answer: Result<Reply>) -> Result<bool> {
     }
 }
 
+/// `Finish`, answered: the deliveries `tag ..` are settled as done, or they were no longer
+/// held (a lease ran out).
+pub(crate) fn finish(tag: u64, count: u32) -> Request<()> {
+    Request::new(Op::Finish { tag, count }, BROKER, Purpose::Other, done)
+}
+
 /// `Ping`: the broker answers.
 pub(crate) fn ping() -> Request<()> {
     Request::new(Op::Ping, BROKER, Purpose::Other, |answer| match answer? {

@@ -481,6 +481,16 @@ macro_rules! queue_surface {
                 self.client().with_core(|core| core.prefetch(self.handle()))
             }
 
+            /// Leases every delivery this client's handles on the queue hand out from now
+            /// on for `lease` (see [`Delivery::lease`](crate::Delivery::lease)); `None`
+            /// for none (the default). For one delivery only, lease it after taking it.
+            /// Fetched items wait in the client with their lease already running, so a
+            /// leased queue is best read with a small prefetch.
+            pub fn set_lease(&self, lease: Option<Duration>) {
+                self.client()
+                    .with_core(|core| core.set_lease(self.handle(), lease));
+            }
+
             /// Puts an item, waiting while the queue is full. When it returns, the item is
             /// on a slot the broker reserved for it: a process may exit right after `put`
             /// without losing it (with the tokio client, once its `Client::flush` returns).
@@ -664,10 +674,17 @@ macro_rules! queue_surface {
                 }
                 let owner: Arc<dyn crate::delivery::Settle> = self.hold.clone();
                 let delivered = self.fetch(max, wait, false)$($await)*?;
-                Ok(delivered
+                let lease = self.client().with_core(|core| core.lease(self.handle()));
+                let mut deliveries: Vec<crate::Delivery> = delivered
                     .into_iter()
                     .map(|d| crate::Delivery::new(d.item, d.tag, d.earlier, Arc::clone(&owner)))
-                    .collect())
+                    .collect();
+                if let Some(lease) = lease {
+                    for delivery in &mut deliveries {
+                        delivery.lease(lease)?;
+                    }
+                }
+                Ok(deliveries)
             }
 
             /// Waits up to `timeout` until a `get` would return at once: an item is fetched
@@ -841,6 +858,11 @@ macro_rules! queue_surface {
             /// Sets the prefetch window (see [`RawQueue::set_prefetch`]).
             pub fn set_prefetch(&self, items: usize) {
                 self.raw.set_prefetch(items);
+            }
+
+            /// Leases the deliveries handed out from now on (see [`RawQueue::set_lease`]).
+            pub fn set_lease(&self, lease: Option<Duration>) {
+                self.raw.set_lease(lease);
             }
 
             /// The prefetch window (see [`RawQueue::set_prefetch`]).

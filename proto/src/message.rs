@@ -235,6 +235,18 @@ pub enum ClientMsg {
         /// Number of consecutive tags.
         count: u32,
     },
+    /// The deliveries `tag .. tag + count` are leased for `millis` from now (set, or
+    /// extended): if they are not settled by then, they go back to their queue as if their
+    /// connection had closed, and a later [`Op::Finish`] of them fails with
+    /// [`ErrorCode::Expired`]. No reply.
+    Lease {
+        /// First delivery tag.
+        tag: u64,
+        /// Number of consecutive tags.
+        count: u32,
+        /// How long from now.
+        millis: u64,
+    },
 }
 
 impl ClientMsg {
@@ -429,6 +441,15 @@ pub enum Op {
     Lookup {
         /// Object name.
         name: String,
+    },
+    /// As [`ClientMsg::Finish`], answered: [`Reply::Done`] once the deliveries `tag ..
+    /// tag + count` are settled, or an error with [`ErrorCode::Expired`] if any was no
+    /// longer held (its lease ran out; those that were held are settled all the same).
+    Finish {
+        /// First delivery tag finished.
+        tag: u64,
+        /// Number of consecutive tags finished.
+        count: u32,
     },
 }
 
@@ -717,6 +738,9 @@ pub enum ErrorCode {
     Cancelled,
     /// The broker does not admit this client (its user or group is not allowed).
     Denied,
+    /// A delivery's lease ran out before it was acknowledged: the item went back to its
+    /// queue (and maybe to another getter).
+    Expired,
 }
 
 /// The length of `value`'s encoding, without encoding it (no frame prefix).

@@ -170,6 +170,18 @@ fn client_messages() {
         [8, 5, 2]
     );
     assert_eq!(
+        bytes(&ClientMsg::Lease {
+            tag: 5,
+            count: 1,
+            millis: 300
+        }),
+        [9, 5, 1, 0xac, 0x02]
+    );
+    assert_eq!(
+        request(Op::Finish { tag: 5, count: 2 }),
+        [0, 0xac, 0x02, 23, 5, 2]
+    );
+    assert_eq!(
         request(Op::WaitRoom {
             handle: 2,
             len: 200,
@@ -302,6 +314,7 @@ fn error_codes_keep_their_numbers() {
         ErrorCode::Broken,
         ErrorCode::Cancelled,
         ErrorCode::Denied,
+        ErrorCode::Expired,
     ];
     for (number, code) in codes.into_iter().enumerate() {
         assert_eq!(
@@ -334,5 +347,10 @@ fn only_requests_and_cancels_ask_for_an_answer() {
     assert!(!asks(&ClientMsg::Return { tag: 1, count: 1 }));
     assert!(!asks(&ClientMsg::Finish { tag: 1, count: 1 }));
     assert!(!asks(&ClientMsg::DeadLetter { tag: 1, count: 1 }));
+    assert!(!asks(&ClientMsg::Lease {
+        tag: 1,
+        count: 1,
+        millis: 1
+    }));
     assert!(!ClientMsg::asks_for_answer(&[]));
 }

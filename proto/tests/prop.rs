@@ -111,6 +111,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (any::<u32>(), any::<u64>()).prop_map(|(handle, id)| ClientMsg::Cancel { handle, id }),
         (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::Finish { tag, count }),
         (any::<u64>(), any::<u32>()).prop_map(|(tag, count)| ClientMsg::DeadLetter { tag, count }),
+        (any::<u64>(), any::<u32>(), any::<u64>())
+            .prop_map(|(tag, count, millis)| { ClientMsg::Lease { tag, count, millis } }),
     ]
 }
 

@@ -159,6 +159,17 @@ impl crate::delivery::Settle for Hold {
             None => Ok(()),
         }
     }
+
+    fn lease(&self, tag: u64, lease: Duration) -> Result<()> {
+        self.client
+            .with_core(|core| core.lease_delivery(tag, lease))?;
+        self.client.send()
+    }
+
+    fn finish_checked(&self, tag: u64) -> Result<()> {
+        // A round trip cannot be waited for here: settled as any acknowledgement.
+        self.settle(tag, crate::core::Settlement::Finish)
+    }
 }
 
 impl Drop for Hold {
