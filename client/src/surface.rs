@@ -1011,6 +1011,25 @@ macro_rules! queue_surface {
                     .collect()
             }
 
+            /// Like [`get_deliveries`](Queue::get_deliveries), waiting at most `timeout` for
+            /// the first item.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Empty`] if no item came in time; otherwise as
+            /// [`Queue::get_deliveries`].
+            pub $($async)? fn get_deliveries_timeout(
+                &self,
+                max: usize,
+                timeout: Duration,
+            ) -> Result<Vec<crate::Delivery<T>>> {
+                self.raw
+                    .get_deliveries_timeout(max, timeout)$($await)*?
+                    .into_iter()
+                    .map(crate::Delivery::decode)
+                    .collect()
+            }
+
             /// Marks one item as processed (see [`RawQueue::task_done`]).
             ///
             /// # Errors

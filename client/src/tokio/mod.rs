@@ -52,6 +52,7 @@ mod pipe;
 mod queue;
 mod sync;
 
+pub use crate::delivery::Delivery;
 pub use pipe::{PipeEnd, RawPipeEnd};
 pub use queue::{Queue, RawQueue};
 pub use sync::{Barrier, Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
