@@ -11,8 +11,8 @@
 //!   allocation), `link` (the write side: answers queued per connection, written at the end
 //!   of each batch of requests or by the connection's writer task, and the bound on what a
 //!   client leaves unread), `peer` (a client as the objects see it: where its answers go,
-//!   and the ledger of items delivered to it, which knows queues only as a `Source` of
-//!   items), `registry` (objects by name), `objects` (queues, pipes, locks and semaphores,
+//!   and the ledger of items delivered to it, with their leases, which knows queues only
+//!   as a `Source` of items), `registry` (objects by name), `objects` (queues, pipes, locks and semaphores,
 //!   events, barriers; every request parked on any of them is a `Parked` waiter, with its
 //!   timer and what the object keeps with it), `budget` (the broker-wide byte budget).
 //!

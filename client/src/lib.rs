@@ -13,6 +13,9 @@
 //! - [`PipeEnd<T>`] / [`RawPipeEnd`]: one end of a two-ended pipe ([`End`], [`PipeOptions`]);
 //! - [`Lock`], [`Semaphore`], [`Event`], [`Barrier`]: synchronisation that a dead process
 //!   never leaves stuck; joinable queues (`task_done`, `join`);
+//! - [`Delivery`]: an item taken with `get_delivery`, held until its work is done
+//!   (acknowledge, reject, dead-letter, lease), so that a job survives its worker;
+//! - [`Select`]: the first item from any of several queues, for the blocking client;
 //! - [`Error`]: everything that can fail, with `Full`, `Empty` and `Closed` as values.
 //!
 //! Inside, the protocol is written once and driven twice:
