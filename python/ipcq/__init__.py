@@ -38,6 +38,7 @@ __all__ = [
     "BoundedSemaphore",
     "Event",
     "Barrier",
+    "Delivery",
     "ShutDown",
     "IpcqError",
     "BrokerGone",
@@ -217,6 +218,30 @@ class Queue(_Handle):
             raise ShutDown from None
         return [self._decode(item) for item in items]
 
+    def get_delivery(self, block: bool = True, timeout: Optional[float] = None) -> "Delivery":
+        """Takes the item at the head as a ``Delivery``: it stays this process's (counted
+        in ``qsize``) until it is acknowledged, and goes back to the head of the queue if
+        it is rejected, dropped, or if this process dies first. Used as a context manager,
+        it is acknowledged when the block ends normally and rejected when it raises::
+
+            with jobs.get_delivery() as job:
+                work(job)
+
+        Waits as ``get`` does. An item that does not unpickle goes to the queue's
+        dead-letter queue (or back to its head), and the error is raised."""
+        try:
+            native = self._h.get_delivery(_timeout(block, timeout))
+        except _native.Empty:
+            raise _queue.Empty from None
+        except _native.Closed:
+            raise ShutDown from None
+        try:
+            item = self._decode(native.item)
+        except Exception:
+            native.dead_letter()
+            raise
+        return Delivery(native, item)
+
     def qsize(self) -> int:
         """Items put and not yet taken: exact, on every platform."""
         return self._h.len()
@@ -253,6 +278,54 @@ class JoinableQueue(Queue):
         """Waits until every item put has been marked done (at most ``timeout`` seconds);
         returns whether they all were."""
         return self._h.join(timeout)
+
+
+class Delivery:
+    """An item taken with ``Queue.get_delivery``, held until its work is done."""
+
+    def __init__(self, native: Any, item: Any) -> None:
+        self._native = native
+        #: The item.
+        self.item = item
+
+    @property
+    def deliveries(self) -> int:
+        """How many times the item has been delivered, this time included."""
+        return self._native.deliveries
+
+    @property
+    def redelivered(self) -> bool:
+        """Whether a worker had it before and did not finish it."""
+        return self._native.deliveries > 1
+
+    def ack(self) -> None:
+        """The work is done: the item leaves the queue, and counts as its ``task_done``."""
+        self._native.ack()
+
+    def reject(self) -> None:
+        """Back to the head of the queue, for the next getter."""
+        self._native.reject()
+
+    def dead_letter(self) -> None:
+        """To the queue's dead-letter queue (back to its head if it has none)."""
+        self._native.dead_letter()
+
+    def lease(self, seconds: float) -> None:
+        """Not answered within ``seconds``, the item goes back to the queue; call again to
+        extend."""
+        self._native.lease(seconds)
+
+    def __enter__(self) -> Any:
+        return self.item
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.ack()
+        else:
+            self.reject()
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.item!r}, deliveries={self.deliveries})"
 
 
 def _rebuild_queue(cls, addr, name, maxsize, kwargs):

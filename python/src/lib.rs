@@ -6,9 +6,12 @@
 //! Ctrl-C interrupts it promptly; a slice that runs out loses nothing (the broker keeps the
 //! time: an item is either taken or left in the queue).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ipcq_client::{Barrier, Client, Error, Event, Lock, QueueOptions, RawQueue, Semaphore};
+use ipcq_client::{
+    Barrier, Client, Delivery, Error, Event, Lock, QueueOptions, RawQueue, Semaphore,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -212,6 +215,26 @@ impl NativeQueue {
         Ok(items.iter().map(|item| PyBytes::new(py, item)).collect())
     }
 
+    /// Takes the item at the head as a delivery, held until it is acknowledged, waiting
+    /// as `get` does.
+    #[pyo3(signature = (timeout=None))]
+    fn get_delivery(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeDelivery> {
+        let delivery = if timeout == Some(0.0) {
+            py.detach(|| self.queue.get_delivery_nowait())
+                .map_err(to_py)?
+        } else {
+            sliced(py, timeout, |slice| {
+                not_yet(self.queue.get_delivery_timeout(slice))
+            })?
+            .ok_or_else(|| to_py(Error::Empty))?
+        };
+        Ok(NativeDelivery {
+            item: delivery.item().to_vec(),
+            deliveries: delivery.deliveries(),
+            delivery: Mutex::new(Some(delivery)),
+        })
+    }
+
     /// Items put and not yet taken.
     fn len(&self, py: Python<'_>) -> PyResult<usize> {
         py.detach(|| self.queue.len()).map_err(to_py)
@@ -241,6 +264,71 @@ impl NativeQueue {
                 .map(|joined| joined.then_some(()))
         })?;
         Ok(joined.is_some())
+    }
+}
+
+/// An item held until its work is done (see `ipcq_client::Delivery`). Dropped without an
+/// answer, it goes back to the head of its queue.
+#[pyclass(module = "ipcq._native", frozen)]
+struct NativeDelivery {
+    item: Vec<u8>,
+    deliveries: u32,
+    /// `None` once answered.
+    delivery: Mutex<Option<Delivery>>,
+}
+
+impl NativeDelivery {
+    fn answer(&self, py: Python<'_>, how: fn(Delivery) -> Result<(), Error>) -> PyResult<()> {
+        let delivery = self
+            .delivery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match delivery {
+            Some(delivery) => py.detach(|| how(delivery)).map_err(to_py),
+            None => Err(IpcqError::new_err("this delivery was already answered")),
+        }
+    }
+}
+
+#[pymethods]
+impl NativeDelivery {
+    /// The item's bytes.
+    #[getter]
+    fn item<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.item)
+    }
+
+    /// How many times it has been delivered, this time included.
+    #[getter]
+    fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+
+    /// Done: it leaves the queue, and counts as its `task_done`.
+    fn ack(&self, py: Python<'_>) -> PyResult<()> {
+        self.answer(py, Delivery::ack)
+    }
+
+    /// Back to the head of the queue.
+    fn reject(&self, py: Python<'_>) -> PyResult<()> {
+        self.answer(py, Delivery::reject)
+    }
+
+    /// To the queue's dead-letter queue (back to the head if it has none).
+    fn dead_letter(&self, py: Python<'_>) -> PyResult<()> {
+        self.answer(py, Delivery::dead_letter)
+    }
+
+    /// Leases it for `seconds` from now, or extends its lease.
+    fn lease(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let mut delivery = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
+        match delivery.as_mut() {
+            Some(delivery) => py
+                .detach(|| delivery.lease(Duration::from_secs_f64(seconds.max(0.0))))
+                .map_err(to_py),
+            None => Err(IpcqError::new_err("this delivery was already answered")),
+        }
     }
 }
 
@@ -379,6 +467,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Connection>()?;
     m.add_class::<NativeQueue>()?;
+    m.add_class::<NativeDelivery>()?;
     m.add_class::<NativeLock>()?;
     m.add_class::<NativeSemaphore>()?;
     m.add_class::<NativeEvent>()?;
