@@ -265,6 +265,19 @@ impl Client {
         self.inner.max_frame_len
     }
 
+    /// The connection's socket (Unix). A process that forked while it had a client shares
+    /// that socket with its parent: the child must neither use nor drop its copy of the
+    /// client (dropping writes what waits to be written, and may read), but may close its
+    /// copy of this descriptor, after which the parent's connection ends when the parent's
+    /// does. Language bindings that reconnect after `fork` use it.
+    #[cfg(unix)]
+    pub fn socket_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::{AsFd, AsRawFd};
+        match &self.inner.stream {
+            Stream::UdSocket(stream) => stream.as_fd().as_raw_fd(),
+        }
+    }
+
     /// Opens `name` as `kind`; returns its handle.
     pub(crate) fn open(&self, name: &str, kind: Kind) -> Result<u32> {
         self.run(ops::open(name, kind))

@@ -24,6 +24,7 @@ import os
 import pickle
 import queue as _queue
 import threading
+import weakref
 from typing import Any, Callable, Iterable, List, Optional
 
 from . import _native
@@ -39,6 +40,8 @@ __all__ = [
     "Event",
     "Barrier",
     "Delivery",
+    "Pipe",
+    "PipeConnection",
     "ShutDown",
     "IpcqError",
     "BrokerGone",
@@ -72,6 +75,36 @@ def connect(addr: Optional[str] = None) -> None:
     _conn()
 
 
+#: Every handle and delivery of this process, so that a forked child can set aside what it
+#: inherited.
+_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child shares its parent's socket. What it inherited is set aside for good
+    (never used: the child opens its own connection on first use; never dropped: that
+    would write on the parent's connection), and its copy of the socket is closed."""
+    global _connection, _connection_pid, _state
+    _state = threading.Lock()
+    for obj in list(_live):
+        inherited = obj._forget()
+        if inherited is not None:
+            _native.keep(inherited)
+    if _connection is not None:
+        fd = _connection.fileno()
+        _native.keep(_connection)
+        _connection = None
+        _connection_pid = None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _conn() -> _native.Connection:
     """This process's connection, opened on first use and after a fork."""
     global _connection, _connection_pid
@@ -91,6 +124,12 @@ class _Handle:
         self._opened: Any = None
         self._opened_pid: Optional[int] = None
         self._addr = _addr
+        _live.add(self)
+
+    def _forget(self) -> Any:
+        """Lets go of the object opened in the parent (after a fork); returns it."""
+        opened, self._opened = self._opened, None
+        return opened
 
     def _open(self, connection: _native.Connection) -> Any:
         raise NotImplementedError
@@ -287,6 +326,12 @@ class Delivery:
         self._native = native
         #: The item.
         self.item = item
+        _live.add(self)
+
+    def _forget(self) -> Any:
+        """After a fork: the parent's delivery, which this process must not answer."""
+        native, self._native = self._native, None
+        return native
 
     @property
     def deliveries(self) -> int:
@@ -454,6 +499,72 @@ class Barrier(_Handle):
 
     def reset(self) -> None:
         self._h.reset()
+
+
+class PipeConnection(_Handle):
+    """One end of a pipe, as what ``multiprocessing.Pipe`` returns: ``send``, ``recv``,
+    ``poll``, ``close``. The end is held by the first process that uses it; the other end
+    receives what was sent, then ``EOFError`` once this end is closed or its process has
+    died."""
+
+    def __init__(self, name: str, end: int, duplex: bool = True, maxsize: int = 0) -> None:
+        super().__init__()
+        if end not in (0, 1):
+            raise ValueError("a pipe has ends 0 and 1")
+        self.name = name
+        self.end = end
+        self.duplex = duplex
+        self.maxsize = maxsize
+        # Opened on first use, so that an end passed to a child is held by the child.
+
+    def _open(self, connection):
+        return connection.pipe(self.name, self.end, self.duplex, self.maxsize)
+
+    def _args(self):
+        return (self.name, self.end, self.duplex, self.maxsize)
+
+    def send(self, obj: Any) -> None:
+        """Sends ``obj`` (pickled), waiting while the other end's buffer is full."""
+        self.send_bytes(pickle.dumps(obj))
+
+    def recv(self) -> Any:
+        """Receives the next object; ``EOFError`` once the other end is closed and
+        everything it sent has been received."""
+        return pickle.loads(self.recv_bytes())
+
+    def send_bytes(self, data: bytes) -> None:
+        try:
+            self._h.send(bytes(data))
+        except _native.Closed:
+            raise BrokenPipeError(f"pipe {self.name!r} is closed") from None
+
+    def recv_bytes(self) -> bytes:
+        try:
+            return self._h.recv()
+        except _native.Closed:
+            raise EOFError from None
+
+    def poll(self, timeout: Optional[float] = 0.0) -> bool:
+        """Whether ``recv`` would return at once, waiting up to ``timeout`` seconds (``None``:
+        as long as it takes)."""
+        return self._h.poll(timeout)
+
+    def close(self) -> None:
+        self._h.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def Pipe(name: str, duplex: bool = True, maxsize: int = 0):
+    """The two ends of the pipe ``name``, as ``multiprocessing.Pipe(duplex)``. Each is held by
+    the process that first uses it: keep one, pass the other to a child (or open it
+    elsewhere with ``PipeConnection(name, end)``). With ``duplex=False``, the first end
+    only receives and the second only sends, as in ``multiprocessing``."""
+    return PipeConnection(name, 0, duplex, maxsize), PipeConnection(name, 1, duplex, maxsize)
 
 
 def remove(name: str) -> None:

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipcq_client::{
-    Barrier, Client, Delivery, Error, Event, Lock, QueueOptions, RawQueue, Semaphore,
+    Barrier, Client, Delivery, End, Error, Event, Lock, PipeOptions, QueueOptions, RawPipeEnd,
+    RawQueue, Semaphore,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -109,6 +110,11 @@ impl Connection {
         self.client.addr().to_owned()
     }
 
+    /// The socket's file descriptor, for a forked child to close its copy (see `keep`).
+    fn fileno(&self) -> i32 {
+        self.client.socket_fd()
+    }
+
     /// Opens (creating if needed) the queue `name`.
     #[pyo3(signature = (name, capacity=0, auto_delete=false))]
     fn queue(
@@ -153,6 +159,24 @@ impl Connection {
             .detach(|| self.client.barrier(name, parties))
             .map_err(to_py)?;
         Ok(NativeBarrier { barrier })
+    }
+
+    /// Opens end `end` (0 or 1) of the pipe `name`, creating the pipe if need be, and holds
+    /// that end for this connection.
+    fn pipe(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        end: u8,
+        duplex: bool,
+        capacity: usize,
+    ) -> PyResult<NativePipe> {
+        let end = if end == 0 { End::Zero } else { End::One };
+        let options = PipeOptions::new().duplex(duplex).capacity(capacity);
+        let pipe = py
+            .detach(|| self.client.raw_pipe(name, end, options))
+            .map_err(to_py)?;
+        Ok(NativePipe { pipe })
     }
 
     /// Removes the object `name` from the broker.
@@ -332,6 +356,46 @@ impl NativeDelivery {
     }
 }
 
+/// One end of a pipe.
+#[pyclass(module = "ipcq._native", frozen)]
+struct NativePipe {
+    pipe: RawPipeEnd,
+}
+
+#[pymethods]
+impl NativePipe {
+    /// Sends `item` to the other end, waiting for room as `Queue.put` does.
+    #[pyo3(signature = (item, timeout=None))]
+    fn send(&self, py: Python<'_>, item: &[u8], timeout: Option<f64>) -> PyResult<()> {
+        let sent = sliced(py, timeout, |slice| {
+            not_yet(self.pipe.send_timeout(item, slice))
+        })?;
+        sent.ok_or_else(|| to_py(Error::Full))
+    }
+
+    /// Receives the next item, waiting as `Queue.get` does; `Closed` at the end.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let item = sliced(py, timeout, |slice| not_yet(self.pipe.recv_timeout(slice)))?
+            .ok_or_else(|| to_py(Error::Empty))?;
+        Ok(PyBytes::new(py, &item))
+    }
+
+    /// Whether `recv` would return at once, waiting up to `timeout` seconds for that.
+    #[pyo3(signature = (timeout=0.0))]
+    fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let ready = sliced(py, timeout, |slice| {
+            self.pipe.poll(slice).map(|ready| ready.then_some(()))
+        })?;
+        Ok(ready.is_some())
+    }
+
+    /// Closes this end for good.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.pipe.close()).map_err(to_py)
+    }
+}
+
 /// Waits for a permit of `acquire` in slices; `True` when acquired.
 fn acquire_sliced(
     py: Python<'_>,
@@ -462,12 +526,25 @@ impl NativeBarrier {
     }
 }
 
+/// Objects a forked child inherited from its parent: never used, never dropped (dropping
+/// one would write on, or read from, the parent's connection). A static is never
+/// destroyed, not even at exit.
+static KEPT: Mutex<Vec<Py<PyAny>>> = Mutex::new(Vec::new());
+
+/// Keeps `object` alive, untouched, until the process exits.
+#[pyfunction]
+fn keep(object: Py<PyAny>) {
+    KEPT.lock().unwrap_or_else(|p| p.into_inner()).push(object);
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(keep, m)?)?;
     let py = m.py();
     m.add_class::<Connection>()?;
     m.add_class::<NativeQueue>()?;
     m.add_class::<NativeDelivery>()?;
+    m.add_class::<NativePipe>()?;
     m.add_class::<NativeLock>()?;
     m.add_class::<NativeSemaphore>()?;
     m.add_class::<NativeEvent>()?;
