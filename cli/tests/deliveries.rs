@@ -378,3 +378,44 @@ fn an_extended_lease_keeps_the_item_and_a_queue_can_lease_every_delivery() {
         assert_eq!(queue_stats(&worker, "jobs").total_got, 2);
     });
 }
+
+#[test]
+fn the_tokio_client_learns_of_an_expired_lease_when_it_asks() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let broker = TestBroker::start();
+        let client = ipcq::tokio::Client::connect(&broker.addr).await.unwrap();
+        let jobs = client.queue::<u64>("jobs", 0).await.unwrap();
+        jobs.set_prefetch(1);
+        jobs.put(&1).await.unwrap();
+        let mut first = jobs.get_delivery().await.unwrap();
+        first.lease(Duration::from_millis(100)).unwrap();
+        // Another worker gets it once the lease runs out.
+        let addr = broker.addr.clone();
+        let again = tokio::task::spawn_blocking(move || {
+            let other = ipcq::Client::connect(&addr).unwrap();
+            let jobs = other.queue::<u64>("jobs", 0).unwrap();
+            jobs.set_prefetch(1);
+            let again = jobs.get_delivery_timeout(Duration::from_secs(30)).unwrap();
+            let seen = (*again, again.deliveries());
+            again.ack().unwrap();
+            seen
+        })
+        .await
+        .unwrap();
+        assert_eq!(again, (1, 2));
+        assert!(matches!(
+            first.ack_checked().await,
+            Err(Error::LeaseExpired(_))
+        ));
+        // A delivery still held: acknowledged, and the broker says so.
+        jobs.put(&2).await.unwrap();
+        let second = jobs.get_delivery().await.unwrap();
+        second.ack_checked().await.unwrap();
+        assert_eq!(jobs.len().await.unwrap(), 0);
+    });
+}

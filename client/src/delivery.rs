@@ -22,7 +22,12 @@ pub(crate) trait Settle: Send + Sync {
     /// Settles delivery `tag` as done and learns whether it was still held (blocking
     /// client: a round trip; tokio client: as `settle`, see [`Delivery::ack`]).
     fn finish_checked(&self, tag: u64) -> Result<()>;
+    /// As `finish_checked`, as a future (the tokio client's round trip).
+    fn finish_checked_async(&self, tag: u64) -> BoxFuture;
 }
+
+/// The answer of a round trip, as the tokio client awaits it.
+pub(crate) type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// An item taken by an acknowledging get (`get_delivery`, `get_deliveries`): it stays on
 /// this client's account, counted in the queue's `len` and towards its capacity, until
@@ -101,7 +106,8 @@ impl<T> Delivery<T> {
     /// blocking client, which says whether the lease ran out first:
     /// [`Error::LeaseExpired`](crate::Error::LeaseExpired), and the item, back in its
     /// queue, was not removed again. (The tokio client's `ack` cannot wait: a late
-    /// acknowledgement is ignored by the broker just the same, and returns `Ok`.)
+    /// acknowledgement is ignored by the broker just the same, and returns `Ok`; await
+    /// [`ack_checked`](Delivery::ack_checked) to be told.)
     pub fn ack(mut self) -> Result<()> {
         if !self.leased {
             return self.settle(Settlement::Finish);
@@ -110,6 +116,22 @@ impl<T> Delivery<T> {
             Some(owner) => owner.finish_checked(self.tag),
             None => Ok(()),
         }
+    }
+
+    /// Acknowledges as [`ack`](Delivery::ack) does, and waits for the broker to say that it
+    /// still held the delivery: the tokio client's way to learn that a lease ran out
+    /// ([`Error::LeaseExpired`](crate::Error::LeaseExpired)). A round trip, whatever the
+    /// delivery (on the blocking client, it is what `ack` does for a leased delivery).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseExpired`](crate::Error::LeaseExpired) when the broker no longer held
+    /// it; [`Error::BrokerGone`](crate::Error::BrokerGone).
+    pub async fn ack_checked(mut self) -> Result<()> {
+        let Some(owner) = self.owner.take() else {
+            return Ok(());
+        };
+        owner.finish_checked_async(self.tag).await
     }
 
     /// Leases the item for `lease` from now, or extends its lease: a worker that hangs

@@ -171,6 +171,11 @@ impl crate::delivery::Settle for Hold {
         // A round trip cannot be waited for here: settled as any acknowledgement.
         self.settle(tag, crate::core::Settlement::Finish)
     }
+
+    fn finish_checked_async(&self, tag: u64) -> crate::delivery::BoxFuture {
+        let client = self.client.clone();
+        Box::pin(async move { client.run(crate::ops::finish(tag, 1)).await })
+    }
 }
 
 impl Drop for Hold {
