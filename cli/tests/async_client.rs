@@ -18,14 +18,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 fn run<F: std::future::Future<Output = ()> + Send + 'static>(
     test: impl FnOnce() -> F + Send + 'static,
 ) {
-    watchdog(LIMIT, move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(test())
-    });
+    on_tokio(LIMIT, test);
 }
 
 /// A pseudo-random sequence, so that timeouts fall at every point of a request's life.

@@ -177,12 +177,7 @@ fn an_item_that_does_not_decode_is_not_lost() {
 
 #[test]
 fn the_tokio_client_has_the_same_deliveries() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    on_tokio(LIMIT, || async {
         let broker = TestBroker::start();
         let client = ipcq::tokio::Client::connect(&broker.addr).await.unwrap();
         let jobs = client.queue::<u64>("jobs", 0).await.unwrap();
@@ -381,12 +376,7 @@ fn an_extended_lease_keeps_the_item_and_a_queue_can_lease_every_delivery() {
 
 #[test]
 fn the_tokio_client_learns_of_an_expired_lease_when_it_asks() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    on_tokio(LIMIT, || async {
         let broker = TestBroker::start();
         let client = ipcq::tokio::Client::connect(&broker.addr).await.unwrap();
         let jobs = client.queue::<u64>("jobs", 0).await.unwrap();

@@ -174,6 +174,22 @@ pub fn pipe_stats(client: &Client, name: &str) -> PipeStats {
         .unwrap_or_else(|| panic!("no pipe named {name}"))
 }
 
+/// Runs the async `test` on a two-thread tokio runtime, failing it if it takes longer than
+/// `limit`.
+pub fn on_tokio<F: std::future::Future<Output = ()> + Send + 'static>(
+    limit: Duration,
+    test: impl FnOnce() -> F + Send + 'static,
+) {
+    watchdog(limit, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(test())
+    });
+}
+
 /// Waits until the broker's figures for queue `name` satisfy `condition`. This asks the
 /// broker, which is the authority on who is parked where; it polls because the broker
 /// has no "tell me when" request, with a short pause between questions.
