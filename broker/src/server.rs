@@ -465,6 +465,9 @@ fn admit(_stream: &Stream, _config: &Config) -> Result<(), String> {
 }
 
 /// The client's process, for stats (who holds a lock); 0 where the system does not say.
+/// On Windows it is the pipe client's process (`GetNamedPipeClientProcessId`).
+// A pid is an i32 on Unix and already a u32 on Windows.
+#[allow(clippy::useless_conversion)]
 fn peer_pid(stream: &Stream) -> u32 {
     stream
         .peer_creds()

@@ -43,7 +43,7 @@ fn async_producers_and_blocking_consumer_processes_share_a_queue() {
             .into_iter()
             .map(|c| tokio::task::spawn_blocking(move || finish(c)))
             .collect();
-        let per_task = 20_000u64;
+        let per_task = scaled(20_000);
         let producers: Vec<_> = (0..4u64)
             .map(|p| {
                 let queue = queue.clone();
@@ -190,7 +190,7 @@ fn every_operation_of_the_blocking_client_is_there() {
 fn dropped_gets_lose_nothing_and_keep_order() {
     run(|| async {
         let broker = TestBroker::start();
-        let n = 20_000u64;
+        let n = scaled(20_000);
         let producer = {
             let client = AsyncClient::connect(&broker.addr).await.unwrap();
             let queue = client.queue::<u64>("q", 16).await.unwrap();
@@ -224,7 +224,7 @@ fn dropped_gets_lose_nothing_and_keep_order() {
 fn select_over_two_queues_loses_nothing() {
     run(|| async {
         let broker = TestBroker::start();
-        let per_queue = 5_000u64;
+        let per_queue = scaled(5_000);
         let producer = AsyncClient::connect(&broker.addr).await.unwrap();
         let producers: Vec<_> = ["a", "b"]
             .into_iter()
@@ -412,11 +412,7 @@ fn dropped_waits_leave_no_trace() {
 fn embedded_broker_serves_both_clients_and_shutdown_wakes_waiters() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let addr = dir
-            .path()
-            .join("embedded.sock")
-            .to_string_lossy()
-            .into_owned();
+        let addr = addr_in(dir.path(), "embedded");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = ipcq::broker::Config::new().addr(addr.clone());
         let served = tokio::spawn(ipcq::broker::serve(config, async {

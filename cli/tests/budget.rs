@@ -92,7 +92,7 @@ fn the_broker_wide_budget_wakes_putters_on_other_queues() {
 #[test]
 fn budgets_smaller_than_a_frame_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = dir.path().join("bad.sock").to_string_lossy().into_owned();
+    let addr = addr_in(dir.path(), "bad");
     let Err(err) = spawn_broker(&addr, &["--max-queue-bytes", "1000"]) else {
         panic!("the broker started with a budget smaller than a frame");
     };

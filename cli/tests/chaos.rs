@@ -15,7 +15,6 @@
 //! (1, or 64 for a `get_many(64)` consumer), which the broker counts as taken. Everything the
 //! broker still held for a killed consumer (prefetched, in flight, a parked get or
 //! get_many) must come back and be received by someone else.
-#![cfg(unix)]
 
 mod common;
 
@@ -36,7 +35,7 @@ fn killed_clients_lose_nothing_and_duplicate_nothing() {
     let ids: u64 = std::env::var("IPCQ_CHAOS_IDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or_else(|| scaled(50_000));
     let mut seed: u64 = std::env::var("IPCQ_CHAOS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

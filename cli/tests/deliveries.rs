@@ -122,7 +122,7 @@ fn a_killed_worker_gives_its_deliveries_back_in_order_marked_redelivered() {
         let out = cli(&broker.addr, &["stats"]);
         let table = String::from_utf8_lossy(&out.stdout);
         assert!(table.contains(&format!("{}:4", worker.id())), "{table}");
-        signal(&worker, "KILL");
+        kill(&mut worker);
         worker.wait().unwrap();
         wait_until(&client, "jobs", "the deliveries to come back", |s| {
             s.in_flight == 0

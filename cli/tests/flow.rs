@@ -40,7 +40,7 @@ fn killed_consumer_returns_prefetched_items_in_order() {
             "prefetched items count in len"
         );
 
-        signal(&holder, "KILL");
+        kill(&mut holder);
         holder.wait().unwrap();
         wait_until(&client, "jobs", "the prefetched items to come back", |s| {
             s.in_flight == 0
@@ -63,9 +63,17 @@ fn dropping_the_last_handle_returns_prefetched_items() {
 
         let consumer_client = broker.client();
         let consumer = consumer_client.queue::<u64>("jobs", 0).unwrap();
-        let taken: Vec<u64> = (0..20).map(|_| consumer.get().unwrap()).collect();
-        assert_eq!(taken, (0..20).collect::<Vec<u64>>());
-        assert!(queue_stats(&observer, "jobs").in_flight > 0);
+        // Enough gets in a row for the consumer's pace to make it fetch ahead, even on a
+        // slow transport (Wine's pipes).
+        let taken: Vec<u64> = (0..50).map(|_| consumer.get().unwrap()).collect();
+        assert_eq!(taken, (0..50).collect::<Vec<u64>>());
+        // The acknowledgements were written before each get returned; they reach the
+        // broker by another connection than this question, so wait for them.
+        wait_until(&observer, "jobs", "the acknowledgements", |s| {
+            s.total_got == 50
+        });
+        let before = queue_stats(&observer, "jobs");
+        assert!(before.in_flight > 0, "the consumer prefetched: {before:?}");
 
         // The client stays connected; only the queue handle goes.
         drop(consumer);
@@ -77,8 +85,8 @@ fn dropping_the_last_handle_returns_prefetched_items() {
         );
         consumer_client.ping().unwrap();
         let other = broker.client().queue::<u64>("jobs", 0).unwrap();
-        let rest: Vec<u64> = (0..480).map(|_| other.get().unwrap()).collect();
-        assert_eq!(rest, (20..500).collect::<Vec<u64>>());
+        let rest: Vec<u64> = (0..450).map(|_| other.get().unwrap()).collect();
+        assert_eq!(rest, (50..500).collect::<Vec<u64>>());
     });
 }
 
@@ -245,17 +253,18 @@ fn a_consumer_acknowledging_while_over_the_output_soft_limit_keeps_going() {
         for _ in 0..1000 {
             queue.put(&item).unwrap();
         }
+        let more = scaled(19_000);
         let producer = std::thread::spawn({
             let client = broker.client();
             move || {
                 let queue = client.raw_queue("large", 1000).unwrap();
                 let item = vec![7u8; 4096];
-                for _ in 0..19_000 {
+                for _ in 0..more {
                     queue.put(&item).unwrap();
                 }
             }
         });
-        for _ in 0..20_000 {
+        for _ in 0..1000 + more {
             assert_eq!(queue.get().unwrap().len(), 4096);
         }
         producer.join().unwrap();
@@ -271,7 +280,7 @@ fn a_consumer_acknowledging_while_over_the_output_soft_limit_keeps_going() {
 fn a_worker_over_the_soft_limit_that_puts_as_it_takes_keeps_going() {
     watchdog(LIMIT, || {
         let broker = TestBroker::start();
-        let jobs = 20_000;
+        let jobs = 1000 + scaled(19_000);
         let client = broker.client();
         let inbox = client.raw_queue("in", 1000).unwrap();
         let item = vec![7u8; 4096];

@@ -26,7 +26,7 @@ fn ping_pong_between_processes_in_order() {
         let broker = TestBroker::start();
         let client = broker.client();
         let parent = client.pipe::<u64>("chat", End::Zero).unwrap();
-        let rounds = 10_000u64;
+        let rounds = scaled(10_000);
         let child = helper(&["pipe-echo", &broker.addr, "chat", &rounds.to_string()]);
         for i in 0..rounds {
             parent.send(&i).unwrap();
@@ -102,7 +102,7 @@ fn an_end_is_held_by_one_client_and_stays_closed() {
         let stats = pipe_stats(&client, "owned");
         assert_eq!((stats.held, stats.closed), ([false, true], [false, false]));
 
-        signal(&holder, "KILL");
+        kill(&mut holder);
         holder.wait().unwrap();
         let zero = client.pipe::<u64>("owned", End::Zero).unwrap();
         assert!(zero.recv().unwrap_err().is_closed());
@@ -122,7 +122,7 @@ fn killed_sender_peer_receives_everything_then_eof() {
         let zero = client.pipe::<u64>("doomed", End::Zero).unwrap();
         let mut sender = helper(&["pipe-send", &broker.addr, "doomed", "duplex", "500", "hold"]);
         wait_sent(&mut sender);
-        signal(&sender, "KILL");
+        kill(&mut sender);
         sender.wait().unwrap();
         let got: Vec<u64> = std::iter::from_fn(|| match zero.recv() {
             Ok(item) => Some(item),

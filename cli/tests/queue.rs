@@ -16,16 +16,14 @@ const LIMIT: Duration = Duration::from_secs(120);
 fn fifo_across_processes() {
     watchdog(LIMIT, || {
         let broker = TestBroker::start();
-        let n = "100000";
-        let producer = helper(&["produce", &broker.addr, "fifo", "1000", "0", n]);
-        let consumer = helper(&["fifo", &broker.addr, "fifo", "1000", n]);
+        let n = scaled(100_000);
+        let count = n.to_string();
+        let producer = helper(&["produce", &broker.addr, "fifo", "1000", "0", &count]);
+        let consumer = helper(&["fifo", &broker.addr, "fifo", "1000", &count]);
         assert_eq!(finish(producer).trim(), "done");
-        assert_eq!(finish(consumer).trim(), "in order: 100000");
+        assert_eq!(finish(consumer).trim(), format!("in order: {n}"));
         let stats = queue_stats(&broker.client(), "fifo");
-        assert_eq!(
-            (stats.total_put, stats.total_got, stats.ready),
-            (100_000, 100_000, 0)
-        );
+        assert_eq!((stats.total_put, stats.total_got, stats.ready), (n, n, 0));
     });
 }
 
@@ -35,7 +33,7 @@ fn no_loss_no_duplicates_4_producers_4_consumers() {
         let broker = TestBroker::start();
         let client = broker.client();
         let queue = client.queue::<u64>("work", 64).unwrap();
-        let per_producer = 50_000u64;
+        let per_producer = scaled(50_000);
         let producers: Vec<_> = (0..4u64)
             .map(|p| {
                 let first = (p * per_producer).to_string();
@@ -294,7 +292,7 @@ fn killed_getter_loses_nothing() {
         wait_until(&client, "precious", "the doomed getter to park", |s| {
             s.getters == 1
         });
-        signal(&doomed, "KILL");
+        kill(&mut doomed);
         doomed.wait().unwrap();
         // Whether or not the broker has noticed the death yet, the item must reach the
         // next getter.
@@ -465,7 +463,7 @@ fn an_auto_delete_queue_goes_with_the_last_client_that_opened_it() {
         assert!(stats.auto_delete);
         assert_eq!(stats.ready, 2);
         // The last one dies: it goes, items and all.
-        signal(&holder, "KILL");
+        kill(&mut holder);
         holder.wait().unwrap();
         broker.wait_for_log("auto-delete queue removed");
         assert!(matches!(observer.lookup("tmp"), Err(Error::NotFound(_))));

@@ -101,7 +101,7 @@ fn a_killed_selecting_process_loses_nothing() {
                 s.getters == 1
             });
         }
-        signal(&selector, "KILL");
+        kill(&mut selector);
         selector.wait().unwrap();
         // Every queue gets an item once the process is gone: all three are there to take.
         for name in names {

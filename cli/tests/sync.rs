@@ -87,7 +87,7 @@ fn a_held_lock_excludes_everyone_else() {
                 .any(|line| line.starts_with("excl") && line.ends_with(&shown)),
             "{table}"
         );
-        signal(&holder, "KILL");
+        kill(&mut holder);
         holder.wait().unwrap();
     });
 }
@@ -107,7 +107,7 @@ fn a_killed_holder_hands_the_lock_on_and_the_next_owner_is_told() {
         while permit_stats(&observer, "robust").waiters != 1 {
             std::thread::yield_now();
         }
-        signal(&holder, "KILL");
+        kill(&mut holder);
         holder.wait().unwrap();
         let acquired = waiter.join().unwrap().unwrap();
         assert!(
@@ -163,7 +163,7 @@ fn permits_of_a_killed_process_come_back() {
             .collect();
         assert!(sem.try_acquire().unwrap().is_none());
         for holder in &mut holders {
-            signal(holder, "KILL");
+            kill(holder);
             holder.wait().unwrap();
         }
         let first = sem.acquire().unwrap();
@@ -306,7 +306,7 @@ fn a_party_killed_while_waiting_breaks_the_barrier() {
         while barrier_stats(&client, "fragile").waiting != 2 {
             std::thread::yield_now();
         }
-        signal(&doomed, "KILL");
+        kill(&mut doomed);
         doomed.wait().unwrap();
         assert_eq!(finish(survivor).trim(), "broken");
         let barrier = client.barrier("fragile", 3).unwrap();

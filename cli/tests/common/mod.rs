@@ -1,10 +1,15 @@
-//! Shared test fixtures: a real `ipcq-broker` process on a temporary socket, helper client
-//! processes, a watchdog, and waiting on broker state instead of sleeping.
+//! Shared test fixtures: a real `ipcq-broker` process on a temporary socket (a named pipe on
+//! Windows), helper client processes, a watchdog, and waiting on broker state instead of
+//! sleeping.
+//!
+//! Everything platform-specific that the tests need goes through here: the address of a test
+//! broker ([`addr_in`]) and killing a process ([`kill`]), so that the same tests run against
+//! Unix and Windows binaries.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -40,7 +45,7 @@ impl TestBroker {
     /// Starts `ipcq-broker` with extra arguments and returns once it logs that it listens.
     pub fn start_with(args: &[&str]) -> TestBroker {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let addr = dir.path().join("ipcq.sock").to_string_lossy().into_owned();
+        let addr = addr_in(dir.path(), "ipcq");
         Self::start_at(dir, addr, args)
     }
 
@@ -58,11 +63,13 @@ impl TestBroker {
         Client::connect(&self.addr).expect("connect to the test broker")
     }
 
+    /// The socket file (Unix).
     pub fn path(&self) -> PathBuf {
         PathBuf::from(&self.addr)
     }
 
     /// Sends SIGTERM and waits for the exit status.
+    #[cfg(unix)]
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(&self.child, "TERM");
         self.child.wait().expect("broker exits")
@@ -247,6 +254,51 @@ pub fn finish(child: Child) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// A fresh address for a test broker: a socket file `<stem>.sock` in `dir` on Unix; on
+/// Windows a named pipe (`\\.\pipe\ipcq-test-...`) whose name no other test, and no other
+/// run, uses: pipes live in one namespace for the whole machine, not in `dir`.
+pub fn addr_in(dir: &Path, stem: &str) -> String {
+    #[cfg(windows)]
+    {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let _ = dir;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        format!(
+            "ipcq-test-{}-{}-{nanos}-{stem}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+    #[cfg(not(windows))]
+    {
+        dir.join(format!("{stem}.sock"))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// `n` divided by `IPCQ_TEST_DIVISOR` (1 when unset), at least 1: the item counts of the
+/// long runs, which the Windows run under Wine (whose named pipes move a few thousand items
+/// a second) lowers. What the tests assert does not depend on it.
+pub fn scaled(n: u64) -> u64 {
+    let divisor: u64 = std::env::var("IPCQ_TEST_DIVISOR")
+        .ok()
+        .and_then(|divisor| divisor.parse().ok())
+        .unwrap_or(1);
+    (n / divisor.max(1)).max(1)
+}
+
+/// Kills a process at once, with no chance to clean up: SIGKILL on Unix, TerminateProcess
+/// on Windows. It is reaped later, by whoever waits for it.
+pub fn kill(child: &mut Child) {
+    child.kill().expect("kill a child process");
+}
+
+/// Sends the Unix signal `name` (`TERM`, `STOP`, ...) to `child`.
+#[cfg(unix)]
 pub fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -268,6 +320,7 @@ pub fn cli(addr: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// A process's resident memory, in KiB (Linux).
+#[cfg(unix)]
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
