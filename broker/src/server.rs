@@ -87,11 +87,13 @@ pub(crate) fn bind(config: &Config) -> Result<Listener, Error> {
 }
 
 /// Checks the configuration and makes the address ready to listen on: the private
-/// directory of the default address, and no stale socket file. Blocks for at most a few
-/// seconds (the probe of an existing socket).
+/// directory of the default address, and no stale socket file (Unix); no pipe of that name
+/// that someone serves (Windows). Blocks for at most a few seconds (the probe of an
+/// existing socket or pipe).
 fn prepare(config: &Config) -> Result<(), Error> {
     config.validate()?;
     let addr = config.addr.as_str();
+    #[cfg(not(windows))]
     if let AddrKind::Path(path) = ipcq_proto::classify_addr(addr) {
         ipcq_proto::private_dir(addr).map_err(|why| Error::Listen {
             addr: addr.to_owned(),
@@ -99,7 +101,36 @@ fn prepare(config: &Config) -> Result<(), Error> {
         })?;
         clear_stale_socket(addr, &path)?;
     }
+    #[cfg(windows)]
+    refuse_served_pipe(addr)?;
     Ok(())
+}
+
+/// A pipe leaves nothing behind when its server dies, so there is nothing stale to clear
+/// on Windows; but a pipe of that name that some process serves is probed as a socket file
+/// is on Unix, so that a second broker says that one is already running (or that the name
+/// is taken by something else) instead of sharing it. Creating the pipe with
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE` refuses it too, at the moment of creation, where the
+/// system enforces that flag (Wine does not).
+#[cfg(windows)]
+fn refuse_served_pipe(addr: &str) -> Result<(), Error> {
+    let listen_err = |cause| Error::Listen {
+        addr: addr.to_owned(),
+        cause,
+    };
+    let name = match ipcq_proto::classify_addr(addr) {
+        AddrKind::Path(path) => path.to_fs_name::<GenericFilePath>().map_err(listen_err)?,
+        AddrKind::Namespaced(name) => name.to_ns_name::<GenericNamespaced>().map_err(listen_err)?,
+    };
+    match who_answers(name) {
+        Answer::Broker => Err(Error::AddrInUse {
+            addr: addr.to_owned(),
+        }),
+        Answer::Other => Err(Error::AddrTaken {
+            addr: addr.to_owned(),
+        }),
+        Answer::Nobody => Ok(()),
+    }
 }
 
 /// Listens on the address that [`prepare`] made ready.
@@ -159,6 +190,7 @@ fn listen(config: &Config) -> Result<Listener, Error> {
 /// is not: starting a second broker there is an error. The probe is bounded in time, so a
 /// listener with a full backlog or one that never answers cannot hold up start-up (or a
 /// signal to stop).
+#[cfg(not(windows))]
 fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
     let listen_err = |cause| Error::Listen {
         addr: addr.to_owned(),
@@ -184,17 +216,44 @@ fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
         addr,
         "a socket file is at the address: checking whether a broker answers"
     );
+    match who_answers(name) {
+        Answer::Broker => Err(Error::AddrInUse {
+            addr: addr.to_owned(),
+        }),
+        Answer::Other => Err(Error::AddrTaken {
+            addr: addr.to_owned(),
+        }),
+        Answer::Nobody => {
+            tracing::info!(addr, "removing stale socket file");
+            std::fs::remove_file(path).map_err(listen_err)
+        }
+    }
+}
+
+/// Who serves an address that exists.
+enum Answer {
+    /// An ipcq broker: it greeted.
+    Broker,
+    /// Something that takes no connection in time, or does not greet as a broker.
+    Other,
+    /// Nothing takes connections there.
+    Nobody,
+}
+
+/// Connects to `name` and waits for a greeting, each for at most [`PROBE_TIMEOUT`].
+fn who_answers(name: interprocess::local_socket::Name<'_>) -> Answer {
     let probe = interprocess::local_socket::ConnectOptions::new()
         .name(name)
         .wait_mode(interprocess::ConnectWaitMode::Timeout(PROBE_TIMEOUT))
         .connect_sync();
     match probe {
-        Ok(stream) if greets_as_broker(&stream) => Err(Error::AddrInUse {
-            addr: addr.to_owned(),
-        }),
-        Ok(_) => Err(Error::AddrTaken {
-            addr: addr.to_owned(),
-        }),
+        Ok(stream) => {
+            if greets_as_broker(stream) {
+                Answer::Broker
+            } else {
+                Answer::Other
+            }
+        }
         // Something holds the address but does not take connections in time.
         Err(err)
             if matches!(
@@ -202,14 +261,9 @@ fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ) =>
         {
-            Err(Error::AddrTaken {
-                addr: addr.to_owned(),
-            })
+            Answer::Other
         }
-        Err(_) => {
-            tracing::info!(addr, "removing stale socket file");
-            std::fs::remove_file(path).map_err(listen_err)
-        }
+        Err(_) => Answer::Nobody,
     }
 }
 
@@ -218,13 +272,25 @@ fn clear_stale_socket(addr: &str, path: &std::path::Path) -> Result<(), Error> {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether the peer of `stream` sends an ipcq handshake within [`PROBE_TIMEOUT`].
-fn greets_as_broker(stream: &interprocess::local_socket::Stream) -> bool {
+fn greets_as_broker(stream: interprocess::local_socket::Stream) -> bool {
     use interprocess::local_socket::traits::Stream as _;
-    use std::io::Read;
-    if stream.set_recv_timeout(Some(PROBE_TIMEOUT)).is_err() {
-        // No time limits here (Windows): a pipe that accepted is taken as a broker's.
-        return true;
+    if stream.set_recv_timeout(Some(PROBE_TIMEOUT)).is_ok() {
+        return reads_a_greeting(&stream);
     }
+    // A named pipe has no read timeout: the read goes to a thread, which is waited for at
+    // most that long (and left behind, blocked until the other side closes, if it never
+    // answers: the broker is about to exit with an error then).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(reads_a_greeting(&stream));
+    });
+    rx.recv_timeout(PROBE_TIMEOUT).unwrap_or(false)
+}
+
+/// Reads from `stream` until it has a frame, and says whether that is an ipcq broker's
+/// greeting; false if the stream ends, fails, or [`PROBE_TIMEOUT`] passes.
+fn reads_a_greeting(stream: &interprocess::local_socket::Stream) -> bool {
+    use std::io::Read;
     let mut buf = bytes::BytesMut::new();
     let mut chunk = [0u8; 64];
     let start = std::time::Instant::now();
