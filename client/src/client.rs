@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 
 use bytes::{Bytes, BytesMut};
 use std::time::{Duration, Instant};
@@ -31,7 +31,9 @@ use crate::{Error, Result};
 /// increment). Many threads may use one client at once: each request carries an id and
 /// answers may come back in any order, so a thread blocked in `get` never stalls another
 /// thread's `put`. The thread waiting for an answer reads the socket itself when no other
-/// thread is reading, so a lone caller pays no thread hop.
+/// thread is reading, so a lone caller pays no thread hop. (On Windows, whose named pipes
+/// have no time limits, a thread of the connection reads the pipe all along instead: see
+/// `Inner::read_always`.)
 ///
 /// # Examples
 ///
@@ -49,7 +51,8 @@ pub struct Client {
 
 struct Inner {
     addr: String,
-    stream: Stream,
+    /// Shared with the reading thread, where there is one (`read_always`).
+    stream: Arc<Stream>,
     /// The broker's frame limit, from its handshake.
     max_frame_len: usize,
     /// The protocol state, and who reads.
@@ -61,6 +64,8 @@ struct Inner {
     /// Writes give up after [`WRITE_SLICE`] when the socket is full (not on Windows), so
     /// that the writer can read meanwhile.
     sliced_writes: AtomicBool,
+    /// A thread reads the socket all along (where writes cannot be sliced).
+    reader: AtomicBool,
 }
 
 struct Shared {
@@ -215,7 +220,7 @@ impl Client {
         let client = Client {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
-                stream,
+                stream: Arc::new(stream),
                 max_frame_len,
                 shared: Mutex::new(Shared {
                     core: Core::new(max_frame_len),
@@ -225,6 +230,7 @@ impl Client {
                 read_buf: Mutex::new(buf),
                 writer: Mutex::new(0),
                 sliced_writes: AtomicBool::new(false),
+                reader: AtomicBool::new(false),
             }),
         };
         // The broker answers a refused handshake (version, connection limit) with an error
@@ -245,6 +251,9 @@ impl Client {
             .set_send_timeout(Some(WRITE_SLICE))
             .is_ok();
         client.inner.sliced_writes.store(sliced, Ordering::Relaxed);
+        if !sliced {
+            Inner::read_always(&client.inner)?;
+        }
         Ok(client)
     }
 
@@ -278,7 +287,7 @@ impl Client {
     #[cfg(unix)]
     pub fn socket_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::{AsFd, AsRawFd};
-        match &self.inner.stream {
+        match &*self.inner.stream {
             Stream::UdSocket(stream) => stream.as_fd().as_raw_fd(),
         }
     }
@@ -414,6 +423,27 @@ impl Client {
 }
 
 impl Inner {
+    /// Starts the thread that reads the socket for as long as the connection lives, for a
+    /// socket whose writes cannot be cut into slices (a Windows named pipe has no time
+    /// limits). Without it, a thread whose write finds the pipe full while no thread reads
+    /// would wait for the broker, which waits for this client to read its answers.
+    ///
+    /// The thread holds the stream, not the connection: when the last handle goes,
+    /// `Drop` asks for one last answer, whose arrival lets the thread end and the pipe
+    /// close.
+    fn read_always(inner: &Arc<Inner>) -> Result<()> {
+        inner.lock_shared().reading = true;
+        inner.reader.store(true, Ordering::Relaxed);
+        let stream = Arc::clone(&inner.stream);
+        let connection = Arc::downgrade(inner);
+        let mut buf = std::mem::take(&mut *inner.lock_read_buf());
+        std::thread::Builder::new()
+            .name("ipcq-reader".into())
+            .spawn(move || read_loop(&stream, &connection, &mut buf))
+            .map(drop)
+            .map_err(Error::Io)
+    }
+
     fn wait<T>(
         &self,
         waker: &Condvar,
@@ -465,7 +495,36 @@ impl Inner {
     /// [`WRITE_SLICE`] reads what has arrived, when no other thread is reading, and tries
     /// again.
     fn flush(&self, mark: Mark) -> Result<()> {
-        let mut written = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let mut written = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let result = self.write_queued(&mut written, mark);
+            drop(written);
+            // The reading thread (Windows) does not wait for the writer: what it queued
+            // while this thread held the write side is this thread's to write.
+            if result.is_err()
+                || !self.reader.load(Ordering::Relaxed)
+                || !self.lock_shared().core.has_transmit()
+            {
+                return result;
+            }
+        }
+    }
+
+    /// Writes what the core has queued unless another thread is writing: for the reading
+    /// thread, which must never wait for a writer (the writer may be waiting for room that
+    /// only the reading makes). The writer writes what was queued meanwhile (`flush`).
+    fn flush_if_free(&self) {
+        let mut written = match self.writer.try_lock() {
+            Ok(written) => written,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let _ = self.write_queued(&mut written, 0);
+    }
+
+    /// Writes what the core has queued, holding the write side (`written`); succeeds when
+    /// the bytes up to `mark` were written.
+    fn write_queued(&self, written: &mut Mark, mark: Mark) -> Result<()> {
         loop {
             let bytes = self.lock_shared().core.take_transmit();
             if bytes.is_empty() {
@@ -491,7 +550,7 @@ impl Inner {
     fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
-            match (&self.stream).write(&bytes[written..]) {
+            match (&*self.stream).write(&bytes[written..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => written += n,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
@@ -533,7 +592,7 @@ impl Inner {
         let _ = self.stream.set_recv_timeout(Some(Duration::from_millis(1)));
         let mut chunk = [0u8; 16 * 1024];
         let end = loop {
-            match (&self.stream).read(&mut chunk) {
+            match (&*self.stream).read(&mut chunk) {
                 Ok(0) => break Some(Dead::Gone("the broker closed the connection".into())),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
@@ -553,6 +612,31 @@ impl Inner {
         // The core's changes complete under the lock or not at all (it does no I/O and
         // does not panic midway): a poisoned lock is still coherent.
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The reading thread's loop (see [`Inner::read_always`]): hands out what it reads until
+/// the connection ends or its last handle is gone.
+fn read_loop(stream: &Stream, connection: &Weak<Inner>, buf: &mut BytesMut) {
+    let mut end = None;
+    loop {
+        // The connection is held only between reads, never while waiting for bytes.
+        let Some(inner) = connection.upgrade() else {
+            return;
+        };
+        let over = end.is_some();
+        let mut shared = inner.lock_shared();
+        handle_read(&mut shared, buf, end);
+        let transmit = shared.core.has_transmit();
+        drop(shared);
+        if transmit {
+            inner.flush_if_free();
+        }
+        drop(inner);
+        if over {
+            return;
+        }
+        end = read_some(stream, buf);
     }
 }
 
@@ -581,8 +665,18 @@ fn handle_read(shared: &mut Shared, buf: &mut BytesMut, end: Option<Dead>) {
 impl Drop for Inner {
     /// The last handle on the connection is gone: what still waits to be written
     /// (acknowledgements deferred to the next write) goes before the connection closes.
+    /// A reading thread holds the socket until its read returns: a ping's answer ends it.
     fn drop(&mut self) {
-        let bytes = self.lock_shared().core.take_transmit();
+        let reader = self.reader.load(Ordering::Relaxed);
+        let mut shared = self.lock_shared();
+        if reader {
+            let ping = ops::ping();
+            let _ = shared
+                .core
+                .request(ping.op, &[], ping.purpose, ping.handle, None);
+        }
+        let bytes = shared.core.take_transmit();
+        drop(shared);
         if !bytes.is_empty() {
             let _ = self.write_all(&bytes);
         }
