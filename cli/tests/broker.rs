@@ -1,8 +1,12 @@
 //! The `ipcq-broker` process: one per address, stale sockets, permissions, shutdown.
-#![cfg(unix)]
+//!
+//! What has no Windows counterpart is Unix only: socket files (stale ones, their mode,
+//! their removal), SIGTERM, and listeners made by hand. On Windows the pipe itself stands
+//! in for the socket file: it exists while a broker listens on it and goes with it.
 
 mod common;
 
+#[cfg(unix)]
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
@@ -24,12 +28,14 @@ fn refuses_to_start_where_a_broker_answers() {
         assert!(stderr.contains("already running"), "{stderr}");
         // The first broker is untouched.
         broker.client().ping().unwrap();
+        #[cfg(unix)]
         assert!(broker.path().exists());
     });
 }
 
 /// A socket at `path` that listens with a backlog of one and never accepts, its backlog
 /// filled: a connection to it waits (as to a broker too busy to accept).
+#[cfg(unix)]
 fn listener_with_a_full_backlog(path: &std::path::Path) -> Vec<rustix::fd::OwnedFd> {
     use rustix::net::{
         bind, connect, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
@@ -62,6 +68,7 @@ fn listener_with_a_full_backlog(path: &std::path::Path) -> Vec<rustix::fd::Owned
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn a_listener_that_takes_no_connection_is_not_taken_for_a_broker() {
     watchdog(LIMIT, || {
@@ -78,6 +85,7 @@ fn a_listener_that_takes_no_connection_is_not_taken_for_a_broker() {
     });
 }
 
+#[cfg(unix)]
 #[test]
 fn sigterm_during_the_start_up_probe_stops_the_broker() {
     use std::io::{BufRead, BufReader};
@@ -112,6 +120,7 @@ fn sigterm_during_the_start_up_probe_stops_the_broker() {
     });
 }
 
+#[cfg(unix)]
 #[test]
 fn removes_a_stale_socket_file_and_starts() {
     watchdog(LIMIT, || {
@@ -127,6 +136,7 @@ fn removes_a_stale_socket_file_and_starts() {
     });
 }
 
+#[cfg(unix)]
 #[test]
 fn refuses_to_replace_a_file_that_is_not_a_socket() {
     watchdog(LIMIT, || {
@@ -141,6 +151,7 @@ fn refuses_to_replace_a_file_that_is_not_a_socket() {
     });
 }
 
+#[cfg(unix)]
 #[test]
 fn socket_is_owner_only() {
     watchdog(LIMIT, || {
@@ -151,6 +162,7 @@ fn socket_is_owner_only() {
     });
 }
 
+#[cfg(unix)]
 #[test]
 fn sigterm_wakes_waiters_removes_the_socket_and_exits_0() {
     watchdog(LIMIT, || {
@@ -187,11 +199,7 @@ fn sigterm_wakes_waiters_removes_the_socket_and_exits_0() {
 fn embedded_broker_shutdown_wakes_waiters() {
     watchdog(LIMIT, || {
         let dir = tempfile::tempdir().unwrap();
-        let addr = dir
-            .path()
-            .join("embedded.sock")
-            .to_string_lossy()
-            .into_owned();
+        let addr = addr_in(dir.path(), "embedded");
         let mut broker =
             ipcq::broker::Broker::start(ipcq::broker::Config::new().addr(&addr)).unwrap();
         let client = ipcq::Client::connect(broker.addr()).unwrap();
@@ -209,6 +217,7 @@ fn embedded_broker_shutdown_wakes_waiters() {
         broker.shutdown();
         broker.shutdown(); // idempotent
         assert!(getter.join().unwrap().unwrap_err().is_broker_gone());
+        #[cfg(unix)]
         assert!(!std::path::Path::new(&addr).exists());
         // A second embedded broker can take the address again.
         let again = ipcq::broker::Broker::start(ipcq::broker::Config::new().addr(&addr)).unwrap();
@@ -245,11 +254,7 @@ fn connection_limit_gives_a_clear_error() {
 fn serve_runs_on_the_callers_runtime() {
     watchdog(LIMIT, || {
         let dir = tempfile::tempdir().unwrap();
-        let addr = dir
-            .path()
-            .join("served.sock")
-            .to_string_lossy()
-            .into_owned();
+        let addr = addr_in(dir.path(), "served");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -288,6 +293,7 @@ fn serve_runs_on_the_callers_runtime() {
         stop.send(()).unwrap();
         runtime.block_on(served).unwrap().unwrap();
         assert!(waiting.join().unwrap().unwrap_err().is_broker_gone());
+        #[cfg(unix)]
         assert!(!std::path::Path::new(&addr).exists());
     });
 }
@@ -343,7 +349,8 @@ fn a_killed_broker_fails_blocked_calls_and_a_new_one_takes_over() {
             assert!(async_lock.await.unwrap().unwrap_err().is_broker_gone());
         });
 
-        // The dead broker's socket file is stale: a new broker removes it and listens.
+        // The dead broker's socket file is stale: a new broker removes it and listens (a
+        // named pipe went with the broker's process).
         let (child, log) = spawn_broker(&broker.addr, &[]).expect("a new broker starts");
         broker.child = child;
         broker.log = log;

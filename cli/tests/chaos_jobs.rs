@@ -7,8 +7,7 @@
 //! worker's jobs — the one it was working on, and any whose acknowledgement was still
 //! waiting for its next write — go back to the queue and are done again by another; one
 //! it acknowledged just before the kill may have no `d` line. The broker's count of
-//! acknowledged jobs is the proof of exactly once: 20,000 (or that divided by
-//! `IPCQ_TEST_DIVISOR`), with nothing left in flight.
+//! acknowledged jobs is the proof of exactly once: 20,000, with nothing left in flight.
 
 mod common;
 
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+const JOBS: u64 = 20_000;
 const WORKERS: usize = 4;
 
 #[test]
@@ -25,12 +25,11 @@ fn killed_workers_lose_no_job_and_only_their_jobs_are_done_twice() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x0b5e_55ed_c0ff_ee00);
-    let total = scaled(20_000);
     watchdog(Duration::from_secs(240), move || {
         let broker = TestBroker::start();
         let client = broker.client();
         let jobs = client.queue::<u64>("jobs", 0).unwrap();
-        jobs.put_many(&(0..total).collect::<Vec<_>>()).unwrap();
+        jobs.put_many(&(0..JOBS).collect::<Vec<_>>()).unwrap();
         // Workers stop at `Closed`: once every job has been acknowledged.
         jobs.close().unwrap();
         let work = || start(&["chaos-work", &broker.addr, "jobs", "0"]);
@@ -74,7 +73,7 @@ fn killed_workers_lose_no_job_and_only_their_jobs_are_done_twice() {
             }
         }
         // A worker killed between its `ack` and its `d` line did the job all the same.
-        let missing: Vec<u64> = (0..total)
+        let missing: Vec<u64> = (0..JOBS)
             .filter(|id| !done.contains_key(id) && !held_by_killed.contains(id))
             .collect();
         assert!(missing.is_empty(), "jobs never done: {missing:?}");
@@ -92,7 +91,7 @@ fn killed_workers_lose_no_job_and_only_their_jobs_are_done_twice() {
             "done twice, but no killed worker had them: {strangers:?}"
         );
         println!(
-            "{total} jobs done; {kills} workers killed; {} jobs done twice, all held by a \
+            "{JOBS} jobs done; {kills} workers killed; {} jobs done twice, all held by a \
              killed worker; {:.1} s",
             twice.len(),
             started.elapsed().as_secs_f64()
@@ -105,7 +104,7 @@ fn killed_workers_lose_no_job_and_only_their_jobs_are_done_twice() {
         let stats = queue_stats(&client, "jobs");
         assert_eq!(
             (stats.ready, stats.in_flight, stats.total_got),
-            (0, 0, total)
+            (0, 0, JOBS)
         );
         assert!(jobs.join_timeout(Duration::from_secs(10)).unwrap());
     });

@@ -1,15 +1,17 @@
-#![cfg(unix)]
-//! The blocking client against a scripted broker: what it does when the socket is full
-//! in both directions at once.
+//! The blocking client against a scripted broker: what it does when the socket (or the
+//! named pipe) is full in both directions at once.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::watchdog;
+use common::{addr_in, watchdog};
+use interprocess::local_socket::traits::ListenerExt as _;
+use interprocess::local_socket::{
+    GenericFilePath, GenericNamespaced, ListenerOptions, Stream, ToFsName, ToNsName,
+};
 use ipcq_proto::{BrokerMsg, ClientMsg, Hello, Op, Reply};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,7 +24,7 @@ const NONE_GRANTED: Reply = Reply::Accepted {
 
 /// One side of a scripted connection: whole frames in and out.
 struct Script {
-    stream: UnixStream,
+    stream: Stream,
     buf: BytesMut,
 }
 
@@ -78,10 +80,18 @@ fn scripted<T: Send + 'static>(
     play: impl FnOnce(Script) -> T + Send + 'static,
 ) -> (ipcq::Client, std::thread::JoinHandle<T>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let addr = dir.path().join("scripted.sock");
-    let listener = UnixListener::bind(&addr).unwrap();
+    let addr = addr_in(dir.path(), "scripted");
+    let options = match ipcq_proto::classify_addr(&addr) {
+        ipcq_proto::AddrKind::Path(path) => {
+            ListenerOptions::new().name(path.to_fs_name::<GenericFilePath>().unwrap())
+        }
+        ipcq_proto::AddrKind::Namespaced(name) => {
+            ListenerOptions::new().name(name.to_ns_name::<GenericNamespaced>().unwrap())
+        }
+    };
+    let listener = options.create_sync().unwrap();
     let broker = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
+        let stream = listener.incoming().next().unwrap().unwrap();
         let mut script = Script {
             stream,
             buf: BytesMut::new(),
@@ -94,7 +104,7 @@ fn scripted<T: Send + 'static>(
         script.answer(id, Reply::Pong);
         play(script)
     });
-    let client = ipcq::Client::connect(&addr.to_string_lossy()).unwrap();
+    let client = ipcq::Client::connect(&addr).unwrap();
     (client, broker, dir)
 }
 

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use ipcq::stats::{ObjectDetail, PipeStats, QueueStats};
 use ipcq::Client;
 
-#[cfg(unix)]
 pub mod raw;
 
 pub const BROKER: &str = env!("CARGO_BIN_EXE_ipcq-broker");
@@ -73,6 +72,29 @@ impl TestBroker {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(&self.child, "TERM");
         self.child.wait().expect("broker exits")
+    }
+
+    /// Checks that the broker is still up and stops it, and returns everything it logged.
+    /// On Unix it is asked to stop (SIGTERM) and must exit with success; a Windows process
+    /// cannot be sent Ctrl-C from outside its console, so there it must still be running,
+    /// and is then killed.
+    pub fn stop_cleanly(&mut self) -> String {
+        #[cfg(unix)]
+        {
+            let status = self.terminate();
+            assert!(status.success(), "the broker stopped with {status}");
+        }
+        #[cfg(not(unix))]
+        {
+            let running = self.child.try_wait().expect("the broker's status");
+            assert!(
+                running.is_none(),
+                "the broker exited on its own: {running:?}"
+            );
+            kill(&mut self.child);
+            self.child.wait().expect("broker exits");
+        }
+        self.log()
     }
 
     pub fn log(&self) -> String {

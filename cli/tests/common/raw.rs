@@ -2,28 +2,56 @@
 //! well-behaved client never would.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ipcq_proto::{BrokerMsg, ClientMsg, Hello};
+use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::{GenericFilePath, GenericNamespaced, Stream, ToFsName, ToNsName};
+use ipcq_proto::{AddrKind, BrokerMsg, ClientMsg, Hello};
 
 pub struct Raw {
-    pub stream: UnixStream,
+    pub stream: Stream,
     buf: BytesMut,
+}
+
+/// Connects to a broker's address (a socket or a named pipe) as the clients do, without
+/// the client library.
+pub fn connect_stream(addr: &str) -> std::io::Result<Stream> {
+    match ipcq_proto::classify_addr(addr) {
+        AddrKind::Path(path) => Stream::connect(path.to_fs_name::<GenericFilePath>()?),
+        AddrKind::Namespaced(name) => Stream::connect(name.to_ns_name::<GenericNamespaced>()?),
+    }
 }
 
 impl Raw {
     /// Connects without a handshake.
     pub fn connect(addr: &str) -> Raw {
-        let stream = UnixStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("read timeout");
-        Raw {
+        let stream = connect_stream(addr).expect("connect");
+        // A test that waits for an answer that never comes fails rather than hangs (its
+        // watchdog also sees to that where, as with named pipes, reads have no timeout).
+        let raw = Raw {
             stream,
             buf: BytesMut::new(),
+        };
+        raw.set_timeouts(None, Some(Duration::from_secs(20)));
+        raw
+    }
+
+    /// Sets the time limits of writes and reads, where the system has them (a named pipe
+    /// has none: returns false and leaves it without).
+    pub fn set_timeouts(&self, send: Option<Duration>, recv: Option<Duration>) -> bool {
+        let results = [
+            self.stream.set_send_timeout(send),
+            self.stream.set_recv_timeout(recv),
+        ];
+        for result in results {
+            match result {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::Unsupported => return false,
+                Err(err) => panic!("setting a timeout: {err}"),
+            }
         }
+        true
     }
 
     /// Connects and completes the handshake.
@@ -62,7 +90,15 @@ impl Raw {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // A closed pipe is BrokenPipe on Windows.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return None
+                }
                 Err(err) => panic!("read: {err}"),
             }
         }

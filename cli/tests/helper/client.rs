@@ -189,9 +189,12 @@ fn main() -> anyhow::Result<()> {
             writeln!(out, "{id}")?;
         }
         "hold" => {
-            let count: u64 = arg(4)?.parse()?;
-            for _ in 0..count {
-                queue.get()?;
+            // In batches of 10, so that its pace makes the client fetch ahead even on a
+            // slow transport: it then holds prefetched items past the ones it took.
+            let count: usize = arg(4)?.parse()?;
+            let mut taken = 0;
+            while taken < count {
+                taken += queue.get_many((count - taken).min(10))?.len();
             }
             writeln!(out, "holding")?;
             out.flush()?;
