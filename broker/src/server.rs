@@ -166,14 +166,10 @@ fn listen(config: &Config) -> Result<Listener, Error> {
     #[cfg(windows)]
     let listener = {
         use interprocess::os::windows::local_socket::ListenerOptionsExt;
-        use interprocess::os::windows::security_descriptor::SecurityDescriptor;
-        // Only the pipe's owner (the user running the broker) and the system may open it.
         // The first instance is created with FILE_FLAG_FIRST_PIPE_INSTANCE, so a pipe that
         // someone else created first under this name makes listening fail instead of
         // being joined.
-        let sddl = widestring::U16CString::from_str("D:P(A;;GA;;;OW)(A;;GA;;;SY)")
-            .expect("a constant without NUL");
-        let descriptor = SecurityDescriptor::deserialize(&sddl).map_err(listen_err)?;
+        let descriptor = pipe_security().map_err(listen_err)?;
         options().security_descriptor(descriptor).create_tokio()
     };
     #[cfg(not(any(unix, windows)))]
@@ -184,6 +180,21 @@ fn listen(config: &Config) -> Result<Listener, Error> {
         },
         _ => listen_err(err),
     })
+}
+
+/// Who may open the broker's pipe (Windows), in the security descriptor string format: a
+/// protected DACL (`P`: nothing inherited from elsewhere) that grants all access (`GA`) to
+/// the pipe's owner (`OW`, the user running the broker) and to the system (`SY`), and to
+/// no one else.
+#[cfg(windows)]
+const PIPE_SDDL: &str = "D:P(A;;GA;;;OW)(A;;GA;;;SY)";
+
+/// The security descriptor every instance of the broker's pipe is created with.
+#[cfg(windows)]
+fn pipe_security(
+) -> std::io::Result<interprocess::os::windows::security_descriptor::SecurityDescriptor> {
+    let sddl = widestring::U16CString::from_str(PIPE_SDDL).map_err(std::io::Error::other)?;
+    interprocess::os::windows::security_descriptor::SecurityDescriptor::deserialize(&sddl)
 }
 
 /// A socket file left by a broker that died is removed; one that a live broker answers on
@@ -585,5 +596,22 @@ impl tokio::io::AsyncWrite for SharedStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use interprocess::os::windows::security_descriptor::AsSecurityDescriptorExt;
+
+    /// The descriptor the pipe is created with, read back from the system: owner and
+    /// system only, nothing inherited.
+    #[test]
+    fn the_pipe_admits_its_owner_and_the_system_only() {
+        const DACL_SECURITY_INFORMATION: u32 = 4;
+        let descriptor = super::pipe_security().expect("the descriptor is valid");
+        let dacl = descriptor
+            .serialize(DACL_SECURITY_INFORMATION, |sddl| sddl.to_string_lossy())
+            .expect("serialized");
+        assert_eq!(dacl, super::PIPE_SDDL);
     }
 }

@@ -193,15 +193,13 @@ fn stats_columns_line_up_for_any_name() {
     });
 }
 
-// Unix only: a named pipe has no read timeout, so on Windows the handshake with a listener
-// that never answers is not bounded (docs/broker.md, "Windows").
-#[cfg(unix)]
 #[test]
 fn every_command_fails_in_time_against_a_listener_that_never_answers() {
+    use interprocess::local_socket::traits::ListenerExt as _;
     watchdog(LIMIT, || {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mute.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let addr = addr_in(dir.path(), "mute");
+        let listener = common::raw::listen(&addr);
         // Accept and hold every connection, never saying a word.
         std::thread::spawn(move || {
             let mut held = Vec::new();
@@ -209,7 +207,6 @@ fn every_command_fails_in_time_against_a_listener_that_never_answers() {
                 held.push(stream);
             }
         });
-        let addr = path.to_string_lossy().into_owned();
         let runs: [&[&str]; 6] = [
             &["ping"],
             &["stats"],

@@ -202,25 +202,22 @@ impl Client {
             })?;
         connect::verify_server(&stream, addr, options)?;
         // Until the first answer, reads and writes stop at the time limit.
-        set_timeouts(&stream, Some(left()))?;
-        // If the write fails, the broker has closed the connection: its reason is read below.
-        let _ = (&stream).write_all(&hello_frame()?);
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let frame =
-            read_frame(&stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN).map_err(|err| {
-                if start.elapsed() >= timeout {
-                    connect::no_answer(addr, timeout, "waiting for the broker's handshake")
-                } else {
-                    err
-                }
-            })?;
+        let timed = set_timeouts(&stream, Some(left()))?;
+        let stream = Arc::new(stream);
+        let (frame, buf) = greeting(&stream, timed, left()).map_err(|err| {
+            if start.elapsed() >= timeout {
+                connect::no_answer(addr, timeout, "waiting for the broker's handshake")
+            } else {
+                err
+            }
+        })?;
         let max_frame_len = their_hello(frame)?;
         set_timeouts(&stream, Some(left()))?;
 
         let client = Client {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
-                stream: Arc::new(stream),
+                stream,
                 max_frame_len,
                 shared: Mutex::new(Shared {
                     core: Core::new(max_frame_len),
@@ -706,16 +703,45 @@ fn is_timeout(err: &std::io::Error) -> bool {
     )
 }
 
-/// Time limits for the socket's reads and writes. Windows named pipes have none: there the
-/// handshake is not timed (docs/broker.md).
-fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<()> {
+/// Time limits for the socket's reads and writes; false where there are none (Windows
+/// named pipes).
+fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<bool> {
     let set = stream
         .set_recv_timeout(timeout)
         .and_then(|()| stream.set_send_timeout(timeout));
     match set {
-        Err(err) if err.kind() != std::io::ErrorKind::Unsupported => Err(Error::Io(err)),
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::Unsupported => Ok(false),
+        Err(err) => Err(Error::Io(err)),
     }
+}
+
+/// Sends this client's greeting and reads the broker's, within `timeout`: on this thread
+/// when the socket's reads are `timed`; else (a named pipe) on a thread waited for that
+/// long, which, if nothing ever answers, is left blocked until the other side closes.
+/// Returns the broker's greeting and whatever followed it.
+fn greeting(stream: &Arc<Stream>, timed: bool, timeout: Duration) -> Result<(Bytes, BytesMut)> {
+    let exchange = |stream: &Stream| {
+        // If the write fails, the broker has closed the connection: its reason is read next.
+        let mut writer = stream;
+        let _ = writer.write_all(&hello_frame()?);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let frame = read_frame(stream, &mut buf, ipcq_proto::MAX_HANDSHAKE_LEN)?;
+        Ok((frame, buf))
+    };
+    if timed {
+        return exchange(stream);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stream = Arc::clone(stream);
+    std::thread::Builder::new()
+        .name("ipcq-handshake".into())
+        .spawn(move || {
+            let _ = tx.send(exchange(&stream));
+        })
+        .map_err(Error::Io)?;
+    rx.recv_timeout(timeout)
+        .unwrap_or_else(|_| Err(Error::BrokerGone("no handshake in time".into())))
 }
 
 /// Reads one frame during the handshake.

@@ -23,6 +23,21 @@ pub fn connect_stream(addr: &str) -> std::io::Result<Stream> {
     }
 }
 
+/// Listens at `addr` (a socket or a named pipe) as a broker would, for a test that plays
+/// the broker itself.
+pub fn listen(addr: &str) -> interprocess::local_socket::Listener {
+    use interprocess::local_socket::ListenerOptions;
+    let options = match ipcq_proto::classify_addr(addr) {
+        AddrKind::Path(path) => {
+            ListenerOptions::new().name(path.to_fs_name::<GenericFilePath>().expect("a path"))
+        }
+        AddrKind::Namespaced(name) => {
+            ListenerOptions::new().name(name.to_ns_name::<GenericNamespaced>().expect("a name"))
+        }
+    };
+    options.create_sync().expect("listen")
+}
+
 impl Raw {
     /// Connects without a handshake.
     pub fn connect(addr: &str) -> Raw {
