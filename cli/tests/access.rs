@@ -110,6 +110,8 @@ fn the_socket_alone_keeps_other_users_out() {
         assert_eq!(mode & 0o777, 0o600);
         let out = ping_as_nobody(&broker.addr);
         assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("access denied"), "{stderr}");
     });
 }
 

@@ -38,6 +38,11 @@ pub(crate) fn connect_error(addr: &str, err: std::io::Error) -> Error {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NoBroker {
             addr: addr.to_owned(),
         },
+        // The socket file's mode (Unix) or the pipe's security descriptor (Windows).
+        std::io::ErrorKind::PermissionDenied => Error::Denied(format!(
+            "the system does not let this user open {addr} (a broker's socket or pipe admits \
+             only the user running it): {err}"
+        )),
         _ => Error::Io(err),
     }
 }
