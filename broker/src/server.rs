@@ -114,15 +114,7 @@ fn prepare(config: &Config) -> Result<(), Error> {
 /// system enforces that flag (Wine does not).
 #[cfg(windows)]
 fn refuse_served_pipe(addr: &str) -> Result<(), Error> {
-    let listen_err = |cause| Error::Listen {
-        addr: addr.to_owned(),
-        cause,
-    };
-    let name = match ipcq_proto::classify_addr(addr) {
-        AddrKind::Path(path) => path.to_fs_name::<GenericFilePath>().map_err(listen_err)?,
-        AddrKind::Namespaced(name) => name.to_ns_name::<GenericNamespaced>().map_err(listen_err)?,
-    };
-    match who_answers(name) {
+    match who_answers(local_name(addr)?) {
         Answer::Broker => Err(Error::AddrInUse {
             addr: addr.to_owned(),
         }),
@@ -133,6 +125,19 @@ fn refuse_served_pipe(addr: &str) -> Result<(), Error> {
     }
 }
 
+/// The local socket name of `addr`: a socket path or an abstract name, a pipe on Windows.
+fn local_name(addr: &str) -> Result<interprocess::local_socket::Name<'static>, Error> {
+    let name = match ipcq_proto::classify_addr(addr) {
+        AddrKind::Path(path) => path.to_fs_name::<GenericFilePath>(),
+        AddrKind::Namespaced(name) => name.to_ns_name::<GenericNamespaced>(),
+    };
+    name.map(|name| name.into_owned())
+        .map_err(|cause| Error::Listen {
+            addr: addr.to_owned(),
+            cause,
+        })
+}
+
 /// Listens on the address that [`prepare`] made ready.
 fn listen(config: &Config) -> Result<Listener, Error> {
     let addr = config.addr.as_str();
@@ -140,10 +145,7 @@ fn listen(config: &Config) -> Result<Listener, Error> {
         addr: addr.to_owned(),
         cause,
     };
-    let name = match ipcq_proto::classify_addr(addr) {
-        AddrKind::Path(path) => path.to_fs_name::<GenericFilePath>().map_err(listen_err)?,
-        AddrKind::Namespaced(name) => name.to_ns_name::<GenericNamespaced>().map_err(listen_err)?,
-    };
+    let name = local_name(addr)?;
     let options = || {
         ListenerOptions::new()
             .name(name.borrow())
