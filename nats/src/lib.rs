@@ -1,0 +1,355 @@
+//! ipcq's bounded FIFO queues on NATS JetStream: the same put / get / acknowledge contract as
+//! the local broker's, for work that outgrows one machine.
+//!
+//! How a queue maps onto JetStream (each choice is the one that keeps ipcq's contract):
+//!
+//! | ipcq | JetStream |
+//! |---|---|
+//! | queue `name` | stream `IPCQ_<name>` on subject `ipcq.q.<name>`, work-queue retention, file storage |
+//! | capacity (0 = unbounded) | `max_messages` with discard-new: the bound counts every item the stream holds, ready or in a consumer's hands until acknowledged, as ipcq's does |
+//! | `put_nowait` on a full queue | the publish is refused ("maximum messages exceeded"): [`Error::Full`] |
+//! | `put` / `put_timeout` | the publish is retried with backoff (1 ms doubling to 50 ms) until there is room or the time is up |
+//! | every consumer of a queue | one durable pull consumer, `ipcq`, shared: each item goes to one of them |
+//! | `get` / `get_timeout` / `get_nowait` | a pull of one message that expires with the time left |
+//! | plain `get` | acknowledged when handed over, and confirmed by the server (double ack) before `get` returns |
+//! | acknowledging get | [`Delivery`]: `ack` after the work (double ack), `reject` = nak (redelivered), `dead_letter` = term |
+//! | a worker that dies holding an item | redelivered after the consumer's ack wait ([`ACK_WAIT`]) |
+//! | `len` | the stream's message count: ready items and items held but not yet acknowledged |
+//!
+//! FIFO: one stream keeps publish order and hands items out in that order; with several
+//! consumers each gets the next ones in order, and a redelivered item comes back after
+//! those handed out meanwhile (JetStream does not put it at the head, as ipcq's broker does).
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+/// How long an item may stay in a consumer's hands unacknowledged before JetStream gives it
+/// to another: the time after which a dead worker's item is redelivered.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest single pull: a `get` with no time limit pulls again after this.
+const LONGEST_PULL: Duration = Duration::from_secs(30);
+
+/// The durable consumer that every consumer of a queue shares.
+const CONSUMER: &str = "ipcq";
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The queue is full (`put_nowait`, or `put_timeout` ran out of time).
+    #[error("queue '{0}' is full")]
+    Full(String),
+    /// Nothing came in time (`get_nowait`, `get_timeout`).
+    #[error("queue '{0}' is empty")]
+    Empty(String),
+    /// The queue exists with other options than those asked for.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The name cannot be a queue's on NATS.
+    #[error("bad name: {0}")]
+    BadName(String),
+    /// The NATS server refused, or could not be reached.
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// A result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn nats(err: impl std::fmt::Display) -> Error {
+    Error::Nats(err.to_string())
+}
+
+/// A connection to a NATS server with JetStream.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    jetstream: jetstream::Context,
+}
+
+impl Connection {
+    /// Connects to the NATS server at `addr` (`nats://host:port`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when no server answers there.
+    pub async fn connect(addr: &str) -> Result<Connection> {
+        let client = async_nats::connect(addr).await.map_err(nats)?;
+        Ok(Connection {
+            jetstream: jetstream::new(client),
+        })
+    }
+
+    /// Opens the queue `name`, creating it with `capacity` (0: unbounded) if it does not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadName`] for a name NATS cannot carry (letters, digits, `-` and `_` only),
+    /// [`Error::Conflict`] when the queue exists with another capacity.
+    pub async fn queue(&self, name: &str, capacity: usize) -> Result<Queue> {
+        check_name(name)?;
+        let subject = format!("ipcq.q.{name}");
+        let max_messages = if capacity == 0 {
+            -1
+        } else {
+            i64::try_from(capacity).map_err(|_| Error::BadName("capacity too large".into()))?
+        };
+        let mut stream = self
+            .jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("IPCQ_{name}"),
+                subjects: vec![subject.clone()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_messages,
+                discard: stream::DiscardPolicy::New,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
+        let existing = stream.info().await.map_err(nats)?.config.max_messages;
+        if existing != max_messages {
+            return Err(Error::Conflict(format!(
+                "queue '{name}' exists with capacity {}, not {capacity}",
+                existing.max(0)
+            )));
+        }
+        let consumer = stream
+            .get_or_create_consumer(
+                CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats)?;
+        Ok(Queue {
+            name: name.to_owned(),
+            subject,
+            jetstream: self.jetstream.clone(),
+            stream,
+            consumer,
+        })
+    }
+}
+
+/// Names become parts of stream names and subjects: no dots, wildcards or spaces.
+fn check_name(name: &str) -> Result<()> {
+    let fits = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::BadName(format!(
+            "{name:?}: a queue on NATS is named with letters, digits, '-' and '_' (at most 200)"
+        )))
+    }
+}
+
+/// A bounded FIFO queue on JetStream.
+#[derive(Debug)]
+pub struct Queue {
+    name: String,
+    subject: String,
+    jetstream: jetstream::Context,
+    stream: stream::Stream,
+    consumer: consumer::PullConsumer,
+}
+
+impl Queue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Puts `item` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when the queue holds its capacity.
+    pub async fn put_nowait(&self, item: Bytes) -> Result<()> {
+        let ack = self
+            .jetstream
+            .publish(self.subject.clone(), item)
+            .await
+            .map_err(nats)?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(err) if is_full(&err) => Err(Error::Full(self.name.clone())),
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    /// Puts `item`, waiting for room for at most `timeout` (`None`: as long as it takes).
+    /// Returns once the server has stored it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when there was no room in time.
+    pub async fn put_timeout(&self, item: Bytes, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.put_nowait(item.clone()).await {
+                Err(Error::Full(name)) => {
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    if left == Some(Duration::ZERO) {
+                        return Err(Error::Full(name));
+                    }
+                    tokio::time::sleep(left.map_or(pause, |left| left.min(pause))).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes the next item, waiting for at most `timeout` (`None`: as long as it takes);
+    /// it is acknowledged, and the server has recorded that, before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when nothing came in time.
+    pub async fn get_timeout(&self, timeout: Option<Duration>) -> Result<Bytes> {
+        let message = self.pull(timeout).await?;
+        message.double_ack().await.map_err(nats)?;
+        Ok(message.payload.clone())
+    }
+
+    /// Takes the next item as a [`Delivery`], to be acknowledged after the work; waits for
+    /// at most `timeout` (`None`: as long as it takes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when nothing came in time.
+    pub async fn get_delivery_timeout(&self, timeout: Option<Duration>) -> Result<Delivery> {
+        Ok(Delivery {
+            message: self.pull(timeout).await?,
+        })
+    }
+
+    /// Items in the queue: ready ones and those handed out but not yet acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server does not answer.
+    pub async fn len(&self) -> Result<usize> {
+        let info = self.stream.get_info().await.map_err(nats)?;
+        usize::try_from(info.state.messages).map_err(nats)
+    }
+
+    /// Whether the queue holds no item.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::len`].
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// One message from the shared consumer, pulling until `timeout` is over.
+    async fn pull(&self, timeout: Option<Duration>) -> Result<jetstream::Message> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let expires = left.map_or(LONGEST_PULL, |left| left.min(LONGEST_PULL));
+            let mut batch = if expires < Duration::from_millis(1) {
+                // No time to wait: only what is there now.
+                self.consumer
+                    .fetch()
+                    .max_messages(1)
+                    .messages()
+                    .await
+                    .map_err(nats)?
+            } else {
+                self.consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(expires)
+                    .messages()
+                    .await
+                    .map_err(nats)?
+            };
+            if let Some(message) = batch.next().await {
+                return message.map_err(nats);
+            }
+            if left.is_some_and(|left| left < Duration::from_millis(1)) {
+                return Err(Error::Empty(self.name.clone()));
+            }
+        }
+    }
+}
+
+/// Whether a publish was refused because the stream holds its `max_messages`.
+fn is_full(err: &jetstream::context::PublishError) -> bool {
+    err.to_string().contains("maximum messages")
+        || std::error::Error::source(err)
+            .is_some_and(|source| source.to_string().contains("maximum messages"))
+}
+
+/// An item taken with [`Queue::get_delivery_timeout`]: it stays in the queue (counted by
+/// `len` and towards the capacity) until it is settled.
+#[derive(Debug)]
+pub struct Delivery {
+    message: jetstream::Message,
+}
+
+impl Delivery {
+    /// The item.
+    pub fn item(&self) -> &Bytes {
+        &self.message.payload
+    }
+
+    /// Whether JetStream delivered this item before (to a worker that died or rejected it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] if the message carries no delivery information.
+    pub fn is_redelivered(&self) -> Result<bool> {
+        Ok(self.message.info().map_err(nats)?.delivered > 1)
+    }
+
+    /// The work is done: the item leaves the queue. Returns once the server recorded it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server does not confirm (the item may then come again).
+    pub async fn ack(self) -> Result<()> {
+        self.message.double_ack().await.map_err(nats)
+    }
+
+    /// Gives the item back to be delivered again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server cannot be told.
+    pub async fn reject(self) -> Result<()> {
+        self.message
+            .ack_with(jetstream::AckKind::Nak(None))
+            .await
+            .map_err(nats)
+    }
+
+    /// Still working: restarts the time after which the item would go to another
+    /// ([`ACK_WAIT`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server cannot be told.
+    pub async fn in_progress(&self) -> Result<()> {
+        self.message
+            .ack_with(jetstream::AckKind::Progress)
+            .await
+            .map_err(nats)
+    }
+}
