@@ -12,8 +12,9 @@
 //! | every consumer of a queue | one durable pull consumer, `ipcq`, shared: each item goes to one of them |
 //! | `get` / `get_timeout` / `get_nowait` | a pull of one message that expires with the time left |
 //! | plain `get` | acknowledged when handed over, and confirmed by the server (double ack) before `get` returns |
-//! | acknowledging get | [`Delivery`]: `ack` after the work (double ack), `reject` = nak (redelivered), `dead_letter` = term |
-//! | a worker that dies holding an item | redelivered after the consumer's ack wait ([`ACK_WAIT`]) |
+//! | acknowledging get | [`Delivery`]: `ack` after the work (double ack), `reject` (or drop) = nak: delivered again at once |
+//! | a worker that lives | its deliveries are kept by an in-progress heartbeat every [`HEARTBEAT`], however long the work takes |
+//! | a worker that dies holding an item | the heartbeats stop: the item goes to another after the consumer's ack wait ([`ACK_WAIT`]) |
 //! | `len` | the stream's message count: ready items and items held but not yet acknowledged |
 //!
 //! FIFO: one stream keeps publish order and hands items out in that order; with several
@@ -29,6 +30,10 @@ use futures_util::StreamExt;
 /// How long an item may stay in a consumer's hands unacknowledged before JetStream gives it
 /// to another: the time after which a dead worker's item is redelivered.
 pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a live worker tells JetStream it is still working on a delivery (an
+/// in-progress acknowledgement, which restarts the ack wait).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The longest single pull: a `get` with no time limit pulls again after this.
 const LONGEST_PULL: Duration = Duration::from_secs(30);
@@ -233,9 +238,7 @@ impl Queue {
     ///
     /// [`Error::Empty`] when nothing came in time.
     pub async fn get_delivery_timeout(&self, timeout: Option<Duration>) -> Result<Delivery> {
-        Ok(Delivery {
-            message: self.pull(timeout).await?,
-        })
+        Ok(Delivery::new(self.pull(timeout).await?))
     }
 
     /// Items in the queue: ready ones and those handed out but not yet acknowledged.
@@ -298,13 +301,43 @@ fn is_full(err: &jetstream::context::PublishError) -> bool {
 }
 
 /// An item taken with [`Queue::get_delivery_timeout`]: it stays in the queue (counted by
-/// `len` and towards the capacity) until it is settled.
+/// `len` and towards the capacity) until it is settled. While it lives, a task tells
+/// JetStream every [`HEARTBEAT`] that the work goes on; dropped unsettled, it is rejected
+/// (delivered again at once). Made and dropped inside a tokio runtime.
 #[derive(Debug)]
 pub struct Delivery {
     message: jetstream::Message,
+    heartbeat: tokio::task::JoinHandle<()>,
+    settled: bool,
 }
 
 impl Delivery {
+    fn new(message: jetstream::Message) -> Delivery {
+        let beating = message.clone();
+        let heartbeat = tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                // A lost heartbeat costs at most a redelivery, which the caller's ack
+                // (or the next beat) puts right.
+                let _ = beating.ack_with(jetstream::AckKind::Progress).await;
+            }
+        });
+        Delivery {
+            message,
+            heartbeat,
+            settled: false,
+        }
+    }
+
+    /// Stops the heartbeats: the delivery is being settled.
+    fn settle(mut self) -> jetstream::Message {
+        self.heartbeat.abort();
+        self.settled = true;
+        self.message.clone()
+    }
+
     /// The item.
     pub fn item(&self) -> &Bytes {
         &self.message.payload
@@ -325,7 +358,7 @@ impl Delivery {
     ///
     /// [`Error::Nats`] when the server does not confirm (the item may then come again).
     pub async fn ack(self) -> Result<()> {
-        self.message.double_ack().await.map_err(nats)
+        self.settle().double_ack().await.map_err(nats)
     }
 
     /// Gives the item back to be delivered again.
@@ -334,22 +367,26 @@ impl Delivery {
     ///
     /// [`Error::Nats`] when the server cannot be told.
     pub async fn reject(self) -> Result<()> {
-        self.message
+        self.settle()
             .ack_with(jetstream::AckKind::Nak(None))
             .await
             .map_err(nats)
     }
+}
 
-    /// Still working: restarts the time after which the item would go to another
-    /// ([`ACK_WAIT`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Nats`] when the server cannot be told.
-    pub async fn in_progress(&self) -> Result<()> {
-        self.message
-            .ack_with(jetstream::AckKind::Progress)
-            .await
-            .map_err(nats)
+impl Drop for Delivery {
+    /// Unsettled: stops the heartbeats and rejects the item, so that it is delivered again
+    /// at once rather than after the ack wait.
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.settled {
+            return;
+        }
+        let message = self.message.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+            });
+        }
     }
 }
