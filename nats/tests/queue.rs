@@ -134,3 +134,88 @@ fn another_capacity_is_a_conflict_and_bad_names_are_refused() {
         }
     });
 }
+
+/// Four producers and four consumers on a queue of 16: the stream never holds more than
+/// its capacity (items handed out and not yet acknowledged included), and every item
+/// arrives exactly once.
+#[test]
+fn the_bound_holds_with_four_producers_and_four_consumers() {
+    const PER_PRODUCER: u32 = 500;
+    const CAPACITY: usize = 16;
+    let server = NatsServer::start();
+    let addr = server.addr.clone();
+    run(Duration::from_secs(120), async move {
+        let open = || {
+            let addr = addr.clone();
+            async move {
+                Connection::connect(&addr)
+                    .await
+                    .unwrap()
+                    .queue("busy", CAPACITY)
+                    .await
+                    .unwrap()
+            }
+        };
+        let producers: Vec<_> = (0..4u32)
+            .map(|p| {
+                let queue = open();
+                tokio::spawn(async move {
+                    let queue = queue.await;
+                    for i in p * PER_PRODUCER..(p + 1) * PER_PRODUCER {
+                        queue.put_timeout(item(i), None).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let queue = open();
+                tokio::spawn(async move {
+                    let queue = queue.await;
+                    let mut got = Vec::new();
+                    loop {
+                        match queue
+                            .get_delivery_timeout(Some(Duration::from_secs(3)))
+                            .await
+                        {
+                            Ok(delivery) => {
+                                got.push(delivery.item().clone());
+                                delivery.ack().await.unwrap();
+                            }
+                            Err(Error::Empty(_)) => return got,
+                            Err(err) => panic!("{err}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let watcher = open().await;
+        let mut most = 0;
+        let mut samples = 0;
+        while producers.iter().any(|p| !p.is_finished()) {
+            let len = watcher.len().await.unwrap();
+            assert!(len <= CAPACITY, "{len} items in a queue of {CAPACITY}");
+            most = most.max(len);
+            samples += 1;
+        }
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        let mut all = Vec::new();
+        for consumer in consumers {
+            all.extend(consumer.await.unwrap());
+        }
+        all.sort();
+        let expected: Vec<Bytes> = {
+            let mut items: Vec<Bytes> = (0..4 * PER_PRODUCER).map(item).collect();
+            items.sort();
+            items
+        };
+        assert_eq!(all, expected, "lost or duplicated items");
+        assert!(
+            most > 0,
+            "the watcher never saw an item ({samples} samples)"
+        );
+        println!("at most {most} of {CAPACITY} in the stream over {samples} samples");
+    });
+}
