@@ -16,6 +16,7 @@
 //! | a worker that lives | its deliveries are kept by an in-progress heartbeat every [`HEARTBEAT`], however long the work takes |
 //! | a worker that dies holding an item | the heartbeats stop: the item goes to another after the consumer's ack wait ([`ACK_WAIT`]) |
 //! | `len` | the stream's message count: ready items and items held but not yet acknowledged |
+//! | `close` | the stream's subject is changed to `ipcq.closed.<name>`: every publish finds no stream ([`Error::Closed`]); gets drain what is left, then fail with [`Error::Closed`] (a waiting get learns it within [`LONGEST_PULL`]) |
 //!
 //! FIFO: one stream keeps publish order and hands items out in that order; with several
 //! consumers each gets the next ones in order, and a redelivered item comes back after
@@ -35,8 +36,9 @@ pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// in-progress acknowledgement, which restarts the ack wait).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// The longest single pull: a `get` with no time limit pulls again after this.
-const LONGEST_PULL: Duration = Duration::from_secs(30);
+/// The longest single pull: a `get` with no time limit pulls again after this, and a get
+/// waiting on a queue that is closed meanwhile learns it within this long.
+pub const LONGEST_PULL: Duration = Duration::from_secs(1);
 
 /// The durable consumer that every consumer of a queue shares.
 const CONSUMER: &str = "ipcq";
@@ -54,6 +56,9 @@ pub enum Error {
     /// The queue exists with other options than those asked for.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The queue is closed: no more puts; gets fail once it is empty.
+    #[error("queue '{0}' is closed")]
+    Closed(String),
     /// The name cannot be a queue's on NATS.
     #[error("bad name: {0}")]
     BadName(String),
@@ -145,6 +150,11 @@ impl Connection {
     }
 }
 
+/// The subject a closed queue's stream listens on: no one publishes there.
+fn closed_subject(name: &str) -> String {
+    format!("ipcq.closed.{name}")
+}
+
 /// Names become parts of stream names and subjects: no dots, wildcards or spaces.
 fn check_name(name: &str) -> Result<()> {
     let fits = !name.is_empty()
@@ -191,8 +201,42 @@ impl Queue {
         match ack.await {
             Ok(_) => Ok(()),
             Err(err) if is_full(&err) => Err(Error::Full(self.name.clone())),
+            // A closed queue's stream no longer listens on the subject (see `close`).
+            Err(err) if err.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                Err(Error::Closed(self.name.clone()))
+            }
             Err(err) => Err(nats(err)),
         }
+    }
+
+    /// Closes the queue for everyone: puts fail from now on, gets take what is left and
+    /// then fail, all with [`Error::Closed`]. Closing a closed queue does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server refuses.
+    pub async fn close(&self) -> Result<()> {
+        let mut config = self.stream.get_info().await.map_err(nats)?.config;
+        let closed = vec![closed_subject(&self.name)];
+        if config.subjects == closed {
+            return Ok(());
+        }
+        config.subjects = closed;
+        self.jetstream
+            .update_stream(config)
+            .await
+            .map(drop)
+            .map_err(nats)
+    }
+
+    /// Whether the queue is closed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server does not answer.
+    pub async fn is_closed(&self) -> Result<bool> {
+        let info = self.stream.get_info().await.map_err(nats)?;
+        Ok(info.config.subjects == [closed_subject(&self.name)])
     }
 
     /// Puts `item`, waiting for room for at most `timeout` (`None`: as long as it takes).
@@ -285,6 +329,10 @@ impl Queue {
             };
             if let Some(message) = batch.next().await {
                 return message.map_err(nats);
+            }
+            // Nothing came: a closed queue is drained.
+            if self.is_closed().await? {
+                return Err(Error::Closed(self.name.clone()));
             }
             if left.is_some_and(|left| left < Duration::from_millis(1)) {
                 return Err(Error::Empty(self.name.clone()));

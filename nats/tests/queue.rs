@@ -219,3 +219,59 @@ fn the_bound_holds_with_four_producers_and_four_consumers() {
         println!("at most {most} of {CAPACITY} in the stream over {samples} samples");
     });
 }
+
+/// `close` is seen by every client: puts fail at once, gets take what is left and then
+/// fail, and a get waiting on the empty queue is told within the longest pull.
+#[test]
+fn close_fails_puts_drains_gets_and_wakes_waiters() {
+    let server = NatsServer::start();
+    let addr = server.addr.clone();
+    run(LIMIT, async move {
+        let connection = Connection::connect(&addr).await.unwrap();
+        let queue = connection.queue("closing", 10).await.unwrap();
+        let idle = Connection::connect(&addr)
+            .await
+            .unwrap()
+            .queue("idle", 0)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(async move { idle.get_timeout(None).await });
+        for i in 0..3 {
+            queue.put_nowait(item(i)).await.unwrap();
+        }
+        let other = Connection::connect(&addr)
+            .await
+            .unwrap()
+            .queue("closing", 10)
+            .await
+            .unwrap();
+        other.close().await.unwrap();
+        other.close().await.unwrap();
+        assert!(queue.is_closed().await.unwrap());
+        let err = queue.put_nowait(item(3)).await.unwrap_err();
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+        let err = queue.put_timeout(item(3), None).await.unwrap_err();
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+        for i in 0..3 {
+            assert_eq!(queue.get_timeout(None).await.unwrap(), item(i));
+        }
+        let err = queue.get_timeout(None).await.unwrap_err();
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+        let err = queue.get_timeout(Some(Duration::ZERO)).await.unwrap_err();
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+        // Reopened, it stays closed.
+        let again = connection.queue("closing", 10).await.unwrap();
+        assert!(matches!(
+            again.put_nowait(item(4)).await,
+            Err(Error::Closed(_))
+        ));
+        // The waiter on another queue is untouched; closing that one tells it.
+        assert!(!waiting.is_finished());
+        let idle = connection.queue("idle", 0).await.unwrap();
+        let closed_at = Instant::now();
+        idle.close().await.unwrap();
+        let err = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+        assert!(closed_at.elapsed() <= ipcq_nats::LONGEST_PULL + Duration::from_secs(1));
+    });
+}
