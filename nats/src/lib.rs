@@ -56,6 +56,9 @@ pub enum Error {
     /// The queue exists with other options than those asked for.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// There is no queue of that name.
+    #[error("no queue is named '{0}'")]
+    NotFound(String),
     /// The queue is closed: no more puts; gets fail once it is empty.
     #[error("queue '{0}' is closed")]
     Closed(String),
@@ -153,6 +156,100 @@ impl Connection {
 /// The subject a closed queue's stream listens on: no one publishes there.
 fn closed_subject(name: &str) -> String {
     format!("ipcq.closed.{name}")
+}
+
+/// A queue's figures, as `ipcq stats` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue's name.
+    pub name: String,
+    /// Most items it holds; 0 for unbounded.
+    pub capacity: usize,
+    /// Items in it: ready ones and those handed out but not yet acknowledged.
+    pub len: usize,
+    /// Items handed out and not yet acknowledged.
+    pub in_flight: usize,
+    /// Whether it is closed.
+    pub closed: bool,
+}
+
+impl Connection {
+    /// The figures of queue `name`, or `None` if there is no such queue. Creates nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadName`], or [`Error::Nats`] when the server does not answer.
+    pub async fn lookup(&self, name: &str) -> Result<Option<QueueInfo>> {
+        check_name(name)?;
+        match self.jetstream.get_stream(format!("IPCQ_{name}")).await {
+            Ok(mut stream) => {
+                let info = stream.info().await.map_err(nats)?.clone();
+                Ok(Some(self.figures(name, info).await?))
+            }
+            Err(err) if is_stream_not_found(&err) => Ok(None),
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    /// Every queue on the server, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server does not answer.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let mut streams = self.jetstream.streams();
+        let mut queues = Vec::new();
+        while let Some(info) = streams.next().await {
+            let info = info.map_err(nats)?;
+            if let Some(name) = info.config.name.strip_prefix("IPCQ_").map(str::to_owned) {
+                queues.push(self.figures(&name, info).await?);
+            }
+        }
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(queues)
+    }
+
+    /// Removes queue `name` and its items.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such queue.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        match self.jetstream.delete_stream(format!("IPCQ_{name}")).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.to_string().contains("stream not found") => {
+                Err(Error::NotFound(name.to_owned()))
+            }
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    async fn figures(&self, name: &str, info: stream::Info) -> Result<QueueInfo> {
+        let in_flight = match self
+            .jetstream
+            .get_consumer_from_stream::<consumer::pull::Config, _, _>(CONSUMER, &info.config.name)
+            .await
+        {
+            Ok(mut consumer) => consumer.info().await.map_err(nats)?.num_ack_pending,
+            Err(_) => 0,
+        };
+        Ok(QueueInfo {
+            name: name.to_owned(),
+            capacity: usize::try_from(info.config.max_messages).unwrap_or(0),
+            len: usize::try_from(info.state.messages).unwrap_or(usize::MAX),
+            in_flight,
+            closed: info.config.subjects == [closed_subject(name)],
+        })
+    }
+}
+
+fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        err.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(err)
+            if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 /// Names become parts of stream names and subjects: no dots, wildcards or spaces.

@@ -275,3 +275,35 @@ fn close_fails_puts_drains_gets_and_wakes_waiters() {
         assert!(closed_at.elapsed() <= ipcq_nats::LONGEST_PULL + Duration::from_secs(1));
     });
 }
+
+#[test]
+fn queues_are_listed_looked_up_and_removed() {
+    let server = NatsServer::start();
+    run(LIMIT, async move {
+        let connection = Connection::connect(&server.addr).await.unwrap();
+        assert_eq!(connection.lookup("listed").await.unwrap(), None);
+        let queue = connection.queue("listed", 5).await.unwrap();
+        connection.queue("another", 0).await.unwrap();
+        queue.put_nowait(item(1)).await.unwrap();
+        queue.put_nowait(item(2)).await.unwrap();
+        let held = queue.get_delivery_timeout(None).await.unwrap();
+        let info = connection.lookup("listed").await.unwrap().unwrap();
+        assert_eq!(
+            (info.capacity, info.len, info.in_flight, info.closed),
+            (5, 2, 1, false)
+        );
+        held.ack().await.unwrap();
+        let names: Vec<String> = connection
+            .queues()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(names, ["another", "listed"]);
+        connection.remove("listed").await.unwrap();
+        assert_eq!(connection.lookup("listed").await.unwrap(), None);
+        let err = connection.remove("listed").await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
+    });
+}

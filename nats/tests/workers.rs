@@ -5,10 +5,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{run, NatsServer, Worker};
+use common::{run, NatsServer};
 use ipcq_nats::{Connection, Error, ACK_WAIT};
 
 fn job(id: u64) -> Bytes {
@@ -118,4 +121,59 @@ fn killed_workers_lose_no_job_and_none_is_acknowledged_twice() {
             done.len()
         );
     });
+}
+
+/// The worker program (tests/helper/worker.rs).
+const WORKER: &str = env!("CARGO_BIN_EXE_ipcq-nats-test-worker");
+
+/// A worker process whose output is read as it comes.
+struct Worker {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Worker {
+    fn start(args: &[&str]) -> Worker {
+        let mut child = Command::new(WORKER)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the worker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    /// Waits (up to 60 s) for the worker's next line.
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a line from the worker")
+    }
+
+    /// Kills the worker (or, with `kill` false, waits for it to finish) and returns what it
+    /// printed that was not read yet.
+    fn stop(mut self, kill: bool) -> Vec<String> {
+        if kill {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait().expect("wait for the worker");
+        assert!(kill || status.success(), "a worker failed: {status}");
+        self.reader.join().expect("the reader thread");
+        self.lines.try_iter().collect()
+    }
 }
