@@ -19,8 +19,10 @@
 //! | `close` | the stream's subject is changed to `ipcq.closed.<name>`: every publish finds no stream ([`Error::Closed`]); gets drain what is left, then fail with [`Error::Closed`] (a waiting get learns it within [`LONGEST_PULL`]) |
 //!
 //! FIFO: one stream keeps publish order and hands items out in that order; with several
-//! consumers each gets the next ones in order, and a redelivered item comes back after
-//! those handed out meanwhile (JetStream does not put it at the head, as ipcq's broker does).
+//! consumers each gets the next ones in order. An item given back (rejected, or a dead
+//! worker's) is delivered again soon but not necessarily first, as the local broker's
+//! head-of-queue return is: a rejected first item of four came back second or third when
+//! tried here.
 
 use std::time::{Duration, Instant};
 
