@@ -16,6 +16,7 @@
 //! | a worker that lives | its deliveries are kept by an in-progress heartbeat every [`HEARTBEAT`], however long the work takes |
 //! | a worker that dies holding an item | the heartbeats stop: the item goes to another after the consumer's ack wait ([`ACK_WAIT`]) |
 //! | `len` | the stream's message count: ready items and items held but not yet acknowledged |
+//! | dead letters, delivery limit | set per queue in the stream's metadata (every opener must ask for the same, else [`Error::Conflict`]); a delivery past the limit, or one sent there with [`Delivery::dead_letter`], is published to the dead-letter queue (an ordinary queue) and then acknowledged |
 //! | `close` | the stream's subject is changed to `ipcq.closed.<name>`: every publish finds no stream ([`Error::Closed`]); gets drain what is left, then fail with [`Error::Closed`] (a waiting get learns it within [`LONGEST_PULL`]) |
 //!
 //! FIFO: one stream keeps publish order and hands items out in that order; with several
@@ -24,6 +25,7 @@
 //! head-of-queue return is: a rejected first item of four came back second or third when
 //! tried here.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -106,7 +108,28 @@ impl Connection {
     /// [`Error::BadName`] for a name NATS cannot carry (letters, digits, `-` and `_` only),
     /// [`Error::Conflict`] when the queue exists with another capacity.
     pub async fn queue(&self, name: &str, capacity: usize) -> Result<Queue> {
+        self.queue_with(name, &QueueOptions::new().capacity(capacity))
+            .await
+    }
+
+    /// Opens the queue `name` with `options`, creating it if it does not exist (and its
+    /// dead-letter queue, unbounded, if it names one).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::queue`]; [`Error::Conflict`] also when the queue exists with
+    /// another dead-letter queue or delivery limit.
+    pub async fn queue_with(&self, name: &str, options: &QueueOptions) -> Result<Queue> {
         check_name(name)?;
+        let capacity = options.capacity;
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(dead_letter) = &options.dead_letter {
+            check_name(dead_letter)?;
+            metadata.insert(DEAD_LETTER_KEY.to_owned(), dead_letter.clone());
+        }
+        if let Some(max) = options.max_deliveries {
+            metadata.insert(MAX_DELIVERIES_KEY.to_owned(), max.to_string());
+        }
         let subject = format!("ipcq.q.{name}");
         let max_messages = if capacity == 0 {
             -1
@@ -122,17 +145,36 @@ impl Connection {
                 max_messages,
                 discard: stream::DiscardPolicy::New,
                 storage: stream::StorageType::File,
+                metadata: metadata.clone(),
                 ..Default::default()
             })
             .await
             .map_err(nats)?;
-        let existing = stream.info().await.map_err(nats)?.config.max_messages;
-        if existing != max_messages {
+        let existing = stream.info().await.map_err(nats)?.config.clone();
+        if existing.max_messages != max_messages {
             return Err(Error::Conflict(format!(
                 "queue '{name}' exists with capacity {}, not {capacity}",
-                existing.max(0)
+                existing.max_messages.max(0)
             )));
         }
+        let ours = |key: &str| existing.metadata.get(key) == metadata.get(key);
+        if !ours(DEAD_LETTER_KEY) || !ours(MAX_DELIVERIES_KEY) {
+            return Err(Error::Conflict(format!(
+                "queue '{name}' exists with another dead-letter queue or delivery limit"
+            )));
+        }
+        let dead_letter = match &options.dead_letter {
+            Some(dead_letter) => {
+                // Created if need be: an ordinary, unbounded queue anyone may read.
+                Box::pin(self.queue(dead_letter, 0)).await?;
+                Some(Arc::new(DeadLetter {
+                    jetstream: self.jetstream.clone(),
+                    subject: format!("ipcq.q.{dead_letter}"),
+                    max_deliveries: options.max_deliveries,
+                }))
+            }
+            None => None,
+        };
         let consumer = stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -151,7 +193,73 @@ impl Connection {
             jetstream: self.jetstream.clone(),
             stream,
             consumer,
+            dead_letter,
         })
+    }
+}
+
+/// The stream metadata keys that hold a queue's dead-letter settings.
+const DEAD_LETTER_KEY: &str = "ipcq.dead_letter";
+const MAX_DELIVERIES_KEY: &str = "ipcq.max_deliveries";
+
+/// How a queue is made: its capacity, and where items go that cannot be processed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    capacity: usize,
+    dead_letter: Option<String>,
+    max_deliveries: Option<u32>,
+}
+
+impl QueueOptions {
+    /// Unbounded, no dead-letter queue.
+    pub fn new() -> QueueOptions {
+        QueueOptions::default()
+    }
+
+    /// Most items the queue holds; 0 for unbounded.
+    #[must_use]
+    pub fn capacity(mut self, capacity: usize) -> QueueOptions {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The queue that items sent with [`Delivery::dead_letter`], or delivered more than
+    /// [`max_deliveries`](QueueOptions::max_deliveries) times, go to.
+    #[must_use]
+    pub fn dead_letter(mut self, queue: &str) -> QueueOptions {
+        self.dead_letter = Some(queue.to_owned());
+        self
+    }
+
+    /// How many times an item may be delivered; the next delivery goes to the dead-letter
+    /// queue instead (with one set).
+    #[must_use]
+    pub fn max_deliveries(mut self, max: u32) -> QueueOptions {
+        self.max_deliveries = Some(max.max(1));
+        self
+    }
+}
+
+/// Where a queue's dead letters go.
+#[derive(Debug)]
+struct DeadLetter {
+    jetstream: jetstream::Context,
+    subject: String,
+    max_deliveries: Option<u32>,
+}
+
+impl DeadLetter {
+    /// Publishes `message`'s item to the dead-letter queue, then acknowledges it on its
+    /// own queue. A crash between the two leaves it in both (delivered again, and dead
+    /// lettered again): never in neither.
+    async fn take(&self, message: &jetstream::Message) -> Result<()> {
+        self.jetstream
+            .publish(self.subject.clone(), message.payload.clone())
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        message.double_ack().await.map_err(nats)
     }
 }
 
@@ -278,6 +386,7 @@ pub struct Queue {
     jetstream: jetstream::Context,
     stream: stream::Stream,
     consumer: consumer::PullConsumer,
+    dead_letter: Option<Arc<DeadLetter>>,
 }
 
 impl Queue {
@@ -381,7 +490,11 @@ impl Queue {
     ///
     /// [`Error::Empty`] when nothing came in time.
     pub async fn get_delivery_timeout(&self, timeout: Option<Duration>) -> Result<Delivery> {
-        Ok(Delivery::new(self.pull(timeout).await?))
+        Ok(Delivery::new(
+            self.pull(timeout).await?,
+            self.dead_letter.clone(),
+            &self.name,
+        ))
     }
 
     /// Items in the queue: ready ones and those handed out but not yet acknowledged.
@@ -427,7 +540,18 @@ impl Queue {
                     .map_err(nats)?
             };
             if let Some(message) = batch.next().await {
-                return message.map_err(nats);
+                let message = message.map_err(nats)?;
+                // Past the delivery limit: to the dead letters, and pull again.
+                if let Some(dead_letter) = &self.dead_letter {
+                    if let Some(max) = dead_letter.max_deliveries {
+                        let delivered = message.info().map_err(nats)?.delivered;
+                        if delivered > i64::from(max) {
+                            dead_letter.take(&message).await?;
+                            continue;
+                        }
+                    }
+                }
+                return Ok(message);
             }
             // Nothing came: a closed queue is drained.
             if self.is_closed().await? {
@@ -456,10 +580,16 @@ pub struct Delivery {
     message: jetstream::Message,
     heartbeat: tokio::task::JoinHandle<()>,
     settled: bool,
+    dead_letter: Option<Arc<DeadLetter>>,
+    queue: String,
 }
 
 impl Delivery {
-    fn new(message: jetstream::Message) -> Delivery {
+    fn new(
+        message: jetstream::Message,
+        dead_letter: Option<Arc<DeadLetter>>,
+        queue: &str,
+    ) -> Delivery {
         let beating = message.clone();
         let heartbeat = tokio::spawn(async move {
             let mut every = tokio::time::interval(HEARTBEAT);
@@ -475,6 +605,8 @@ impl Delivery {
             message,
             heartbeat,
             settled: false,
+            dead_letter,
+            queue: queue.to_owned(),
         }
     }
 
@@ -506,6 +638,23 @@ impl Delivery {
     /// [`Error::Nats`] when the server does not confirm (the item may then come again).
     pub async fn ack(self) -> Result<()> {
         self.settle().double_ack().await.map_err(nats)
+    }
+
+    /// Sends the item to the queue's dead-letter queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when the queue has none (the item is then rejected, as a
+    /// dropped delivery is); [`Error::Nats`] when the server cannot be told.
+    pub async fn dead_letter(self) -> Result<()> {
+        let Some(dead_letter) = self.dead_letter.clone() else {
+            return Err(Error::Conflict(format!(
+                "queue '{}' has no dead-letter queue",
+                self.queue
+            )));
+        };
+        let message = self.settle();
+        dead_letter.take(&message).await
     }
 
     /// Gives the item back to be delivered again.

@@ -307,3 +307,49 @@ fn queues_are_listed_looked_up_and_removed() {
         assert!(matches!(err, Error::NotFound(_)), "{err}");
     });
 }
+
+/// An item delivered more than the limit goes to the dead-letter queue instead of a
+/// fourth delivery; one sent there by its worker goes at once; every opener must agree.
+#[test]
+fn dead_letters_past_the_limit_or_on_request() {
+    use ipcq_nats::QueueOptions;
+    let server = NatsServer::start();
+    run(LIMIT, async move {
+        let connection = Connection::connect(&server.addr).await.unwrap();
+        let options = QueueOptions::new().dead_letter("failed").max_deliveries(3);
+        let queue = connection.queue_with("risky", &options).await.unwrap();
+        queue.put_nowait(item(1)).await.unwrap();
+        for _ in 0..3 {
+            let delivery = queue.get_delivery_timeout(None).await.unwrap();
+            assert_eq!(delivery.item(), &item(1));
+            delivery.reject().await.unwrap();
+        }
+        queue.put_nowait(item(2)).await.unwrap();
+        // The fourth would be one too many: item 1 is dead-lettered, item 2 comes.
+        let next = queue.get_delivery_timeout(None).await.unwrap();
+        assert_eq!(next.item(), &item(2));
+        next.dead_letter().await.unwrap();
+        assert!(queue.is_empty().await.unwrap());
+        let failed = connection.queue("failed", 0).await.unwrap();
+        assert_eq!(failed.get_timeout(None).await.unwrap(), item(1));
+        assert_eq!(failed.get_timeout(None).await.unwrap(), item(2));
+        // Another limit, or none, is a conflict; a queue without one cannot dead-letter.
+        let err = connection
+            .queue_with("risky", &QueueOptions::new().dead_letter("failed"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        let plain = connection.queue("plain", 0).await.unwrap();
+        plain.put_nowait(item(3)).await.unwrap();
+        let delivery = plain.get_delivery_timeout(None).await.unwrap();
+        let err = delivery.dead_letter().await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        assert_eq!(
+            plain
+                .get_timeout(Some(Duration::from_secs(2)))
+                .await
+                .unwrap(),
+            item(3)
+        );
+    });
+}
