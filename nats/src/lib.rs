@@ -28,6 +28,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod lock;
+
+pub use lock::{Lock, LockGuard, LOCK_TTL};
+
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;

@@ -1,5 +1,6 @@
 //! A worker process for the NATS tests, which kill it: `ipcq-nats-test-worker ADDR QUEUE MODE`.
 //!
+//! - `lock`: takes the lock named QUEUE, prints `held`, and keeps it until killed.
 //! - `hold N`: takes N deliveries, prints `holding`, and keeps them (its heartbeats going)
 //!   until killed.
 //! - `work`: takes deliveries until none comes for twice the ack wait (so that the jobs of
@@ -16,8 +17,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: ipcq-nats-test-worker ADDR QUEUE hold N | work".into());
     };
     let connection = Connection::connect(addr).await?;
-    let queue = connection.queue(name, 0).await?;
     let mut out = std::io::stdout().lock();
+    if mode == "lock" {
+        // QUEUE names the lock here.
+        let lock = connection.lock(name).await?;
+        let _guard = lock.acquire_timeout(None).await?.ok_or("not acquired")?;
+        writeln!(out, "held")?;
+        out.flush()?;
+        std::future::pending::<()>().await;
+    }
+    let queue = connection.queue(name, 0).await?;
     match mode.as_str() {
         "hold" => {
             let count: usize = rest.first().ok_or("hold N")?.parse()?;
