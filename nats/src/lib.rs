@@ -28,8 +28,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod event;
 mod lock;
 
+pub use event::Event;
 pub use lock::{Lock, LockGuard, LOCK_TTL};
 
 use async_nats::jetstream::{self, consumer, stream};

@@ -82,3 +82,43 @@ fn a_killed_holders_lock_is_free_within_the_ttl_and_says_so() {
         guard.release().await.unwrap();
     });
 }
+
+/// An event set by one client wakes the waiters of others at once; cleared, waits time out.
+#[test]
+fn an_event_wakes_every_waiter_and_clears() {
+    let server = NatsServer::start();
+    run(Duration::from_secs(60), async move {
+        let a = Connection::connect(&server.addr).await.unwrap();
+        let b = Connection::connect(&server.addr).await.unwrap();
+        let light = a.event("green").await.unwrap();
+        assert!(!light.is_set().await.unwrap());
+        let start = Instant::now();
+        assert!(!light
+            .wait_timeout(Some(Duration::from_millis(200)))
+            .await
+            .unwrap());
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let event = b.clone();
+                tokio::spawn(async move {
+                    let event = event.event("green").await.unwrap();
+                    event.wait_timeout(None).await.unwrap()
+                })
+            })
+            .collect();
+        // Once all three watch (their `is_set` ran), the set wakes them; a set before that
+        // is seen by their first look. Either way each returns true.
+        light.set().await.unwrap();
+        for waiter in waiters {
+            assert!(waiter.await.unwrap());
+        }
+        assert!(b.event("green").await.unwrap().is_set().await.unwrap());
+        light.clear().await.unwrap();
+        assert!(!light.is_set().await.unwrap());
+        assert!(!light
+            .wait_timeout(Some(Duration::from_millis(100)))
+            .await
+            .unwrap());
+    });
+}
