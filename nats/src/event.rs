@@ -22,19 +22,7 @@ impl Connection {
     /// when the bucket cannot be made.
     pub async fn event(&self, name: &str) -> Result<Event> {
         check_name(name)?;
-        let store = match self.jetstream.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => self
-                .jetstream
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
+        let store = self.bucket(BUCKET, Duration::ZERO).await?;
         Ok(Event {
             store,
             name: name.to_owned(),

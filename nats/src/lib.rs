@@ -269,6 +269,31 @@ impl DeadLetter {
     }
 }
 
+impl Connection {
+    /// The key-value bucket `name`, made if it does not exist, whose keys expire `max_age`
+    /// after their last write (`Duration::ZERO`: never).
+    async fn bucket(
+        &self,
+        name: &str,
+        max_age: Duration,
+    ) -> Result<async_nats::jetstream::kv::Store> {
+        match self.jetstream.get_key_value(name).await {
+            Ok(store) => Ok(store),
+            Err(_) => self
+                .jetstream
+                .create_key_value(async_nats::jetstream::kv::Config {
+                    bucket: name.into(),
+                    history: 1,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats),
+        }
+    }
+}
+
 /// The subject a closed queue's stream listens on: no one publishes there.
 fn closed_subject(name: &str) -> String {
     format!("ipcq.closed.{name}")

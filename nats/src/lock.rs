@@ -31,20 +31,7 @@ impl Connection {
     /// [`Error::BadName`](crate::Error::BadName), or [`Error::Nats`](crate::Error::Nats) when the bucket cannot be made.
     pub async fn lock(&self, name: &str) -> Result<Lock> {
         check_name(name)?;
-        let store = match self.jetstream.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => self
-                .jetstream
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    max_age: LOCK_TTL,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
+        let store = self.bucket(BUCKET, LOCK_TTL).await?;
         Ok(Lock {
             store,
             name: name.to_owned(),

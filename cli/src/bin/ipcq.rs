@@ -224,13 +224,7 @@ fn run(addr: &str, args: &Args) -> Result<(), Failure> {
                 (_, Some(secs)) => handle.get_timeout(seconds(*secs)?),
                 _ => handle.get(),
             };
-            let item = result.map_err(|err| fail(queue, err))?;
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(&item)
-                .and_then(|()| stdout.write_all(b"\n"))
-                .and_then(|()| stdout.flush());
-            written.map_err(|err| Failure::Other(format!("cannot write the item: {err}")))?;
+            print_item(&result.map_err(|err| fail(queue, err))?)?;
         }
         Command::Close { queue } => {
             let handle = open(&client, queue, None)?;
@@ -291,6 +285,16 @@ fn watch_stats(client: &Client) -> Result<(), Failure> {
     }
 }
 
+/// Writes an item taken by `get`, and a newline, to stdout.
+fn print_item(item: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(item)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    written.map_err(|err| Failure::Other(format!("cannot write the item: {err}")))
+}
+
 fn seconds(secs: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(secs)
         .map_err(|_| Failure::Other(format!("invalid timeout: {secs}")))
@@ -298,13 +302,12 @@ fn seconds(secs: f64) -> Result<Duration, Failure> {
 
 /// The commands against a NATS server (`--addr nats://host:port`).
 mod nats {
-    use std::io::Write;
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
     use ipcq_nats::{Connection, Error};
 
-    use super::{seconds, Args, Command, Failure};
+    use super::{print_item, seconds, Args, Command, Failure};
 
     pub(super) fn run(addr: &str, args: &Args) -> Result<(), Failure> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -433,12 +436,7 @@ mod nats {
                     .get_timeout(wait(*nowait, *timeout)?)
                     .await
                     .map_err(other)?;
-                let mut stdout = std::io::stdout().lock();
-                let written = stdout
-                    .write_all(&item)
-                    .and_then(|()| stdout.write_all(b"\n"))
-                    .and_then(|()| stdout.flush());
-                written.map_err(|err| Failure::Other(format!("cannot write the item: {err}")))?;
+                print_item(&item)?;
             }
             Command::Close { queue } => {
                 open(connection, queue, None)
