@@ -21,9 +21,12 @@
 //!
 //! FIFO: one stream keeps publish order and hands items out in that order; with several
 //! consumers each gets the next ones in order. An item given back (rejected, or a dead
-//! worker's) is delivered again soon but not necessarily first, as the local broker's
-//! head-of-queue return is: a rejected first item of four came back second or third when
-//! tried here.
+//! worker's) is delivered again soon but not necessarily first (the local broker puts it
+//! back at the head): a rejected first item of four came back second or third when tried
+//! here.
+//!
+//! Locks ([`Lock`]) and events ([`Event`]) live in key-value buckets; their modules say
+//! how.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
