@@ -33,9 +33,13 @@ use std::time::{Duration, Instant};
 
 mod event;
 mod lock;
+mod tasks;
 
 pub use event::Event;
-pub use lock::{Lock, LockGuard, LOCK_TTL};
+pub use lock::{Lock, LockGuard, Semaphore, LOCK_TTL};
+
+/// The NATS client crate, for [`Connection::connect_with`]'s options (credentials, TLS).
+pub use async_nats;
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -78,6 +82,10 @@ pub enum Error {
     /// The name cannot be a queue's on NATS.
     #[error("bad name: {0}")]
     BadName(String),
+    /// The request makes no sense (`task_done` more often than items were put, a
+    /// semaphore of 0 permits).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// The NATS server refused, or could not be reached.
     #[error("NATS: {0}")]
     Nats(String),
@@ -93,6 +101,7 @@ fn nats(err: impl std::fmt::Display) -> Error {
 /// A connection to a NATS server with JetStream.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    client: async_nats::Client,
     jetstream: jetstream::Context,
 }
 
@@ -103,10 +112,39 @@ impl Connection {
     ///
     /// [`Error::Nats`] when no server answers there.
     pub async fn connect(addr: &str) -> Result<Connection> {
-        let client = async_nats::connect(addr).await.map_err(nats)?;
+        Self::connect_with(addr, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Connects to the NATS server(s) at `addr` (`nats://host:port`, `tls://host:port`,
+    /// several separated by commas) with `options`: credentials, TLS, names, as the
+    /// `async-nats` crate takes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when no server answers there.
+    pub async fn connect_with(
+        addr: &str,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Connection> {
+        let client = options.connect(addr).await.map_err(nats)?;
         Ok(Connection {
-            jetstream: jetstream::new(client),
+            jetstream: jetstream::new(client.clone()),
+            client,
         })
+    }
+
+    /// The largest message the server takes.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// Checks that the server answers and has JetStream (one round trip).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        self.jetstream.query_account().await.map(drop).map_err(nats)
     }
 
     /// Opens the queue `name`, creating it with `capacity` (0: unbounded) if it does not
@@ -196,6 +234,7 @@ impl Connection {
             )
             .await
             .map_err(nats)?;
+        let tasks = Arc::new(tasks::Tasks::new(self, name, stream.clone()).await?);
         Ok(Queue {
             name: name.to_owned(),
             subject,
@@ -203,6 +242,8 @@ impl Connection {
             stream,
             consumer,
             dead_letter,
+            tasks,
+            capacity,
         })
     }
 }
@@ -361,7 +402,7 @@ impl Connection {
     pub async fn remove(&self, name: &str) -> Result<()> {
         check_name(name)?;
         match self.jetstream.delete_stream(format!("IPCQ_{name}")).await {
-            Ok(_) => Ok(()),
+            Ok(_) => tasks::Tasks::forget(self, name).await,
             Err(err) if err.to_string().contains("stream not found") => {
                 Err(Error::NotFound(name.to_owned()))
             }
@@ -421,12 +462,19 @@ pub struct Queue {
     stream: stream::Stream,
     consumer: consumer::PullConsumer,
     dead_letter: Option<Arc<DeadLetter>>,
+    tasks: Arc<tasks::Tasks>,
+    capacity: usize,
 }
 
 impl Queue {
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Most items it holds; 0 for unbounded.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Puts `item` if there is room now.
@@ -527,6 +575,7 @@ impl Queue {
         Ok(Delivery::new(
             self.pull(timeout).await?,
             self.dead_letter.clone(),
+            Arc::clone(&self.tasks),
             &self.name,
         ))
     }
@@ -548,6 +597,26 @@ impl Queue {
     /// As [`Queue::len`].
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
+    }
+
+    /// Marks one item as processed, as `JoinableQueue.task_done`; [`Delivery::ack`] marks
+    /// its item too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when every item put is marked already.
+    pub async fn task_done(&self) -> Result<()> {
+        self.tasks.done(true).await
+    }
+
+    /// Waits until every item put has been marked done, for at most `timeout` (`None`: as
+    /// long as it takes); whether they were.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] when the server does not answer.
+    pub async fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.tasks.join(timeout).await
     }
 
     /// One message from the shared consumer, pulling until `timeout` is over.
@@ -581,6 +650,7 @@ impl Queue {
                         let delivered = message.info().map_err(nats)?.delivered;
                         if delivered > i64::from(max) {
                             dead_letter.take(&message).await?;
+                            self.tasks.done(false).await?;
                             continue;
                         }
                     }
@@ -615,6 +685,7 @@ pub struct Delivery {
     heartbeat: tokio::task::JoinHandle<()>,
     settled: bool,
     dead_letter: Option<Arc<DeadLetter>>,
+    tasks: Arc<tasks::Tasks>,
     queue: String,
 }
 
@@ -622,6 +693,7 @@ impl Delivery {
     fn new(
         message: jetstream::Message,
         dead_letter: Option<Arc<DeadLetter>>,
+        tasks: Arc<tasks::Tasks>,
         queue: &str,
     ) -> Delivery {
         let beating = message.clone();
@@ -640,6 +712,7 @@ impl Delivery {
             heartbeat,
             settled: false,
             dead_letter,
+            tasks,
             queue: queue.to_owned(),
         }
     }
@@ -662,16 +735,29 @@ impl Delivery {
     ///
     /// [`Error::Nats`] if the message carries no delivery information.
     pub fn is_redelivered(&self) -> Result<bool> {
-        Ok(self.message.info().map_err(nats)?.delivered > 1)
+        Ok(self.deliveries()? > 1)
     }
 
-    /// The work is done: the item leaves the queue. Returns once the server recorded it.
+    /// How many times JetStream delivered this item, this time included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] if the message carries no delivery information.
+    pub fn deliveries(&self) -> Result<u32> {
+        let delivered = self.message.info().map_err(nats)?.delivered;
+        Ok(u32::try_from(delivered.max(1)).unwrap_or(u32::MAX))
+    }
+
+    /// The work is done: the item leaves the queue, and counts as its `task_done`.
+    /// Returns once the server recorded both.
     ///
     /// # Errors
     ///
     /// [`Error::Nats`] when the server does not confirm (the item may then come again).
     pub async fn ack(self) -> Result<()> {
-        self.settle().double_ack().await.map_err(nats)
+        let tasks = Arc::clone(&self.tasks);
+        self.settle().double_ack().await.map_err(nats)?;
+        tasks.done(false).await
     }
 
     /// Sends the item to the queue's dead-letter queue.
@@ -687,8 +773,10 @@ impl Delivery {
                 self.queue
             )));
         };
+        let tasks = Arc::clone(&self.tasks);
         let message = self.settle();
-        dead_letter.take(&message).await
+        dead_letter.take(&message).await?;
+        tasks.done(false).await
     }
 
     /// Gives the item back to be delivered again.
