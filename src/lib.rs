@@ -40,6 +40,10 @@ pub use ipcq_client::{
     DEFAULT_PIPE_CAPACITY, DEFAULT_PREFETCH,
 };
 
+/// The NATS client crate (feature `nats`), for [`ConnectOptions::nats`].
+#[cfg(feature = "nats")]
+pub use ipcq_client::async_nats;
+
 /// The tokio client (feature `tokio`, on by default): the blocking client's operations as
 /// cancel-safe `async fn`s.
 #[cfg(feature = "tokio")]

@@ -19,33 +19,87 @@ use crate::common::{connect_error, hello_frame, their_hello, Dead};
 use crate::connect::{self, ConnectOptions};
 use crate::core::{Core, Mark, Wakeup};
 use crate::ops::{self, Purpose, Request};
+use crate::queue::RawQueue;
 use crate::{Error, Result};
 
-/// A connection to a broker.
-///
-/// One `Client` is one connection and one owner: what it holds (items in flight, later
-/// locks and pipe ends) is released by the broker when the connection closes, which is
-/// when the last clone of the client and of its handles is dropped.
-///
-/// `Client` is `Send + Sync`, and cloning it is shallow (an atomic reference count
-/// increment). Many threads may use one client at once: each request carries an id and
-/// answers may come back in any order, so a thread blocked in `get` never stalls another
-/// thread's `put`. The thread waiting for an answer reads the socket itself when no other
-/// thread is reading, so a lone caller pays no thread hop. (On Windows, whose named pipes
-/// have no time limits, a thread of the connection reads the pipe all along instead: see
-/// `Inner::read_always`.)
-///
-/// # Examples
-///
-/// ```no_run
-/// let client = ipcq_client::Client::connect_default()?;
-/// let jobs = client.queue::<String>("jobs", 100)?;
-/// jobs.put(&"hello".to_string())?;
-/// assert_eq!(jobs.get()?, "hello");
-/// # Ok::<(), ipcq_client::Error>(())
-/// ```
+crate::surface::client_surface! {
+    [] [],
+    driver: Blocking,
+    client: {
+        /// A connection to a broker.
+        ///
+        /// One `Client` is one connection and one owner: what it holds (items in flight, later
+        /// locks and pipe ends) is released by the broker when the connection closes, which is
+        /// when the last clone of the client and of its handles is dropped.
+        ///
+        /// `Client` is `Send + Sync`, and cloning it is shallow (an atomic reference count
+        /// increment). Many threads may use one client at once: each request carries an id and
+        /// answers may come back in any order, so a thread blocked in `get` never stalls another
+        /// thread's `put`. The thread waiting for an answer reads the socket itself when no other
+        /// thread is reading, so a lone caller pays no thread hop. (On Windows, whose named pipes
+        /// have no time limits, a thread of the connection reads the pipe all along instead: see
+        /// `Inner::read_always`.)
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// let client = ipcq_client::Client::connect_default()?;
+        /// let jobs = client.queue::<String>("jobs", 100)?;
+        /// jobs.put(&"hello".to_string())?;
+        /// assert_eq!(jobs.get()?, "hello");
+        /// # Ok::<(), ipcq_client::Error>(())
+        /// ```
+        ///
+        /// A `nats://` address (feature `nats`) opens the same API on NATS JetStream:
+        /// see [`ConnectOptions::nats`](crate::ConnectOptions) and the scale-out guide.
+    },
+    connect: {
+        /// Connects to the broker at `addr`: a socket path on Unix (a bare word is a
+        /// namespaced name), a pipe name on Windows, with the default [`ConnectOptions`]: at
+        /// most 5 s to connect and greet, and only a broker of this user or root is trusted.
+        /// With the `nats` feature, a `nats://host:port` address (`tls://` for TLS; several,
+        /// comma-separated, for a cluster; credentials as `nats://user:password@host`)
+        /// connects to NATS JetStream instead (see `docs/scale-out.md`).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NoBroker`] when nothing listens there, [`Error::NoAnswer`] when something
+        /// listens but does not complete the handshake in time, [`Error::Untrusted`] when
+        /// another user serves the address, [`Error::Protocol`] when what answers is not an
+        /// ipcq broker of this protocol version, [`Error::LimitReached`] when the broker has
+        /// its maximum of connections.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// let client = ipcq_client::Client::connect("/tmp/ipcq-example.sock")?;
+        /// client.ping()?;
+        /// # Ok::<(), ipcq_client::Error>(())
+        /// ```
+    },
+}
+
+impl Client {
+    /// The connection's socket (Unix; `None` for a NATS client). A process that forked
+    /// while it had a client shares that socket with its parent: the child must neither use
+    /// nor drop its copy of the client (dropping writes what waits to be written, and may
+    /// read), but may close its copy of this descriptor, after which the parent's
+    /// connection ends when the parent's does. Language bindings that reconnect after
+    /// `fork` use it.
+    #[cfg(unix)]
+    pub fn socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.backend {
+            Backend::Local(link) => Some(link.socket_fd()),
+            #[cfg(feature = "nats")]
+            Backend::Nats(_) => None,
+        }
+    }
+}
+
+/// A connection to a local broker, shared by every handle and thread (the `Client` of a
+/// local address).
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Link {
     inner: Arc<Inner>,
 }
 
@@ -87,7 +141,7 @@ impl Wakeup for Arc<Condvar> {
 /// dropped gives the object's fetched items and credits back. Threads waiting on the
 /// object sleep on its condition variable.
 pub(crate) struct Hold {
-    pub(crate) client: Client,
+    pub(crate) client: Link,
     pub(crate) handle: u32,
     pub(crate) waker: Arc<Condvar>,
 }
@@ -145,36 +199,9 @@ impl Drop for Hold {
     }
 }
 
-impl Client {
-    /// Connects to the broker at `addr`: a socket path on Unix (a bare word is a
-    /// namespaced name), a pipe name on Windows, with the default [`ConnectOptions`]: at
-    /// most 5 s to connect and greet, and only a broker of this user or root is trusted.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoBroker`] when nothing listens there, [`Error::NoAnswer`] when something
-    /// listens but does not complete the handshake in time, [`Error::Untrusted`] when
-    /// another user serves the address, [`Error::Protocol`] when what answers is not an
-    /// ipcq broker of this protocol version, [`Error::LimitReached`] when the broker has
-    /// its maximum of connections.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = ipcq_client::Client::connect("/tmp/ipcq-example.sock")?;
-    /// client.ping()?;
-    /// # Ok::<(), ipcq_client::Error>(())
-    /// ```
-    pub fn connect(addr: &str) -> Result<Client> {
-        Self::connect_with(addr, &ConnectOptions::default())
-    }
-
-    /// Connects to the broker at `addr` with `options` (time limit, trusted users).
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect`].
-    pub fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
+impl Link {
+    /// Connects to the local broker at `addr` (see `Client::connect`).
+    pub(crate) fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Link> {
         let start = Instant::now();
         let timeout = options.timeout.max(Duration::from_millis(1));
         let left = || {
@@ -214,7 +241,7 @@ impl Client {
         let max_frame_len = their_hello(frame)?;
         set_timeouts(&stream, Some(left()))?;
 
-        let client = Client {
+        let client = Link {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
                 stream,
@@ -254,35 +281,19 @@ impl Client {
         Ok(client)
     }
 
-    /// Connects to the broker at `IPCQ_ADDR`, else at the platform default
-    /// (`$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>/ipcq.sock`; the pipe `ipcq` on
-    /// Windows), the address where `ipcq-broker` listens by default.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect`].
-    pub fn connect_default() -> Result<Client> {
-        Self::connect(&ipcq_proto::default_addr())
-    }
-
     /// The address this client is connected to.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.inner.addr
     }
 
     /// The largest frame the broker accepts; an item must fit in one with a few bytes to
     /// spare.
-    pub fn max_frame_len(&self) -> usize {
+    pub(crate) fn max_frame_len(&self) -> usize {
         self.inner.max_frame_len
     }
 
-    /// The connection's socket (Unix). A process that forked while it had a client shares
-    /// that socket with its parent: the child must neither use nor drop its copy of the
-    /// client (dropping writes what waits to be written, and may read), but may close its
-    /// copy of this descriptor, after which the parent's connection ends when the parent's
-    /// does. Language bindings that reconnect after `fork` use it.
     #[cfg(unix)]
-    pub fn socket_fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn socket_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::{AsFd, AsRawFd};
         match &*self.inner.stream {
             Stream::UdSocket(stream) => stream.as_fd().as_raw_fd(),
@@ -299,7 +310,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::BrokerGone`] if it does not.
-    pub fn ping(&self) -> Result<()> {
+    pub(crate) fn ping(&self) -> Result<()> {
         self.run(ops::ping())
     }
 
@@ -308,7 +319,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::BrokerGone`] if the broker does not answer.
-    pub fn stats(&self) -> Result<Vec<ObjectStats>> {
+    pub(crate) fn stats(&self) -> Result<Vec<ObjectStats>> {
         // Page by page, so that any number of objects can be listed.
         ops::stats(|page| self.run(page))
     }
@@ -331,7 +342,7 @@ impl Client {
     /// }
     /// # Ok::<(), ipcq_client::Error>(())
     /// ```
-    pub fn lookup(&self, name: &str) -> Result<ObjectStats> {
+    pub(crate) fn lookup(&self, name: &str) -> Result<ObjectStats> {
         self.run(ops::lookup(name))
     }
 
@@ -341,7 +352,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::NotFound`] when there is no such object.
-    pub fn remove(&self, name: &str) -> Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> Result<()> {
         self.run(ops::remove(name))
     }
 
@@ -374,7 +385,7 @@ impl Client {
     }
 
     /// Whether `self` and `other` are the same connection.
-    pub(crate) fn same(&self, other: &Client) -> bool {
+    pub(crate) fn same(&self, other: &Link) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
@@ -778,9 +789,9 @@ fn protocol(err: ipcq_proto::Error) -> Error {
     Error::Protocol(err.to_string())
 }
 
-impl fmt::Debug for Client {
+impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
+        f.debug_struct("Link")
             .field("addr", &self.inner.addr)
             .finish_non_exhaustive()
     }

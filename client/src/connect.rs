@@ -28,18 +28,42 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// let client = Client::connect_with("/run/ipcq/ipcq.sock", &options)?;
 /// # Ok::<(), ipcq_client::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     pub(crate) timeout: Duration,
     pub(crate) trusted_uids: Vec<u32>,
+    #[cfg(feature = "nats")]
+    pub(crate) nats: Option<NatsOptions>,
 }
+
+/// What sets up a NATS connection's options.
+#[cfg(feature = "nats")]
+pub(crate) type NatsOptions = std::sync::Arc<
+    dyn Fn(ipcq_nats::async_nats::ConnectOptions) -> ipcq_nats::async_nats::ConnectOptions
+        + Send
+        + Sync,
+>;
 
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             trusted_uids: Vec::new(),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut options = f.debug_struct("ConnectOptions");
+        options
+            .field("timeout", &self.timeout)
+            .field("trusted_uids", &self.trusted_uids);
+        #[cfg(feature = "nats")]
+        options.field("nats", &self.nats.as_ref().map(|_| ".."));
+        options.finish()
     }
 }
 
@@ -68,6 +92,49 @@ impl ConnectOptions {
         self.trusted_uids.push(uid);
         self
     }
+
+    /// For `nats://` addresses (feature `nats`): sets the NATS connection's options —
+    /// credentials files, NKeys, tokens, TLS certificates, a name — as the `async-nats`
+    /// crate takes them (re-exported as `ipcq_client::async_nats`). `set` is given the
+    /// defaults and returns the options to use; the time limit is this `ConnectOptions`'s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ipcq_client::{Client, ConnectOptions};
+    ///
+    /// let options = ConnectOptions::new()
+    ///     .nats(|nats| nats.name("worker-7").user_and_password("ipcq".into(), "secret".into()));
+    /// let client = Client::connect_with("tls://nats.example.com:4222", &options)?;
+    /// # Ok::<(), ipcq_client::Error>(())
+    /// ```
+    #[cfg(feature = "nats")]
+    #[must_use]
+    pub fn nats(
+        mut self,
+        set: impl Fn(ipcq_nats::async_nats::ConnectOptions) -> ipcq_nats::async_nats::ConnectOptions
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.nats = Some(std::sync::Arc::new(set));
+        self
+    }
+}
+
+/// Whether `addr` names NATS servers rather than a local broker: `nats://` or `tls://`.
+pub(crate) fn is_nats(addr: &str) -> bool {
+    ["nats://", "tls://"]
+        .iter()
+        .any(|scheme| addr.starts_with(scheme))
+}
+
+/// The error for a NATS address in a build without the NATS backend.
+#[cfg(not(feature = "nats"))]
+pub(crate) fn nats_not_built(addr: &str) -> Error {
+    Error::Unsupported(format!(
+        "{addr} is a NATS address, and this program was built without ipcq's `nats` feature"
+    ))
 }
 
 /// Checks, before anything is sent, that the process serving `stream` runs as this user,

@@ -101,6 +101,14 @@ pub enum Error {
     /// Another I/O failure.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+    /// What was asked has no form on this client's backend (pipes, barriers, selects and
+    /// leases on NATS), or the backend was not built in (a `nats://` address without the
+    /// `nats` feature).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The NATS server refused a request or could not be reached (NATS backend).
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
 impl Error {
@@ -141,6 +149,11 @@ impl Error {
             self,
             Error::BrokerGone(_) | Error::NoBroker { .. } | Error::NoAnswer { .. }
         )
+    }
+
+    /// `true` for [`Error::Unsupported`].
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported(_))
     }
 
     /// `true` for [`Error::Untrusted`].

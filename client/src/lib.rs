@@ -50,6 +50,15 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+/// Runs a future of the NATS backend for the blocking client: to its end, on the
+/// backend's runtime (the tokio client's module awaits it instead).
+#[cfg(feature = "nats")]
+macro_rules! remote {
+    ($operation:expr) => {
+        crate::nats::block($operation)
+    };
+}
+
 mod client;
 mod common;
 mod connect;
@@ -57,6 +66,8 @@ mod core;
 mod delivery;
 mod error;
 mod inbox;
+#[cfg(feature = "nats")]
+mod nats;
 mod ops;
 mod pipe;
 mod queue;
@@ -85,3 +96,7 @@ pub mod stats {
 }
 
 pub use ipcq_proto::{default_addr, ADDR_ENV};
+
+/// The NATS client crate (feature `nats`), for [`ConnectOptions::nats`].
+#[cfg(feature = "nats")]
+pub use ipcq_nats::async_nats;

@@ -144,7 +144,8 @@ impl Client {
     ///
     /// [`Error::Busy`](crate::Error::Busy) when another client holds that end; [`Error::Closed`](crate::Error::Closed) when the end
     /// was closed (pipes are not reopened); [`Error::Conflict`](crate::Error::Conflict) when `name` exists as
-    /// something else; [`Error::Invalid`](crate::Error::Invalid) for a bad name.
+    /// something else; [`Error::Invalid`](crate::Error::Invalid) for a bad name;
+    /// [`Error::Unsupported`](crate::Error::Unsupported) on NATS, which has no pipes.
     ///
     /// # Examples
     ///
@@ -190,8 +191,9 @@ impl Client {
             capacity: options.get_capacity() as u64,
             end: end.index(),
         };
-        let handle = self.open(name, kind)?;
-        let queue = RawQueue::new(self.hold(handle), name, options.get_capacity());
+        let link = self.local("pipes")?;
+        let handle = link.open(name, kind)?;
+        let queue = RawQueue::local(link.hold(handle), name, options.get_capacity());
         Ok(RawPipeEnd::new(queue, end, options))
     }
 }

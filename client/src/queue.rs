@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ipcq_proto::{QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::client::{Client, Hold};
+use crate::client::{Client, Hold, Link};
 use crate::common::{check_item, decode, encode, frames_of};
 use crate::core::{Fetch, GetStep, Progress, PutStep};
 use crate::inbox::Delivered;
@@ -248,21 +248,6 @@ impl Client {
     pub fn raw_queue(&self, name: &str, capacity: usize) -> Result<RawQueue> {
         self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
     }
-
-    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
-    /// exist.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::queue_with`].
-    pub fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
-        let handle = self.open(name, options.kind()?)?;
-        Ok(RawQueue::new(
-            self.hold(handle),
-            name,
-            options.get_capacity(),
-        ))
-    }
 }
 
 /// A handle on a broker queue whose items are raw bytes, carried untouched.
@@ -281,23 +266,16 @@ impl Client {
 /// ```
 #[derive(Clone)]
 pub struct RawQueue {
-    hold: Arc<Hold>,
+    at: QueueAt,
     name: Arc<str>,
     capacity: usize,
 }
 
-impl RawQueue {
-    /// This handle's share of its queue in the client.
-    pub(crate) fn hold(&self) -> Arc<Hold> {
-        Arc::clone(&self.hold)
-    }
-}
-
-impl RawQueue {
+impl Hold {
     /// Puts the first of `items` at least (all of them if there are credits for them, in
     /// one write); returns how many were put.
-    fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
-        let (client, handle, waker) = (self.client(), self.handle(), &self.hold.waker);
+    pub(crate) fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
+        let (client, handle, waker) = (&self.client, self.handle, &self.waker);
         loop {
             match client.with_core(|core| core.put_step(handle, items, wait))? {
                 // On slots already reserved: the put needs no answer.
@@ -323,7 +301,7 @@ impl RawQueue {
     /// While it waits, items another thread's answer brought are taken instead, and the
     /// request is withdrawn.
     pub(crate) fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
-        let (client, handle) = (self.client(), self.handle());
+        let (client, handle) = (&self.client, self.handle);
         loop {
             let step =
                 client.with_core(|core| core.get_step(handle, max, wait, Instant::now(), ack))?;
@@ -351,8 +329,8 @@ impl RawQueue {
     }
 
     /// Waits until `fetch` is answered or items arrive otherwise (then withdraws it).
-    fn wait_fetch(&self, fetch: Fetch) -> Result<()> {
-        let (client, handle, waker) = (self.client(), self.handle(), &self.hold.waker);
+    pub(crate) fn wait_fetch(&self, fetch: Fetch) -> Result<()> {
+        let (client, handle, waker) = (&self.client, self.handle, &self.waker);
         let _ = client.flush_all();
         match client.wait(waker, |core| core.poll_fetch(fetch, handle, Some(waker)))? {
             Progress::Answer(Reply::Items { .. }) => Ok(()),
@@ -368,7 +346,7 @@ impl RawQueue {
 }
 
 /// Writes up to `mark`, if there is one.
-fn flushed(client: &Client, mark: Option<crate::core::Mark>) -> Result<()> {
+fn flushed(client: &Link, mark: Option<crate::core::Mark>) -> Result<()> {
     mark.map_or(Ok(()), |mark| client.flush(mark))
 }
 

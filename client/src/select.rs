@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ipcq_proto::{Reply, Wait};
 
+use crate::client::{Hold, Link};
 use crate::common::remaining;
 use crate::core::{Fetch, Progress};
 use crate::delivery::Settle;
 use crate::inbox::Delivered;
 use crate::queue::RawQueue;
-use crate::{Client, Delivery, Error, Result};
+use crate::{Delivery, Error, Result};
 
 /// Takes the first item from any of several queues, as crossbeam-channel's `Select` does
 /// for channels: the blocking client's answer to `tokio::select!`.
@@ -122,29 +123,29 @@ impl<'a> Select<'a> {
 
     fn select_delivery(&self, wait: Wait) -> Result<(usize, Delivery)> {
         let (index, d) = self.select(wait, false)?;
-        let owner: Arc<dyn Settle> = self.queues[index].hold();
+        let owner: Arc<dyn Settle> = self.holds()?[index].clone();
         Ok((index, Delivery::new(d.item, d.tag, d.earlier, owner)))
     }
 
     /// Takes one item: from the first queue with one fetched already, else after asking
     /// every open queue and waiting for the first answer with items.
     fn select(&self, wait: Wait, ack: bool) -> Result<(usize, Delivered)> {
-        let client = self.client()?;
+        let holds = self.holds()?;
+        let client = &holds[0].client;
         let start = Instant::now();
         let mut closed = vec![false; self.queues.len()];
         loop {
-            let ready = client.with_core(|core| {
-                (0..self.queues.len()).find(|&i| core.has_items(self.queues[i].handle()))
-            });
+            let ready = client
+                .with_core(|core| (0..holds.len()).find(|&i| core.has_items(holds[i].handle)));
             if let Some(i) = ready {
-                let mut taken = self.queues[i].fetch(1, Wait::NoWait, ack)?;
+                let mut taken = holds[i].fetch(1, Wait::NoWait, ack)?;
                 return Ok((i, taken.swap_remove(0)));
             }
             if closed.iter().all(|&c| c) {
                 return Err(Error::Closed);
             }
             let left = remaining(wait, start);
-            match self.wait_any(client, left, &closed)? {
+            match Self::wait_any(&holds, left, &closed)? {
                 Round::Items => {}
                 Round::Answers(answers) => {
                     let mut all_empty = true;
@@ -166,13 +167,14 @@ impl<'a> Select<'a> {
 
     /// Asks every open queue for items in one write, waits until one has some or all have
     /// answered, and withdraws the requests still waiting.
-    fn wait_any(&self, client: &Client, wait: Wait, closed: &[bool]) -> Result<Round> {
+    fn wait_any(holds: &[&Arc<Hold>], wait: Wait, closed: &[bool]) -> Result<Round> {
+        let client = &holds[0].client;
         let fetches: Vec<Option<Fetch>> = client.with_core(|core| {
-            self.queues
+            holds
                 .iter()
                 .zip(closed)
-                .map(|(queue, &closed)| {
-                    let handle = queue.handle();
+                .map(|(hold, &closed)| {
+                    let handle = hold.handle;
                     (!closed)
                         .then(|| core.fetch(handle, core.window(handle), wait))
                         .transpose()
@@ -181,19 +183,15 @@ impl<'a> Select<'a> {
         })?;
         let _ = client.flush_all();
         let waker = Arc::new(Condvar::new());
-        let mut answers: Vec<Option<Result<Progress>>> = self.queues.iter().map(|_| None).collect();
+        let mut answers: Vec<Option<Result<Progress>>> = holds.iter().map(|_| None).collect();
         let outcome = client.wait(&waker, |core| {
             for (i, fetch) in fetches.iter().enumerate() {
                 let Some(fetch) = fetch else { continue };
                 if answers[i].is_none() {
-                    let handle = self.queues[i].handle();
-                    answers[i] = core.poll_fetch(*fetch, handle, Some(&waker));
+                    answers[i] = core.poll_fetch(*fetch, holds[i].handle, Some(&waker));
                 }
             }
-            let items = self
-                .queues
-                .iter()
-                .any(|queue| core.has_items(queue.handle()));
+            let items = holds.iter().any(|hold| core.has_items(hold.handle));
             let answered = fetches
                 .iter()
                 .zip(&answers)
@@ -225,17 +223,24 @@ impl<'a> Select<'a> {
         ))
     }
 
-    fn client(&self) -> Result<&Client> {
-        let Some(first) = self.queues.first() else {
+    /// The queues' shares in their client's connection to a local broker (one client,
+    /// at least one queue).
+    fn holds(&self) -> Result<Vec<&Arc<Hold>>> {
+        let holds = self
+            .queues
+            .iter()
+            .map(|queue| queue.hold("waiting on several queues"))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = holds.first() else {
             return Err(Error::Invalid("a select needs at least one queue".into()));
         };
-        let client = first.client();
-        if self.queues.iter().any(|queue| !queue.client().same(client)) {
+        let client: &Link = &first.client;
+        if holds.iter().any(|hold| !hold.client.same(client)) {
             return Err(Error::Invalid(
                 "a select waits on queues of one client only".into(),
             ));
         }
-        Ok(client)
+        Ok(holds)
     }
 }
 

@@ -6,9 +6,201 @@
 //! `async fn`s (`[async] [.await]`). What differs between the two (how a request is sent
 //! and waited for, how a guard releases when dropped) stays in the clients' own modules.
 
+/// The public `Client`: a connection to a local broker, or (feature `nats`) to NATS
+/// JetStream, as its address says; the methods that do not open objects. The invoking
+/// module provides `Link` (its connection to a local broker) and, with the `nats` feature,
+/// `remote!` (runs a future of the NATS backend: blocks on it, or awaits it); `driver`
+/// names the client (`Blocking` or `Tokio`); `connect: { .. }` holds the docs of
+/// `Client::connect`.
+macro_rules! client_surface {
+    (
+        [$($async:ident)?] [$($await:tt)*],
+        driver: $driver:ident,
+        client: { $(#[$client:meta])* },
+        connect: { $(#[$connect:meta])* },
+    ) => {
+        $(#[$client])*
+        #[derive(Clone)]
+        pub struct Client {
+            pub(crate) backend: Backend,
+        }
+
+        /// Where a client's objects live.
+        #[derive(Clone)]
+        pub(crate) enum Backend {
+            /// An ipcq broker on this machine.
+            Local(Link),
+            /// NATS JetStream (`nats://` addresses).
+            #[cfg(feature = "nats")]
+            Nats(crate::nats::Remote),
+        }
+
+        impl Client {
+            $(#[$connect])*
+            pub $($async)? fn connect(addr: &str) -> Result<Client> {
+                Self::connect_with(addr, &ConnectOptions::default())$($await)*
+            }
+
+            /// Connects to `addr` with `options` (time limit, trusted users; for NATS,
+            /// what [`ConnectOptions::nats`](crate::ConnectOptions) sets).
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::connect`].
+            pub $($async)? fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
+                let backend = if crate::connect::is_nats(addr) {
+                    #[cfg(feature = "nats")]
+                    {
+                        let driver = crate::nats::Driver::$driver;
+                        Backend::Nats(remote!(crate::nats::Remote::connect(addr, options, driver))?)
+                    }
+                    #[cfg(not(feature = "nats"))]
+                    {
+                        return Err(crate::connect::nats_not_built(addr));
+                    }
+                } else {
+                    Backend::Local(Link::connect_with(addr, options)$($await)*?)
+                };
+                Ok(Client { backend })
+            }
+
+            /// Connects to `IPCQ_ADDR`, else to where `ipcq-broker` listens by default
+            /// (`$XDG_RUNTIME_DIR/ipcq.sock`, else `/tmp/ipcq-<uid>/ipcq.sock`; the pipe
+            /// `ipcq` on Windows). `IPCQ_ADDR` may be a `nats://` address.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::connect`].
+            pub $($async)? fn connect_default() -> Result<Client> {
+                Self::connect(&ipcq_proto::default_addr())$($await)*
+            }
+
+            /// The address this client is connected to.
+            pub fn addr(&self) -> &str {
+                match &self.backend {
+                    Backend::Local(link) => link.addr(),
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => remote.addr(),
+                }
+            }
+
+            /// The largest frame the broker accepts (for NATS, the server's largest
+            /// message); an item must fit in one with a few bytes to spare.
+            pub fn max_frame_len(&self) -> usize {
+                match &self.backend {
+                    Backend::Local(link) => link.max_frame_len(),
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => remote.max_frame_len(),
+                }
+            }
+
+            /// Checks that the broker answers.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::BrokerGone`] if it does not.
+            pub $($async)? fn ping(&self) -> Result<()> {
+                match &self.backend {
+                    Backend::Local(link) => link.ping()$($await)*,
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => remote!(remote.ping()),
+                }
+            }
+
+            /// Every object in the broker with its figures, sorted by name (on NATS, the
+            /// queues).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::BrokerGone`] if the broker does not answer.
+            pub $($async)? fn stats(&self) -> Result<Vec<crate::stats::ObjectStats>> {
+                match &self.backend {
+                    Backend::Local(link) => link.stats()$($await)*,
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => remote!(remote.stats()),
+                }
+            }
+
+            /// The figures of the object `name` alone, as [`Client::stats`] lists them.
+            /// Creates nothing.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::NotFound`] when there is no such object.
+            pub $($async)? fn lookup(&self, name: &str) -> Result<crate::stats::ObjectStats> {
+                match &self.backend {
+                    Backend::Local(link) => link.lookup(name)$($await)*,
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => remote!(remote.lookup(name)),
+                }
+            }
+
+            /// Removes the object `name`: its items are dropped, its waiters get
+            /// [`Error::Closed`], and the name is free for a new object.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::NotFound`] when there is no such object.
+            pub $($async)? fn remove(&self, name: &str) -> Result<()> {
+                match &self.backend {
+                    Backend::Local(link) => link.remove(name)$($await)*,
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => remote!(remote.remove(name)),
+                }
+            }
+
+            /// Opens the queue `name` for raw bytes, creating it with `options` if it does
+            /// not exist.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::queue_with`].
+            pub $($async)? fn raw_queue_with(
+                &self,
+                name: &str,
+                options: crate::QueueOptions,
+            ) -> Result<RawQueue> {
+                match &self.backend {
+                    Backend::Local(link) => {
+                        let handle = link.open(name, options.kind()?)$($await)*?;
+                        Ok(RawQueue::local(link.hold(handle), name, options.get_capacity()))
+                    }
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => {
+                        let queue = remote!(remote.queue(name, &options))?;
+                        Ok(RawQueue::remote(queue, name, options.get_capacity()))
+                    }
+                }
+            }
+
+            /// The connection to a local broker; [`Error::Unsupported`] for `what` on
+            /// another backend.
+            pub(crate) fn local(&self, what: &str) -> Result<&Link> {
+                #[cfg(not(feature = "nats"))]
+                let _ = what;
+                match &self.backend {
+                    Backend::Local(link) => Ok(link),
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(_) => Err(crate::nats::unsupported(what)),
+                }
+            }
+        }
+
+        impl fmt::Debug for Client {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Client")
+                    .field("addr", &self.addr())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use client_surface;
+
 /// Locks, semaphores, their guards, events and barriers, and the client's methods that
-/// open them. The invoking module provides `Client::run(Request)`, `Client::open`,
-/// `Acquired`, and `Permits::release_on_drop` (what a dropped guard does). Each `{ .. }`
+/// open them. The invoking module provides `Link::run(Request)`, `Link::open`,
+/// `Acquired`, and `Permits::release_on_drop` (what a dropped guard does); the client's
+/// `Client` comes from `client_surface`. Each `{ .. }`
 /// holds the attributes (docs) of one type, in the order of the arguments.
 macro_rules! sync_surface {
     (
@@ -20,22 +212,43 @@ macro_rules! sync_surface {
         event: { $(#[$event:meta])* },
         barrier: { $(#[$barrier:meta])* },
     ) => {
-        /// What locks and semaphores share: permits held by this client's connection.
+        /// What locks and semaphores share: permits held by this client.
         #[derive(Clone)]
         struct Permits {
-            client: Client,
-            handle: u32,
+            at: PermitsAt,
             name: ::std::sync::Arc<str>,
+        }
+
+        /// Where permits are held.
+        #[derive(Clone)]
+        enum PermitsAt {
+            /// By this client's connection to a local broker, as object `handle`.
+            Local { client: Link, handle: u32 },
+            /// On NATS, by this client.
+            #[cfg(feature = "nats")]
+            Nats(crate::nats::RemotePermits),
         }
 
         impl Permits {
             $($async)? fn acquire(&self, wait: Wait) -> Result<Option<Acquired>> {
-                let acquired = self.client.run(ops::acquire(self.handle, wait))$($await)*?;
-                Ok(acquired.map(Acquired::new))
+                match &self.at {
+                    PermitsAt::Local { client, handle } => {
+                        let acquired = client.run(ops::acquire(*handle, wait))$($await)*?;
+                        Ok(acquired.map(Acquired::new))
+                    }
+                    #[cfg(feature = "nats")]
+                    PermitsAt::Nats(permits) => remote!(permits.acquire(wait)),
+                }
             }
 
             $($async)? fn release(&self) -> Result<()> {
-                self.client.run(ops::release_permit(self.handle))$($await)*
+                match &self.at {
+                    PermitsAt::Local { client, handle } => {
+                        client.run(ops::release_permit(*handle))$($await)*
+                    }
+                    #[cfg(feature = "nats")]
+                    PermitsAt::Nats(permits) => remote!(permits.release()),
+                }
             }
         }
 
@@ -223,9 +436,18 @@ macro_rules! sync_surface {
         $(#[$event])*
         #[derive(Clone)]
         pub struct Event {
-            client: Client,
-            handle: u32,
+            at: EventAt,
             name: ::std::sync::Arc<str>,
+        }
+
+        /// Where an event lives.
+        #[derive(Clone)]
+        enum EventAt {
+            /// In a local broker, as object `handle` of this client's connection.
+            Local { client: Link, handle: u32 },
+            /// On NATS.
+            #[cfg(feature = "nats")]
+            Nats(crate::nats::RemoteEvent),
         }
 
         impl Event {
@@ -235,7 +457,11 @@ macro_rules! sync_surface {
             ///
             /// [`Error::BrokerGone`].
             pub $($async)? fn set(&self) -> Result<()> {
-                self.client.run(ops::set_event(self.handle))$($await)*
+                match &self.at {
+                    EventAt::Local { client, handle } => client.run(ops::set_event(*handle))$($await)*,
+                    #[cfg(feature = "nats")]
+                    EventAt::Nats(event) => remote!(event.set()),
+                }
             }
 
             /// Clears the flag.
@@ -244,7 +470,11 @@ macro_rules! sync_surface {
             ///
             /// [`Error::BrokerGone`].
             pub $($async)? fn clear(&self) -> Result<()> {
-                self.client.run(ops::clear_event(self.handle))$($await)*
+                match &self.at {
+                    EventAt::Local { client, handle } => client.run(ops::clear_event(*handle))$($await)*,
+                    #[cfg(feature = "nats")]
+                    EventAt::Nats(event) => remote!(event.clear()),
+                }
             }
 
             /// Whether the flag is set now.
@@ -280,7 +510,13 @@ macro_rules! sync_surface {
             }
 
             $($async)? fn wait_for(&self, wait: Wait) -> Result<bool> {
-                self.client.run(ops::wait_event(self.handle, wait))$($await)*
+                match &self.at {
+                    EventAt::Local { client, handle } => {
+                        client.run(ops::wait_event(*handle, wait))$($await)*
+                    }
+                    #[cfg(feature = "nats")]
+                    EventAt::Nats(event) => remote!(event.wait_for(wait)),
+                }
             }
         }
 
@@ -295,7 +531,7 @@ macro_rules! sync_surface {
         $(#[$barrier])*
         #[derive(Clone)]
         pub struct Barrier {
-            client: Client,
+            client: Link,
             handle: u32,
             name: ::std::sync::Arc<str>,
             parties: u64,
@@ -361,11 +597,13 @@ macro_rules! sync_surface {
             /// # Errors
             ///
             /// [`Error::Conflict`] when `name` exists with another count or kind;
-            /// [`Error::Invalid`] for a bad name or 0 parties.
+            /// [`Error::Invalid`] for a bad name or 0 parties; [`Error::Unsupported`] on
+            /// NATS.
             pub $($async)? fn barrier(&self, name: &str, parties: u64) -> Result<Barrier> {
-                let handle = self.open(name, Kind::Barrier { parties })$($await)*?;
+                let client = self.local("barriers")?;
+                let handle = client.open(name, Kind::Barrier { parties })$($await)*?;
                 Ok(Barrier {
-                    client: self.clone(),
+                    client: client.clone(),
                     handle,
                     name: name.into(),
                     parties,
@@ -379,13 +617,16 @@ macro_rules! sync_surface {
             /// [`Error::Conflict`] when `name` is another kind of object;
             /// [`Error::Invalid`] for a bad name.
             pub $($async)? fn lock(&self, name: &str) -> Result<Lock> {
-                let handle = self.open(name, Kind::Lock)$($await)*?;
-                Ok(Lock {
-                    permits: Permits {
-                        client: self.clone(),
-                        handle,
-                        name: name.into(),
+                let at = match &self.backend {
+                    Backend::Local(client) => PermitsAt::Local {
+                        handle: client.open(name, Kind::Lock)$($await)*?,
+                        client: client.clone(),
                     },
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => PermitsAt::Nats(remote!(remote.lock(name))?),
+                };
+                Ok(Lock {
+                    permits: Permits { at, name: name.into() },
                 })
             }
 
@@ -397,13 +638,18 @@ macro_rules! sync_surface {
             /// [`Error::Conflict`] when `name` exists with another count or kind;
             /// [`Error::Invalid`] for a bad name or 0 permits.
             pub $($async)? fn semaphore(&self, name: &str, permits: u64) -> Result<Semaphore> {
-                let handle = self.open(name, Kind::Semaphore { permits })$($await)*?;
-                Ok(Semaphore {
-                    permits: Permits {
-                        client: self.clone(),
-                        handle,
-                        name: name.into(),
+                let at = match &self.backend {
+                    Backend::Local(client) => PermitsAt::Local {
+                        handle: client.open(name, Kind::Semaphore { permits })$($await)*?,
+                        client: client.clone(),
                     },
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => {
+                        PermitsAt::Nats(remote!(remote.semaphore(name, permits))?)
+                    }
+                };
+                Ok(Semaphore {
+                    permits: Permits { at, name: name.into() },
                     count: permits,
                 })
             }
@@ -415,12 +661,15 @@ macro_rules! sync_surface {
             /// [`Error::Conflict`] when `name` is another kind of object;
             /// [`Error::Invalid`] for a bad name.
             pub $($async)? fn event(&self, name: &str) -> Result<Event> {
-                let handle = self.open(name, Kind::Event)$($await)*?;
-                Ok(Event {
-                    client: self.clone(),
-                    handle,
-                    name: name.into(),
-                })
+                let at = match &self.backend {
+                    Backend::Local(client) => EventAt::Local {
+                        handle: client.open(name, Kind::Event)$($await)*?,
+                        client: client.clone(),
+                    },
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => EventAt::Nats(remote!(remote.event(name))?),
+                };
+                Ok(Event { at, name: name.into() })
             }
         }
     };
@@ -428,28 +677,52 @@ macro_rules! sync_surface {
 pub(crate) use sync_surface;
 
 /// A raw queue's methods that only call one operation each, and the typed queue on top of
-/// it. The invoking module defines `RawQueue` (with `hold: Arc<Hold>`, `name`, `capacity`)
-/// and its `put_items`, `fetch`; `raw_queue` holds the docs of the typed `Queue<T>`.
+/// it. The invoking module defines `RawQueue` (with `at: QueueAt`, `name`, `capacity`),
+/// `Hold::put_items`, `Hold::fetch`, `Hold::wait_fetch` and, with the `nats` feature,
+/// `remote!`; `queue` holds the docs of the typed `Queue<T>`.
 macro_rules! queue_surface {
     (
         [$($async:ident)?] [$($await:tt)*],
         queue: { $(#[$queue:meta])* },
     ) => {
+        /// Where a queue lives.
+        #[derive(Clone)]
+        enum QueueAt {
+            /// In a local broker: this handle's share of it in the client's connection.
+            Local(Arc<Hold>),
+            /// On NATS JetStream.
+            #[cfg(feature = "nats")]
+            Nats(crate::nats::RemoteQueue),
+        }
+
         impl RawQueue {
-            pub(crate) fn new(hold: Arc<Hold>, name: &str, capacity: usize) -> Self {
+            pub(crate) fn local(hold: Arc<Hold>, name: &str, capacity: usize) -> Self {
                 RawQueue {
-                    hold,
+                    at: QueueAt::Local(hold),
                     name: name.into(),
                     capacity,
                 }
             }
 
-            pub(crate) fn client(&self) -> &Client {
-                &self.hold.client
+            #[cfg(feature = "nats")]
+            pub(crate) fn remote(queue: crate::nats::RemoteQueue, name: &str, capacity: usize) -> Self {
+                RawQueue {
+                    at: QueueAt::Nats(queue),
+                    name: name.into(),
+                    capacity,
+                }
             }
 
-            pub(crate) fn handle(&self) -> u32 {
-                self.hold.handle
+            /// This handle's share of its queue in a local broker's connection;
+            /// [`Error::Unsupported`] for `what` on another backend.
+            pub(crate) fn hold(&self, what: &str) -> Result<&Arc<Hold>> {
+                #[cfg(not(feature = "nats"))]
+                let _ = what;
+                match &self.at {
+                    QueueAt::Local(hold) => Ok(hold),
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(_) => Err(crate::nats::unsupported(what)),
+                }
             }
 
             /// The queue's name.
@@ -471,24 +744,40 @@ macro_rules! queue_surface {
             /// when a `get` asks for it.
             ///
             /// The setting is shared by every handle on this queue from the same client.
+            /// On NATS, a get pulls one item at a time and this setting is not used.
             pub fn set_prefetch(&self, items: usize) {
-                self.client()
-                    .with_core(|core| core.set_prefetch(self.handle(), items));
+                match &self.at {
+                    QueueAt::Local(hold) => {
+                        hold.client.with_core(|core| core.set_prefetch(hold.handle, items));
+                    }
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(_) => {}
+                }
             }
 
             /// The current prefetch window (see [`set_prefetch`](RawQueue::set_prefetch)).
             pub fn prefetch(&self) -> usize {
-                self.client().with_core(|core| core.prefetch(self.handle()))
+                match &self.at {
+                    QueueAt::Local(hold) => hold.client.with_core(|core| core.prefetch(hold.handle)),
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(_) => 1,
+                }
             }
 
             /// Leases every delivery this client's handles on the queue hand out from now
             /// on for `lease` (see [`Delivery::lease`](crate::Delivery::lease)); `None`
             /// for none (the default). For one delivery only, lease it after taking it.
             /// Fetched items wait in the client with their lease already running, so a
-            /// leased queue is best read with a small prefetch.
+            /// leased queue is best read with a small prefetch. On NATS, a delivery is kept
+            /// while its worker lives instead, and this setting is not used.
             pub fn set_lease(&self, lease: Option<Duration>) {
-                self.client()
-                    .with_core(|core| core.set_lease(self.handle(), lease));
+                match &self.at {
+                    QueueAt::Local(hold) => {
+                        hold.client.with_core(|core| core.set_lease(hold.handle, lease));
+                    }
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(_) => {}
+                }
             }
 
             /// Puts an item, waiting while the queue is full. When it returns, the item is
@@ -523,8 +812,34 @@ macro_rules! queue_surface {
             }
 
             $($async)? fn put_wait(&self, item: &[u8], wait: Wait) -> Result<()> {
-                check_item(item.len(), self.client().max_frame_len())?;
+                check_item(item.len(), self.max_frame_len())?;
                 self.put_items(&[item], wait)$($await)*.map(|_| ())
+            }
+
+            fn max_frame_len(&self) -> usize {
+                match &self.at {
+                    QueueAt::Local(hold) => hold.client.max_frame_len(),
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => queue.max_frame_len(),
+                }
+            }
+
+            /// Puts the first of `items` at least; returns how many were put.
+            $($async)? fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
+                match &self.at {
+                    QueueAt::Local(hold) => hold.put_items(items, wait)$($await)*,
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => remote!(queue.put_items(items, wait)),
+                }
+            }
+
+            /// Up to `max` items (at least one), acknowledged on handoff if `ack`.
+            $($async)? fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
+                match &self.at {
+                    QueueAt::Local(hold) => hold.fetch(max, wait, ack)$($await)*,
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => remote!(queue.fetch(max, wait, ack)),
+                }
             }
 
             /// Puts all `items` in order, waiting for room as needed, as many per write as
@@ -542,7 +857,7 @@ macro_rules! queue_surface {
             {
                 let items: Vec<I::Item> = items.into_iter().collect();
                 let items: Vec<&[u8]> = items.iter().map(AsRef::as_ref).collect();
-                for batch in frames_of(&items, self.client().max_frame_len())? {
+                for batch in frames_of(&items, self.max_frame_len())? {
                     let mut rest = &batch[..];
                     while !rest.is_empty() {
                         let put = self.put_items(rest, Wait::Block)$($await)*?;
@@ -672,9 +987,14 @@ macro_rules! queue_surface {
                 if max == 0 {
                     return Err(Error::Invalid("get_deliveries needs max >= 1".into()));
                 }
-                let owner: Arc<dyn crate::delivery::Settle> = self.hold.clone();
                 let delivered = self.fetch(max, wait, false)$($await)*?;
-                let lease = self.client().with_core(|core| core.lease(self.handle()));
+                let (owner, lease): (Arc<dyn crate::delivery::Settle>, _) = match &self.at {
+                    QueueAt::Local(hold) => {
+                        (hold.clone(), hold.client.with_core(|core| core.lease(hold.handle)))
+                    }
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => (queue.settler(), None),
+                };
                 let mut deliveries: Vec<crate::Delivery> = delivered
                     .into_iter()
                     .map(|d| crate::Delivery::new(d.item, d.tag, d.earlier, Arc::clone(&owner)))
@@ -690,7 +1010,8 @@ macro_rules! queue_surface {
             /// Waits up to `timeout` until a `get` would return at once: an item is fetched
             /// (it stays for the next `get`) or the queue is closed and drained.
             pub(crate) $($async)? fn poll(&self, timeout: Duration) -> Result<bool> {
-                let (client, handle) = (self.client(), self.handle());
+                let hold = self.hold("waiting on several queues")?;
+                let (client, handle) = (&hold.client, hold.handle);
                 let wait = Wait::timeout(timeout);
                 loop {
                     if client.with_core(|core| core.has_items(handle)) {
@@ -700,7 +1021,7 @@ macro_rules! queue_surface {
                         let window = core.window(handle);
                         core.fetch(handle, window, wait)
                     })?;
-                    match self.wait_fetch(fetch)$($await)* {
+                    match hold.wait_fetch(fetch)$($await)* {
                         Ok(()) => {}
                         Err(Error::Empty) => {
                             return Ok(client.with_core(|core| core.has_items(handle)))
@@ -720,7 +1041,11 @@ macro_rules! queue_surface {
             /// [`Error::Invalid`] when called more times than items were put;
             /// [`Error::BrokerGone`].
             pub $($async)? fn task_done(&self) -> Result<()> {
-                self.client().run(ops::task_done(self.handle()))$($await)*
+                match &self.at {
+                    QueueAt::Local(hold) => hold.client.run(ops::task_done(hold.handle))$($await)*,
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => remote!(queue.task_done()),
+                }
             }
 
             /// Waits until every item put on the queue has been marked done
@@ -744,7 +1069,11 @@ macro_rules! queue_surface {
             }
 
             $($async)? fn join_for(&self, wait: Wait) -> Result<bool> {
-                self.client().run(ops::join(self.handle(), wait))$($await)*
+                match &self.at {
+                    QueueAt::Local(hold) => hold.client.run(ops::join(hold.handle, wait))$($await)*,
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => remote!(queue.join_for(wait)),
+                }
             }
 
             /// Items put and not yet taken: those waiting in the queue plus those delivered
@@ -790,7 +1119,11 @@ macro_rules! queue_surface {
             }
 
             $($async)? fn info(&self) -> Result<QueueInfo> {
-                self.client().run(ops::info(self.handle()))$($await)*
+                match &self.at {
+                    QueueAt::Local(hold) => hold.client.run(ops::info(hold.handle))$($await)*,
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => remote!(queue.info()),
+                }
             }
 
             /// Closes the queue for everyone: later puts fail with [`Error::Closed`], parked
@@ -801,9 +1134,14 @@ macro_rules! queue_surface {
             ///
             /// [`Error::BrokerGone`].
             pub $($async)? fn close(&self) -> Result<()> {
-                self.client()
-                    .with_core(|core| core.release_credits(self.handle()));
-                self.client().run(ops::close(self.handle()))$($await)*
+                match &self.at {
+                    QueueAt::Local(hold) => {
+                        hold.client.with_core(|core| core.release_credits(hold.handle));
+                        hold.client.run(ops::close(hold.handle))$($await)*
+                    }
+                    #[cfg(feature = "nats")]
+                    QueueAt::Nats(queue) => remote!(queue.close()),
+                }
             }
         }
 

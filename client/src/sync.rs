@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipcq_proto::{Kind, Wait};
 
-use crate::client::Client;
+use crate::client::{Backend, Client, Link};
 use crate::ops;
 use crate::{Error, Result};
 
@@ -30,10 +30,14 @@ impl Acquired {
 
 impl Permits {
     /// A dropped guard releases at once, and waits for the broker's answer: when the drop
-    /// returns, the permit is free for others.
+    /// returns, the permit is free for others. (On NATS the release is sent by a task.)
     fn release_on_drop(&self) {
-        // If the broker is gone, so is the permit; nothing is left to give back.
-        let _ = self.release();
+        match &self.at {
+            // If the broker is gone, so is the permit; nothing is left to give back.
+            PermitsAt::Local { .. } => drop(self.release()),
+            #[cfg(feature = "nats")]
+            PermitsAt::Nats(permits) => permits.release_on_drop(),
+        }
     }
 }
 

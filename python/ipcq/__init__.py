@@ -96,7 +96,8 @@ def _after_fork_in_child() -> None:
         _connection = None
         _connection_pid = None
         try:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         except OSError:
             pass
 

@@ -111,7 +111,7 @@ impl Connection {
     }
 
     /// The socket's file descriptor, for a forked child to close its copy (see `keep`).
-    fn fileno(&self) -> i32 {
+    fn fileno(&self) -> Option<i32> {
         self.client.socket_fd()
     }
 

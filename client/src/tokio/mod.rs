@@ -48,6 +48,14 @@
 //! # }
 //! ```
 
+/// Awaits a future of the NATS backend (the blocking client runs it to its end instead).
+#[cfg(feature = "nats")]
+macro_rules! remote {
+    ($operation:expr) => {
+        $operation.await
+    };
+}
+
 mod pipe;
 mod queue;
 mod sync;
@@ -83,28 +91,65 @@ use crate::{Error, Result};
 /// Flush the write buffer in chunks of at most this much.
 const WRITE_CHUNK: usize = 256 * 1024;
 
-/// A connection to a broker, for tokio.
-///
-/// The same as the blocking [`crate::Client`] — one connection and one owner, released by
-/// the broker when the last clone of the client and of its handles is dropped — with
-/// `async` operations. It needs a tokio runtime with I/O and time enabled, and runs two
-/// tasks on it (one reads the socket, one writes what does not fit at once). Clones are
-/// shallow; any number of tasks may use one client at once, each request carrying its own
-/// id. See the [module documentation](self) for cancel safety.
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn demo() -> ipcq_client::Result<()> {
-/// let client = ipcq_client::tokio::Client::connect_default().await?;
-/// let jobs = client.queue::<String>("jobs", 100).await?;
-/// jobs.put(&"hello".to_string()).await?;
-/// assert_eq!(jobs.get().await?, "hello");
-/// # Ok(())
-/// # }
-/// ```
+crate::surface::client_surface! {
+    [async] [.await],
+    driver: Tokio,
+    client: {
+        /// A connection to a broker, for tokio.
+        ///
+        /// The same as the blocking [`crate::Client`] — one connection and one owner, released by
+        /// the broker when the last clone of the client and of its handles is dropped — with
+        /// `async` operations. It needs a tokio runtime with I/O and time enabled, and runs two
+        /// tasks on it (one reads the socket, one writes what does not fit at once). Clones are
+        /// shallow; any number of tasks may use one client at once, each request carrying its own
+        /// id. See the [module documentation](self) for cancel safety.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> ipcq_client::Result<()> {
+        /// let client = ipcq_client::tokio::Client::connect_default().await?;
+        /// let jobs = client.queue::<String>("jobs", 100).await?;
+        /// jobs.put(&"hello".to_string()).await?;
+        /// assert_eq!(jobs.get().await?, "hello");
+        /// # Ok(())
+        /// # }
+        /// ```
+    },
+    connect: {
+        /// Connects to the broker at `addr` (as [`crate::Client::connect`]), with the default
+        /// [`ConnectOptions`].
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NoBroker`] when nothing listens there, [`Error::NoAnswer`] when something
+        /// listens but does not complete the handshake in time, [`Error::Untrusted`] when
+        /// another user serves the address, [`Error::Protocol`] when what answers is not an
+        /// ipcq broker of this protocol version, [`Error::LimitReached`] when the broker has
+        /// its maximum of connections.
+    },
+}
+
+impl Client {
+    /// Waits until everything handed to the connection so far has been written to the
+    /// broker's socket (see [Durability](self#durability)); on NATS, until the
+    /// settlements of deliveries made so far (`ack`, `reject`, ...) are confirmed.
+    ///
+    /// # Errors
+    ///
+    /// The connection's error if it died first: what was not written is lost with it.
+    pub async fn flush(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Local(link) => link.flush().await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(remote) => remote.flush().await,
+        }
+    }
+}
+
+/// A connection to a local broker, for tokio (the `Client` of a local address).
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Link {
     inner: Arc<Inner>,
 }
 
@@ -145,7 +190,7 @@ impl Wakeup for Waker {
 /// One handle's share of its object's state in the connection's core: the last one
 /// dropped gives the object's fetched items and credits back.
 pub(crate) struct Hold {
-    pub(crate) client: Client,
+    pub(crate) client: Link,
     pub(crate) handle: u32,
 }
 
@@ -187,27 +232,9 @@ impl Drop for Hold {
     }
 }
 
-impl Client {
-    /// Connects to the broker at `addr` (as [`crate::Client::connect`]), with the default
-    /// [`ConnectOptions`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoBroker`] when nothing listens there, [`Error::NoAnswer`] when something
-    /// listens but does not complete the handshake in time, [`Error::Untrusted`] when
-    /// another user serves the address, [`Error::Protocol`] when what answers is not an
-    /// ipcq broker of this protocol version, [`Error::LimitReached`] when the broker has
-    /// its maximum of connections.
-    pub async fn connect(addr: &str) -> Result<Client> {
-        Self::connect_with(addr, &ConnectOptions::default()).await
-    }
-
-    /// Connects to the broker at `addr` with `options` (time limit, trusted users).
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect`].
-    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
+impl Link {
+    /// Connects to the local broker at `addr` (see `Client::connect`).
+    pub(crate) async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Link> {
         let timeout = options.timeout.max(Duration::from_millis(1));
         let step = std::sync::Mutex::new("connecting");
         let attempt = Self::connect_steps(addr, options, &step);
@@ -224,7 +251,7 @@ impl Client {
         addr: &str,
         options: &ConnectOptions,
         step: &std::sync::Mutex<&'static str>,
-    ) -> Result<Client> {
+    ) -> Result<Link> {
         let at = |what: &'static str| *step.lock().unwrap_or_else(|p| p.into_inner()) = what;
         connect::prepare(addr)?;
         let stream = loop {
@@ -273,31 +300,21 @@ impl Client {
             max_frame_len,
             reader: reader.abort_handle(),
         });
-        let client = Client { inner };
+        let client = Link { inner };
         // The broker answers a refused handshake (version, connection limit) with an error
         // frame: a first round trip turns it into this function's error.
         client.ping().await?;
         Ok(client)
     }
 
-    /// Connects to the broker at `IPCQ_ADDR`, else at the platform default (as
-    /// [`crate::Client::connect_default`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect`].
-    pub async fn connect_default() -> Result<Client> {
-        Self::connect(&ipcq_proto::default_addr()).await
-    }
-
     /// The address this client is connected to.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.inner.addr
     }
 
     /// The largest frame the broker accepts; an item must fit in one with a few bytes to
     /// spare.
-    pub fn max_frame_len(&self) -> usize {
+    pub(crate) fn max_frame_len(&self) -> usize {
         self.inner.max_frame_len
     }
 
@@ -311,7 +328,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::BrokerGone`] if it does not.
-    pub async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         self.run(ops::ping()).await
     }
 
@@ -320,7 +337,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::BrokerGone`] if the broker does not answer.
-    pub async fn stats(&self) -> Result<Vec<ObjectStats>> {
+    pub(crate) async fn stats(&self) -> Result<Vec<ObjectStats>> {
         let mut all: Vec<ObjectStats> = Vec::new();
         loop {
             let after = all.last().map(|last| last.name.clone()).unwrap_or_default();
@@ -337,7 +354,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::NotFound`] when there is no such object.
-    pub async fn lookup(&self, name: &str) -> Result<ObjectStats> {
+    pub(crate) async fn lookup(&self, name: &str) -> Result<ObjectStats> {
         self.run(ops::lookup(name)).await
     }
 
@@ -346,17 +363,11 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::NotFound`] when there is no such object.
-    pub async fn remove(&self, name: &str) -> Result<()> {
+    pub(crate) async fn remove(&self, name: &str) -> Result<()> {
         self.run(ops::remove(name)).await
     }
 
-    /// Waits until everything handed to the connection so far has been written to the
-    /// broker's socket (see [Durability](self#durability)).
-    ///
-    /// # Errors
-    ///
-    /// The connection's error if it died first: what was not written is lost with it.
-    pub async fn flush(&self) -> Result<()> {
+    pub(crate) async fn flush(&self) -> Result<()> {
         let conn = &self.inner.conn;
         loop {
             let idle = conn.idle.notified();
@@ -547,7 +558,7 @@ impl Conn {
 /// The answer to one request, as a future. Dropping it before it is ready withdraws the
 /// request (see [Cancel safety](self#cancel-safety)).
 pub(crate) struct Call {
-    client: Client,
+    client: Link,
     id: u64,
     done: bool,
 }
@@ -664,9 +675,9 @@ fn gone(err: std::io::Error) -> Error {
     Error::BrokerGone(format!("connection lost: {err}"))
 }
 
-impl fmt::Debug for Client {
+impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
+        f.debug_struct("Link")
             .field("addr", &self.inner.addr)
             .finish_non_exhaustive()
     }

@@ -79,8 +79,9 @@ impl Client {
             capacity: options.get_capacity() as u64,
             end: end.index(),
         };
-        let handle = self.open(name, kind).await?;
-        let queue = RawQueue::new(self.hold(handle), name, options.get_capacity());
+        let link = self.local("pipes")?;
+        let handle = link.open(name, kind).await?;
+        let queue = RawQueue::local(link.hold(handle), name, options.get_capacity());
         Ok(RawPipeEnd::new(queue, end, options))
     }
 }

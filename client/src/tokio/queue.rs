@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ipcq_proto::{QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{remaining, unexpected, Client, Hold};
+use super::{remaining, unexpected, Client, Hold, Link};
 use crate::common::{check_item, decode, encode, frames_of};
 use crate::core::{Fetch, GetStep, Progress, PutStep};
 use crate::inbox::Delivered;
@@ -57,21 +57,6 @@ impl Client {
         self.raw_queue_with(name, QueueOptions::new().capacity(capacity))
             .await
     }
-
-    /// Opens the queue `name` for raw bytes, creating it with `options` if it does not
-    /// exist.
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::queue_with`].
-    pub async fn raw_queue_with(&self, name: &str, options: QueueOptions) -> Result<RawQueue> {
-        let handle = self.open(name, options.kind()?).await?;
-        Ok(RawQueue::new(
-            self.hold(handle),
-            name,
-            options.get_capacity(),
-        ))
-    }
 }
 
 /// A handle on a broker queue of raw bytes, for tokio: [`crate::RawQueue`]'s operations
@@ -79,17 +64,17 @@ impl Client {
 /// `Clone + Send + Sync`; cloning is shallow.
 #[derive(Clone)]
 pub struct RawQueue {
-    hold: Arc<Hold>,
+    at: QueueAt,
     name: Arc<str>,
     capacity: usize,
 }
 
-impl RawQueue {
+impl Hold {
     /// Puts the first of `items` at least (all of them if there are credits for them, in
     /// one write); returns how many were put. Items are handed to the connection only on
     /// slots already reserved, with no await point after: a dropped put has put nothing.
-    async fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
-        let (client, handle) = (self.client(), self.handle());
+    pub(crate) async fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
+        let (client, handle) = (&self.client, self.handle);
         let start = Instant::now();
         loop {
             let wait = remaining(wait, start);
@@ -119,8 +104,8 @@ impl RawQueue {
     /// those of a round trip that waits as asked and fetches up to the prefetch window.
     /// While it waits, items another task's fetch brought are taken instead, and the
     /// request is withdrawn.
-    async fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
-        let (client, handle) = (self.client(), self.handle());
+    pub(crate) async fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
+        let (client, handle) = (&self.client, self.handle);
         let start = Instant::now();
         loop {
             let wait = remaining(wait, start);
@@ -153,8 +138,8 @@ impl RawQueue {
     /// Waits until `fetch` is answered or items arrive otherwise. Its own request is
     /// withdrawn when it ends either way, or when the future is dropped: items of an answer
     /// already on its way join the inbox for the next get.
-    async fn wait_fetch(&self, fetch: Fetch) -> Result<()> {
-        let (client, handle) = (self.client(), self.handle());
+    pub(crate) async fn wait_fetch(&self, fetch: Fetch) -> Result<()> {
+        let (client, handle) = (&self.client, self.handle);
         let _ = client.send();
         let _withdraw = Withdraw { client, fetch };
         match client
@@ -169,7 +154,7 @@ impl RawQueue {
 
 /// Withdraws a getter's own request when it stops waiting (answered, or dropped).
 struct Withdraw<'a> {
-    client: &'a Client,
+    client: &'a Link,
     fetch: Fetch,
 }
 
@@ -184,7 +169,7 @@ impl Drop for Withdraw<'_> {
 }
 
 /// Hands what was queued to the connection, if anything was.
-fn sent(client: &Client, mark: Option<crate::core::Mark>) -> Result<()> {
+fn sent(client: &Link, mark: Option<crate::core::Mark>) -> Result<()> {
     mark.map_or(Ok(()), |_| client.send())
 }
 

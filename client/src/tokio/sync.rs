@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipcq_proto::{Kind, Wait};
 
-use super::Client;
+use super::{Backend, Client, Link};
 use crate::ops;
 use crate::sync::Acquired;
 use crate::{Error, Result};
@@ -13,12 +13,15 @@ use crate::{Error, Result};
 impl Permits {
     /// A dropped guard cannot wait: the release is sent at once, and its answer ignored.
     fn release_on_drop(&self) {
-        let request = ops::release_permit(self.handle);
-        // Dropping the call abandons it. If the connection is gone, so is the permit.
-        drop(
-            self.client
-                .request(request.op, &[], request.purpose, request.handle),
-        );
+        match &self.at {
+            PermitsAt::Local { client, handle } => {
+                let request = ops::release_permit(*handle);
+                // Dropping the call abandons it. If the connection is gone, so is the permit.
+                drop(client.request(request.op, &[], request.purpose, request.handle));
+            }
+            #[cfg(feature = "nats")]
+            PermitsAt::Nats(permits) => permits.release_on_drop(),
+        }
     }
 }
 
