@@ -11,10 +11,12 @@
 //! cargo run --release --example producer_consumer               # embedded broker
 //! cargo run --release --example producer_consumer -- --jobs 1000000 --producers 2 --consumers 4
 //! IPCQ_ADDR=/tmp/q.sock cargo run --release --example producer_consumer   # a running ipcq-broker
+//! cargo run --release --example producer_consumer -- --addr nats://127.0.0.1:4222 --consumers 2 --jobs 5000
 //! ```
 //!
-//! If no broker answers at the address (`IPCQ_ADDR`, else the platform default), the
-//! parent starts one inside itself and says so.
+//! If no broker answers at the address (`--addr`, else `IPCQ_ADDR`, else the platform
+//! default), the parent starts one inside itself and says so. A `nats://` address runs the
+//! same program on NATS JetStream (a `nats-server -js` must be running there).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -42,6 +44,10 @@ struct Args {
     /// Capacity of the job queue.
     #[arg(long, default_value_t = 1000)]
     capacity: usize,
+    /// Where the queues live: a broker's socket, or `nats://host:port` (default:
+    /// `IPCQ_ADDR`, else the platform's default address).
+    #[arg(long)]
+    addr: Option<String>,
     /// Internal: the role of a child process.
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -81,19 +87,25 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The run's two queues. They are auto-delete: the parent opens them first and holds them
-/// to the end, and when the last process of the run exits (or dies) they go with whatever
-/// is left in them, so a failed run leaves nothing behind in a long-running broker.
+/// The run's two queues. On a local broker they are auto-delete: the parent opens them
+/// first and holds them to the end, and when the last process of the run exits (or dies)
+/// they go with whatever is left in them, so a failed run leaves nothing behind in a
+/// long-running broker. NATS streams outlive their clients (there is no auto-delete): the
+/// parent removes them at the end.
 fn queues(
     client: &Client,
     run: &str,
     capacity: usize,
 ) -> ipcq::Result<(ipcq::Queue<Option<Job>>, ipcq::Queue<Done>)> {
-    let options = QueueOptions::new().auto_delete(true);
+    let options = QueueOptions::new().auto_delete(!is_nats(client.addr()));
     Ok((
-        client.queue_with(&format!("{run}.jobs"), options.capacity(capacity))?,
-        client.queue_with(&format!("{run}.done"), options)?,
+        client.queue_with(&format!("{run}-jobs"), options.capacity(capacity))?,
+        client.queue_with(&format!("{run}-done"), options)?,
     ))
+}
+
+fn is_nats(addr: &str) -> bool {
+    addr.starts_with("nats://") || addr.starts_with("tls://")
 }
 
 fn producer(args: &Args) -> anyhow::Result<()> {
@@ -128,11 +140,30 @@ fn parent(args: &Args) -> anyhow::Result<()> {
         bail!("need at least one producer and one consumer");
     }
     // Use the broker at the address if one answers, else embed one for this run.
-    let (addr, _embedded) = common::broker()?;
+    let (addr, _embedded) = match &args.addr {
+        Some(addr) if is_nats(addr) => (addr.clone(), None),
+        Some(addr) => common::broker_at(addr)?,
+        None => common::broker()?,
+    };
     let client = Client::connect(&addr)?;
     let run = format!("producer-consumer-{}", std::process::id());
     let (jobs, done) = queues(&client, &run, args.capacity)?;
+    let result = run_jobs(args, &addr, &run, &jobs, &done);
+    if is_nats(&addr) {
+        for queue in [jobs.name(), done.name()] {
+            client.remove(queue)?;
+        }
+    }
+    result
+}
 
+fn run_jobs(
+    args: &Args,
+    addr: &str,
+    run: &str,
+    jobs: &ipcq::Queue<Option<Job>>,
+    done: &ipcq::Queue<Done>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let spawn = |role: &str, extra: &[String]| -> anyhow::Result<Child> {
         Command::new(std::env::current_exe()?)
@@ -140,12 +171,12 @@ fn parent(args: &Args) -> anyhow::Result<()> {
                 "--role",
                 role,
                 "--run",
-                &run,
+                run,
                 "--capacity",
                 &args.capacity.to_string(),
             ])
             .args(extra)
-            .env(ipcq::ADDR_ENV, &addr)
+            .env(ipcq::ADDR_ENV, addr)
             .stdin(Stdio::null())
             .spawn()
             .context("spawning a child process")

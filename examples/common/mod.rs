@@ -13,7 +13,12 @@ use ipcq::{Client, Error};
 /// starting one inside this process if none answers. Keep the returned broker alive for as
 /// long as the children need it.
 pub(crate) fn broker() -> anyhow::Result<(String, Option<Broker>)> {
-    let addr = ipcq::default_addr();
+    broker_at(&ipcq::default_addr())
+}
+
+/// Connects to the broker at `addr`, starting one inside this process if none answers.
+pub(crate) fn broker_at(addr: &str) -> anyhow::Result<(String, Option<Broker>)> {
+    let addr = addr.to_owned();
     match Client::connect(&addr) {
         Ok(_) => {
             println!("using the broker at {addr}");
