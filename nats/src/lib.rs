@@ -354,6 +354,10 @@ pub struct QueueInfo {
     pub len: usize,
     /// Items handed out and not yet acknowledged.
     pub in_flight: usize,
+    /// Payload bytes in it.
+    pub bytes: u64,
+    /// Items put since it was made.
+    pub total_put: u64,
     /// Whether it is closed.
     pub closed: bool,
 }
@@ -424,6 +428,8 @@ impl Connection {
             capacity: usize::try_from(info.config.max_messages).unwrap_or(0),
             len: usize::try_from(info.state.messages).unwrap_or(usize::MAX),
             in_flight,
+            bytes: info.state.bytes,
+            total_put: info.state.last_sequence,
             closed: info.config.subjects == [closed_subject(name)],
         })
     }

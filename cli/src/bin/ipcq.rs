@@ -1,6 +1,7 @@
 //! `ipcq`: the command line. Speaks to the broker at `--addr` / `IPCQ_ADDR` and sees
 //! queues as raw bytes. An address `nats://host:port` is a NATS server with JetStream, whose
-//! queues (`ipcq-nats`) the same commands list, fill, empty, close and remove.
+//! queues the same commands list, fill, empty, close and remove (through the client's NATS
+//! backend).
 //!
 //! Exit codes: 0 success; 1 the queue was empty (`get --nowait`, `get --timeout`) or full;
 //! 2 any other error (no broker, no such queue, bad arguments, ...).
@@ -127,9 +128,6 @@ impl std::fmt::Display for Failure {
 }
 
 fn run(addr: &str, args: &Args) -> Result<(), Failure> {
-    if addr.starts_with("nats://") {
-        return nats::run(addr, args);
-    }
     let connect_timeout = seconds(args.connect_timeout)?;
     // Requests wait as long as the broker says; this bounds the whole command against a
     // broker that stops answering (it was stopped, or the machine froze): a command that
@@ -298,155 +296,4 @@ fn print_item(item: &[u8]) -> Result<(), Failure> {
 fn seconds(secs: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(secs)
         .map_err(|_| Failure::Other(format!("invalid timeout: {secs}")))
-}
-
-/// The commands against a NATS server (`--addr nats://host:port`).
-mod nats {
-    use std::time::{Duration, Instant};
-
-    use bytes::Bytes;
-    use ipcq_nats::{Connection, Error};
-
-    use super::{print_item, seconds, Args, Command, Failure};
-
-    pub(super) fn run(addr: &str, args: &Args) -> Result<(), Failure> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Failure::Other(err.to_string()))?;
-        let connect_timeout = seconds(args.connect_timeout)?;
-        runtime.block_on(async {
-            let connection = tokio::time::timeout(connect_timeout, Connection::connect(addr))
-                .await
-                .map_err(|_| {
-                    Failure::Other(format!("no answer from {addr} within {connect_timeout:?}"))
-                })?
-                .map_err(other)?;
-            command(addr, &connection, &args.command).await
-        })
-    }
-
-    fn other(err: Error) -> Failure {
-        match err {
-            Error::Empty(_) => Failure::Empty(err.to_string()),
-            Error::Full(_) => Failure::Full(err.to_string()),
-            other => Failure::Other(other.to_string()),
-        }
-    }
-
-    /// The queue `name` as it is, or created with `create`'s capacity; none is created
-    /// otherwise (as with the local broker).
-    async fn open(
-        connection: &Connection,
-        name: &str,
-        create: Option<usize>,
-    ) -> Result<ipcq_nats::Queue, Failure> {
-        let capacity = match (connection.lookup(name).await.map_err(other)?, create) {
-            (Some(info), _) => info.capacity,
-            (None, Some(capacity)) => capacity,
-            (None, None) => {
-                return Err(Failure::Other(format!(
-                    "no queue is named '{name}' (create it with `ipcq create {name} \
-                     --capacity N`, or pass --create)"
-                )))
-            }
-        };
-        connection.queue(name, capacity).await.map_err(other)
-    }
-
-    fn wait(nowait: bool, timeout: Option<f64>) -> Result<Option<Duration>, Failure> {
-        match (nowait, timeout) {
-            (true, _) => Ok(Some(Duration::ZERO)),
-            (false, Some(secs)) => seconds(secs).map(Some),
-            (false, None) => Ok(None),
-        }
-    }
-
-    async fn command(
-        addr: &str,
-        connection: &Connection,
-        command: &Command,
-    ) -> Result<(), Failure> {
-        match command {
-            Command::Ping => {
-                let start = Instant::now();
-                connection.queues().await.map_err(other)?;
-                println!("NATS at {addr} answered in {:?}", start.elapsed());
-            }
-            Command::Stats { json, watch } => {
-                if *watch {
-                    return Err(Failure::Other(
-                        "--watch is not supported on NATS yet".into(),
-                    ));
-                }
-                let queues = connection.queues().await.map_err(other)?;
-                if *json {
-                    let objects: Vec<serde_json::Value> = queues
-                        .iter()
-                        .map(|q| {
-                            serde_json::json!({
-                                "name": q.name,
-                                "kind": "queue",
-                                "depth": q.len,
-                                "capacity": q.capacity,
-                                "in_flight": q.in_flight,
-                                "closed": q.closed,
-                            })
-                        })
-                        .collect();
-                    println!("{}", serde_json::json!({ "objects": objects }));
-                } else {
-                    println!("queue  depth  capacity  in-flight  state");
-                    for q in &queues {
-                        let state = if q.closed { "closed" } else { "open" };
-                        println!(
-                            "{}  {}  {}  {}  {state}",
-                            q.name, q.len, q.capacity, q.in_flight
-                        );
-                    }
-                }
-            }
-            Command::Create { queue, capacity } => {
-                connection.queue(queue, *capacity).await.map_err(other)?;
-            }
-            Command::Put {
-                queue,
-                value,
-                nowait,
-                timeout,
-                create,
-                capacity,
-            } => {
-                let handle = open(connection, queue, create.then_some(*capacity)).await?;
-                let item = Bytes::from(value.clone().into_bytes());
-                let result = match wait(*nowait, *timeout)? {
-                    Some(Duration::ZERO) => handle.put_nowait(item).await,
-                    limit => handle.put_timeout(item, limit).await,
-                };
-                result.map_err(other)?;
-            }
-            Command::Get {
-                queue,
-                timeout,
-                nowait,
-                create,
-            } => {
-                let handle = open(connection, queue, create.then_some(0)).await?;
-                let item = handle
-                    .get_timeout(wait(*nowait, *timeout)?)
-                    .await
-                    .map_err(other)?;
-                print_item(&item)?;
-            }
-            Command::Close { queue } => {
-                open(connection, queue, None)
-                    .await?
-                    .close()
-                    .await
-                    .map_err(other)?;
-            }
-            Command::Rm { name } => connection.remove(name).await.map_err(other)?,
-        }
-        Ok(())
-    }
 }
