@@ -17,7 +17,8 @@
 //! | a worker that dies holding an item | the heartbeats stop: the item goes to another after the consumer's ack wait ([`ACK_WAIT`]) |
 //! | `len` | the stream's message count: ready items and items held but not yet acknowledged |
 //! | dead letters, delivery limit | set per queue in the stream's metadata (every opener must ask for the same, else [`Error::Conflict`]); a delivery past the limit, or one sent there with [`Delivery::dead_letter`], is published to the dead-letter queue (an ordinary queue) and then acknowledged |
-//! | `close` | the stream's subject is changed to `ipcq.closed.<name>`: every publish finds no stream ([`Error::Closed`]); gets drain what is left, then fail with [`Error::Closed`] (a waiting get learns it within [`LONGEST_PULL`]) |
+//! | `close` | the stream's subject is changed to `ipcq.closed.<name>`: every publish finds no stream ([`Error::Closed`]); gets drain what is left — including items workers hold, which come back if they die — then fail with [`Error::Closed`] (a waiting get learns it within [`LONGEST_PULL`] of the last item's acknowledgement) |
+//! | `task_done` / `join` | put items are the stream's last sequence number; done items are the marks in a second stream (`tasks` module), an acknowledgement's mark published before the acknowledgement under the item's sequence as message id, so that it counts once however its worker dies |
 //!
 //! FIFO: one stream keeps publish order and hands items out in that order; with several
 //! consumers each gets the next ones in order. An item given back (rejected, or a dead
@@ -25,8 +26,9 @@
 //! back at the head): a rejected first item of four came back second or third when tried
 //! here.
 //!
-//! Locks ([`Lock`]) and events ([`Event`]) live in key-value buckets; their modules say
-//! how.
+//! Locks ([`Lock`]), semaphores ([`Semaphore`]), events ([`Event`]) and the counts of
+//! `task_done`/`join` live in key-value buckets; their modules say how. `ipcq::Client`
+//! uses this crate for `nats://` addresses (its feature `nats`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ mod tasks;
 
 pub use event::Event;
 pub use lock::{Lock, LockGuard, Semaphore, LOCK_TTL};
+pub use tasks::DUPLICATE_WINDOW;
 
 /// The NATS client crate, for [`Connection::connect_with`]'s options (credentials, TLS).
 pub use async_nats;
@@ -126,7 +129,8 @@ impl Connection {
         addr: &str,
         options: async_nats::ConnectOptions,
     ) -> Result<Connection> {
-        let client = options.connect(addr).await.map_err(nats)?;
+        let servers: Vec<&str> = addr.split(',').map(str::trim).collect();
+        let client = options.connect(servers).await.map_err(nats)?;
         Ok(Connection {
             jetstream: jetstream::new(client.clone()),
             client,
@@ -612,7 +616,7 @@ impl Queue {
     ///
     /// [`Error::Invalid`] when every item put is marked already.
     pub async fn task_done(&self) -> Result<()> {
-        self.tasks.done(true).await
+        self.tasks.task_done().await
     }
 
     /// Waits until every item put has been marked done, for at most `timeout` (`None`: as
@@ -655,16 +659,20 @@ impl Queue {
                     if let Some(max) = dead_letter.max_deliveries {
                         let delivered = message.info().map_err(nats)?.delivered;
                         if delivered > i64::from(max) {
+                            let sequence = message.info().map_err(nats)?.stream_sequence;
+                            self.tasks.item_done(sequence).await?;
                             dead_letter.take(&message).await?;
-                            self.tasks.done(false).await?;
                             continue;
                         }
                     }
                 }
                 return Ok(message);
             }
-            // Nothing came: a closed queue is drained.
-            if self.is_closed().await? {
+            // Nothing came. A closed queue is drained once it holds nothing, not even an
+            // item that a worker holds (if that worker dies, it comes back after the ack
+            // wait, for this getter).
+            let info = self.stream.get_info().await.map_err(nats)?;
+            if info.config.subjects == [closed_subject(&self.name)] && info.state.messages == 0 {
                 return Err(Error::Closed(self.name.clone()));
             }
             if left.is_some_and(|left| left < Duration::from_millis(1)) {
@@ -761,9 +769,17 @@ impl Delivery {
     ///
     /// [`Error::Nats`] when the server does not confirm (the item may then come again).
     pub async fn ack(self) -> Result<()> {
-        let tasks = Arc::clone(&self.tasks);
-        self.settle().double_ack().await.map_err(nats)?;
-        tasks.done(false).await
+        let (tasks, sequence) = (Arc::clone(&self.tasks), self.sequence()?);
+        let message = self.settle();
+        // Counted first: a worker killed between the two leaves the item to be delivered
+        // again, and its second mark is dropped as a duplicate (see `tasks`).
+        tasks.item_done(sequence).await?;
+        message.double_ack().await.map_err(nats)
+    }
+
+    /// The item's sequence number in its queue's stream.
+    fn sequence(&self) -> Result<u64> {
+        Ok(self.message.info().map_err(nats)?.stream_sequence)
     }
 
     /// Sends the item to the queue's dead-letter queue.
@@ -779,10 +795,10 @@ impl Delivery {
                 self.queue
             )));
         };
-        let tasks = Arc::clone(&self.tasks);
+        let (tasks, sequence) = (Arc::clone(&self.tasks), self.sequence()?);
         let message = self.settle();
-        dead_letter.take(&message).await?;
-        tasks.done(false).await
+        tasks.item_done(sequence).await?;
+        dead_letter.take(&message).await
     }
 
     /// Gives the item back to be delivered again.
