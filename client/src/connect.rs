@@ -94,9 +94,9 @@ impl ConnectOptions {
     }
 
     /// For `nats://` addresses (feature `nats`): sets the NATS connection's options —
-    /// credentials files, NKeys, tokens, TLS certificates, a name — as the `async-nats`
-    /// crate takes them (re-exported as `ipcq_client::async_nats`). `set` is given the
-    /// defaults and returns the options to use; the time limit is this `ConnectOptions`'s.
+    /// tokens, NKeys, credentials, TLS certificates, a name — as the `async-nats` crate
+    /// takes them (re-exported as `ipcq_client::async_nats`). `set` is given the defaults
+    /// and returns the options to use; the time limit is this `ConnectOptions`'s.
     ///
     /// # Examples
     ///

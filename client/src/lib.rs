@@ -7,7 +7,10 @@
 //! # Layout
 //!
 //! - [`Client`]: one connection to a broker, shared by threads; [`ConnectOptions`]: its
-//!   time limit for connecting and the users it trusts to serve the address;
+//!   time limit for connecting and the users it trusts to serve the address. With the
+//!   feature `nats`, a `nats://` address connects to NATS JetStream instead, with the same
+//!   API (what has no form there fails with [`Error::Unsupported`]; see
+//!   `docs/scale-out.md`);
 //! - [`Queue<T>`]: a typed queue handle (postcard-encoded items); [`RawQueue`]: the same
 //!   over raw bytes, as the `ipcq` command line uses;
 //! - [`PipeEnd<T>`] / [`RawPipeEnd`]: one end of a two-ended pipe ([`End`], [`PipeOptions`]);
@@ -30,6 +33,9 @@
 //!   sleeps); the tokio one reads in a task and polls the core from its futures;
 //! - `queue`, `pipe`, `sync` (and their `tokio::` twins): the handles, whose thin methods
 //!   are written once in `surface` (macros expanded with `fn` and with `async fn`);
+//! - `nats` (feature `nats`): the NATS backend, on `ipcq-nats`. Each public type holds
+//!   its backend (a local connection, `Link`, or NATS), and the surface macros choose at
+//!   the few steps that differ (put, fetch, info, close, join, acquire, release, waits);
 //! - `ops` (each one-shot request and how its answer reads), `inbox` (delivered items not
 //!   yet handed out, and how many to fetch next), `common` (credits counted in slots and
 //!   bytes, the pace of gets, frames of items, the handshake), `connect` (address checks,
