@@ -40,8 +40,11 @@ pub(crate) type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = R
 /// - the client's process dies, or its connection closes, first: the broker puts every
 ///   delivery it held back at the head of its queue, in order, marked as redelivered.
 ///
-/// Settling costs no round trip: one message, written before `ack` returns. `T` is the
-/// queue's item type (`Bytes` for raw queues); a `Delivery` dereferences to it.
+/// Settling costs no round trip: one message, written before `ack` returns. (On NATS —
+/// a `nats://` client — settling is confirmed by the server before it returns with the
+/// blocking client, and sent by a task with the tokio client, whose `Client::flush` waits
+/// for it; see `docs/scale-out.md`.) `T` is the queue's item type (`Bytes` for raw
+/// queues); a `Delivery` dereferences to it.
 ///
 /// # Examples
 ///
