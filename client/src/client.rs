@@ -19,7 +19,6 @@ use crate::common::{connect_error, hello_frame, their_hello, Dead};
 use crate::connect::{self, ConnectOptions};
 use crate::core::{Core, Mark, Wakeup};
 use crate::ops::{self, Purpose, Request};
-use crate::queue::RawQueue;
 use crate::{Error, Result};
 
 crate::surface::client_surface! {

@@ -21,7 +21,6 @@ use crate::connect::ConnectOptions;
 use crate::core::Settlement;
 use crate::delivery::{BoxFuture, Settle};
 use crate::inbox::Delivered;
-use crate::sync::Acquired;
 use crate::{Error, QueueOptions, Result};
 
 /// The error for `what`, which NATS queues and clients do not do.
@@ -503,7 +502,8 @@ pub(crate) struct RemotePermits {
 }
 
 impl RemotePermits {
-    pub(crate) async fn acquire(&self, wait: Wait) -> Result<Option<Acquired>> {
+    /// A permit if one came in time, with whether its previous holder died holding it.
+    pub(crate) async fn acquire(&self, wait: Wait) -> Result<Option<bool>> {
         let timeout = timeout_of(wait);
         let guard = match &*self.permits {
             Permits::Lock(lock) => lock.acquire_timeout(timeout).await,
@@ -511,9 +511,9 @@ impl RemotePermits {
         }
         .map_err(from_nats)?;
         Ok(guard.map(|guard| {
-            let acquired = Acquired::new(guard.owner_died());
+            let owner_died = guard.owner_died();
             self.held().entry(self.key.clone()).or_default().push(guard);
-            acquired
+            owner_died
         }))
     }
 

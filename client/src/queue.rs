@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ipcq_proto::{QueueInfo, Reply, Wait};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::client::{Client, Hold, Link};
+use crate::client::{Backend, Client, Hold, Link};
 use crate::common::{check_item, decode, encode, frames_of};
 use crate::core::{Fetch, GetStep, Progress, PutStep};
 use crate::inbox::Delivered;

@@ -149,30 +149,6 @@ macro_rules! client_surface {
                 }
             }
 
-            /// Opens the queue `name` for raw bytes, creating it with `options` if it does
-            /// not exist.
-            ///
-            /// # Errors
-            ///
-            /// As [`Client::queue_with`].
-            pub $($async)? fn raw_queue_with(
-                &self,
-                name: &str,
-                options: crate::QueueOptions,
-            ) -> Result<RawQueue> {
-                match &self.backend {
-                    Backend::Local(link) => {
-                        let handle = link.open(name, options.kind()?)$($await)*?;
-                        Ok(RawQueue::local(link.hold(handle), name, options.get_capacity()))
-                    }
-                    #[cfg(feature = "nats")]
-                    Backend::Nats(remote) => {
-                        let queue = remote!(remote.queue(name, &options))?;
-                        Ok(RawQueue::remote(queue, name, options.get_capacity()))
-                    }
-                }
-            }
-
             /// The connection to a local broker; [`Error::Unsupported`] for `what` on
             /// another backend.
             pub(crate) fn local(&self, what: &str) -> Result<&Link> {
@@ -237,7 +213,10 @@ macro_rules! sync_surface {
                         Ok(acquired.map(Acquired::new))
                     }
                     #[cfg(feature = "nats")]
-                    PermitsAt::Nats(permits) => remote!(permits.acquire(wait)),
+                    PermitsAt::Nats(permits) => {
+                        let owner_died = remote!(permits.acquire(wait))?;
+                        Ok(owner_died.map(Acquired::new))
+                    }
                 }
             }
 
@@ -677,7 +656,8 @@ macro_rules! sync_surface {
 pub(crate) use sync_surface;
 
 /// A raw queue's methods that only call one operation each, and the typed queue on top of
-/// it. The invoking module defines `RawQueue` (with `at: QueueAt`, `name`, `capacity`),
+/// it, and `Client::raw_queue_with`, which opens either. The invoking module defines
+/// `RawQueue` (with `at: QueueAt`, `name`, `capacity`) and provides `Backend`,
 /// `Hold::put_items`, `Hold::fetch`, `Hold::wait_fetch` and, with the `nats` feature,
 /// `remote!`; `queue` holds the docs of the typed `Queue<T>`.
 macro_rules! queue_surface {
@@ -693,6 +673,32 @@ macro_rules! queue_surface {
             /// On NATS JetStream.
             #[cfg(feature = "nats")]
             Nats(crate::nats::RemoteQueue),
+        }
+
+        impl Client {
+            /// Opens the queue `name` for raw bytes, creating it with `options` if it does
+            /// not exist.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::queue_with`].
+            pub $($async)? fn raw_queue_with(
+                &self,
+                name: &str,
+                options: crate::QueueOptions,
+            ) -> Result<RawQueue> {
+                match &self.backend {
+                    Backend::Local(link) => {
+                        let handle = link.open(name, options.kind()?)$($await)*?;
+                        Ok(RawQueue::local(link.hold(handle), name, options.get_capacity()))
+                    }
+                    #[cfg(feature = "nats")]
+                    Backend::Nats(remote) => {
+                        let queue = remote!(remote.queue(name, &options))?;
+                        Ok(RawQueue::remote(queue, name, options.get_capacity()))
+                    }
+                }
+            }
         }
 
         impl RawQueue {
