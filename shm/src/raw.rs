@@ -112,27 +112,9 @@ pub(crate) mod model {
     use loom::cell::UnsafeCell;
     use loom::sync::atomic::AtomicU64;
 
-    use crate::ring::{Memory, Word};
+    use crate::ring::Memory;
 
-    impl Word for AtomicU64 {
-        fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
-            self.load(order)
-        }
-
-        fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
-            self.store(value, order);
-        }
-
-        fn compare_exchange(
-            &self,
-            current: u64,
-            new: u64,
-            success: std::sync::atomic::Ordering,
-            failure: std::sync::atomic::Ordering,
-        ) -> Result<u64, u64> {
-            self.compare_exchange(current, new, success, failure)
-        }
-    }
+    crate::ring::word_of!(AtomicU64);
 
     /// A slot's place in the vectors (indices are below the capacity, a `usize`).
     fn slot(index: u64) -> usize {

@@ -54,25 +54,34 @@ pub trait Word {
     ) -> Result<u64, u64>;
 }
 
-impl Word for std::sync::atomic::AtomicU64 {
-    fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
-        self.load(order)
-    }
+/// Implements [`Word`] for an atomic type with `AtomicU64`'s methods.
+macro_rules! word_of {
+    ($atomic:ty) => {
+        impl $crate::ring::Word for $atomic {
+            fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
+                self.load(order)
+            }
 
-    fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
-        self.store(value, order);
-    }
+            fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
+                self.store(value, order);
+            }
 
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: std::sync::atomic::Ordering,
-        failure: std::sync::atomic::Ordering,
-    ) -> Result<u64, u64> {
-        self.compare_exchange(current, new, success, failure)
-    }
+            fn compare_exchange(
+                &self,
+                current: u64,
+                new: u64,
+                success: std::sync::atomic::Ordering,
+                failure: std::sync::atomic::Ordering,
+            ) -> Result<u64, u64> {
+                self.compare_exchange(current, new, success, failure)
+            }
+        }
+    };
 }
+#[cfg(test)]
+pub(crate) use word_of;
+
+word_of!(std::sync::atomic::AtomicU64);
 
 /// The memory a ring lives in: its counters, slot states and payloads.
 pub trait Memory {
@@ -231,6 +240,20 @@ impl<M: Memory> Ring<M> {
         if item.len() > self.memory.slot_size() {
             return Err(PushError::TooLarge);
         }
+        let (tail, index, lap) = self.claim_slot(owner)?;
+        Self::advance(self.memory.tail(), tail);
+        self.memory.write(index, item);
+        // Release: the payload written above is visible to whoever sees READY with an
+        // Acquire load (a consumer's claim, or recovery).
+        self.memory
+            .state(index)
+            .store(State::word(lap, Phase::Ready, 0), Release);
+        Ok(())
+    }
+
+    /// Claims the slot at the tail for `owner` (`WRITING`): its position, slot and lap.
+    /// The tail is not moved yet (a process that dies here leaves it to the others).
+    fn claim_slot(&self, owner: Owner) -> Result<(u64, u64, u32), PushError> {
         loop {
             let tail = self.memory.tail().load(Acquire);
             let (index, lap) = self.locate(tail);
@@ -245,15 +268,9 @@ impl<M: Memory> Ring<M> {
                     let claim = State::word(lap, Phase::Writing, owner.0);
                     // AcqRel: the claim's Acquire is the one described above; its
                     // Release orders it before our counter move.
-                    if slot.compare_exchange(word, claim, AcqRel, Acquire).is_err() {
-                        continue;
+                    if slot.compare_exchange(word, claim, AcqRel, Acquire).is_ok() {
+                        return Ok((tail, index, lap));
                     }
-                    Self::advance(self.memory.tail(), tail);
-                    self.memory.write(index, item);
-                    // Release: the payload written above is visible to whoever sees
-                    // READY with an Acquire load (a consumer's claim, or recovery).
-                    slot.store(State::word(lap, Phase::Ready, 0), Release);
-                    return Ok(());
                 }
                 // Claimed on this lap already, or claimed and consumed: the tail lags.
                 Some(_) if state.lap == lap => Self::advance(self.memory.tail(), tail),
@@ -272,6 +289,19 @@ impl<M: Memory> Ring<M> {
     /// Takes the item at the head; `None` if there is none yet (nothing put, or the next
     /// item is still being written: FIFO, nothing after it comes first).
     pub fn pop(&self, owner: Owner) -> Option<Vec<u8>> {
+        let (index, lap) = self.claim_item(owner)?;
+        let item = self.memory.read(index);
+        // Release: our payload read is done before a producer, claiming the slot with
+        // Acquire, overwrites it.
+        self.memory
+            .state(index)
+            .store(State::word(lap.wrapping_add(1), Phase::Empty, 0), Release);
+        Some(item)
+    }
+
+    /// Claims the item at the head for `owner` (`READING`) and moves the head: its slot
+    /// and lap; `None` if there is none yet.
+    fn claim_item(&self, owner: Owner) -> Option<(u64, u32)> {
         loop {
             let head = self.memory.head().load(Acquire);
             let (index, lap) = self.locate(head);
@@ -285,15 +315,10 @@ impl<M: Memory> Ring<M> {
                     let claim = State::word(lap, Phase::Reading, owner.0);
                     // AcqRel: Acquire for the payload (as the load above); Release so
                     // that recovery, reading READING with Acquire, sees the payload too.
-                    if slot.compare_exchange(word, claim, AcqRel, Acquire).is_err() {
-                        continue;
+                    if slot.compare_exchange(word, claim, AcqRel, Acquire).is_ok() {
+                        Self::advance(self.memory.head(), head);
+                        return Some((index, lap));
                     }
-                    Self::advance(self.memory.head(), head);
-                    let item = self.memory.read(index);
-                    // Release: our payload read is done before a producer, claiming the
-                    // slot with Acquire, overwrites it.
-                    slot.store(State::word(lap.wrapping_add(1), Phase::Empty, 0), Release);
-                    return Some(item);
                 }
                 Some(Phase::Skip) if state.lap == lap => {
                     // A dead producer's claim: free it and go on.

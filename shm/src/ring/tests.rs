@@ -8,7 +8,7 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use super::{Owner, PushError, Ring};
+use super::{Memory, Owner, PushError, Ring};
 use crate::raw::model::ModelMemory;
 
 /// Runs `model` under loom with at most `preemptions` forced switches per execution (the
@@ -191,45 +191,16 @@ fn a_full_ring_refuses_and_frees() {
 /// What a dead process leaves, for the tests: the first step of a push or pop, and no
 /// more.
 impl Ring<ModelMemory> {
-    /// Claims the tail slot, writes part of `item`, and stops.
+    /// Claims the tail slot, writes part of `item`, and stops (before even moving the
+    /// tail).
     fn claim_and_die(&self, who: Owner, item: &[u8]) {
-        use super::{Memory, Phase, State};
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        loop {
-            let tail = self.memory.tail().load(Acquire);
-            let (index, lap) = self.locate(tail);
-            let slot = self.memory.state(index);
-            let word = slot.load(Acquire);
-            let state = State::decode(word);
-            if state.phase == Some(Phase::Empty) && state.lap == lap {
-                let claim = State::word(lap, Phase::Writing, who.0);
-                if slot.compare_exchange(word, claim, AcqRel, Acquire).is_ok() {
-                    self.memory.write(index, &item[..item.len() / 2]);
-                    return;
-                }
-            } else if state.lap == lap {
-                Self::advance(self.memory.tail(), tail);
-            }
-            thread::yield_now();
-        }
+        let (_, index, _) = self.claim_slot(who).expect("room");
+        self.memory.write(index, &item[..item.len() / 2]);
     }
 
     /// Claims the head item if there is one and stops before freeing it; returns it.
     fn claim_item_and_die(&self, who: Owner) -> Option<Vec<u8>> {
-        use super::{Memory, Phase, State};
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        let head = self.memory.head().load(Acquire);
-        let (index, lap) = self.locate(head);
-        let slot = self.memory.state(index);
-        let word = slot.load(Acquire);
-        let state = State::decode(word);
-        if state.phase == Some(Phase::Ready) && state.lap == lap {
-            let claim = State::word(lap, Phase::Reading, who.0);
-            if slot.compare_exchange(word, claim, AcqRel, Acquire).is_ok() {
-                Self::advance(self.memory.head(), head);
-                return Some(self.memory.read(index));
-            }
-        }
-        None
+        let (index, _) = self.claim_item(who)?;
+        Some(self.memory.read(index))
     }
 }
