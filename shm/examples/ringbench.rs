@@ -25,7 +25,7 @@ mod linux {
     use std::os::fd::AsRawFd;
     use std::time::Instant;
 
-    use ipcq_shm::{Owner, SharedRing};
+    use ipcq_shm::{Owner, SharedRing, Take};
 
     pub(super) fn main() {
         let args: Vec<String> = std::env::args().collect();
@@ -53,14 +53,18 @@ mod linux {
         let item = [7u8; 64];
         if mode == "tput" {
             for _ in 0..n {
-                to_child.push_wait(me, &item, None).expect("room");
+                to_child
+                    .push_wait(me, &item, None, &mut || true)
+                    .expect("room");
             }
         } else {
             let mut nanos = Vec::with_capacity(n);
             for _ in 0..n {
                 let start = Instant::now();
-                to_child.push_wait(me, &item, None).expect("room");
-                to_parent.pop_wait(me, None).expect("the answer");
+                to_child
+                    .push_wait(me, &item, None, &mut || true)
+                    .expect("room");
+                take(&to_parent, me);
                 nanos.push(start.elapsed().as_nanos());
             }
             nanos.sort_unstable();
@@ -71,6 +75,14 @@ mod linux {
             );
         }
         assert!(child.wait().expect("the child").success());
+    }
+
+    /// The next item, as long as it takes.
+    fn take(ring: &SharedRing, me: Owner) -> Vec<u8> {
+        match ring.take(me, None, &mut || true) {
+            Take::Item(item) => item,
+            other => panic!("no item: {other:?}"),
+        }
     }
 
     /// The child: takes `n` items (`tput`) or echoes `n` of them back (`pingpong`).
@@ -92,7 +104,7 @@ mod linux {
         if mode == "tput" {
             let start = Instant::now();
             for _ in 0..n {
-                from_parent.pop_wait(me, None).expect("an item");
+                take(&from_parent, me);
             }
             let seconds = start.elapsed().as_secs_f64();
             println!(
@@ -102,8 +114,8 @@ mod linux {
         } else {
             let back = open(to_parent);
             for _ in 0..n {
-                let item = from_parent.pop_wait(me, None).expect("an item");
-                back.push_wait(me, &item, None).expect("room");
+                let item = take(&from_parent, me);
+                back.push_wait(me, &item, None, &mut || true).expect("room");
             }
         }
     }

@@ -19,5 +19,5 @@ mod region;
 pub mod ring;
 
 #[cfg(target_os = "linux")]
-pub use region::{RegionMemory, SharedRing, SPIN};
-pub use ring::{Memory, Owner, PushError, Recovered, Ring, Word};
+pub use region::{RegionMemory, SharedRing, Take, SPIN};
+pub use ring::{Memory, Owner, PushError, Recovered, Ring, Word, CLOSED, SOCKET};

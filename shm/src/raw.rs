@@ -125,6 +125,7 @@ pub(crate) mod model {
     pub(crate) struct ModelMemory {
         head: AtomicU64,
         tail: AtomicU64,
+        flags: AtomicU64,
         states: Vec<AtomicU64>,
         payloads: Vec<UnsafeCell<Vec<u8>>>,
         slot_size: usize,
@@ -135,6 +136,7 @@ pub(crate) mod model {
             ModelMemory {
                 head: AtomicU64::new(0),
                 tail: AtomicU64::new(0),
+                flags: AtomicU64::new(0),
                 states: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
                 payloads: (0..capacity).map(|_| UnsafeCell::new(Vec::new())).collect(),
                 slot_size,
@@ -161,6 +163,10 @@ pub(crate) mod model {
             &self.tail
         }
 
+        fn flags(&self) -> &AtomicU64 {
+            &self.flags
+        }
+
         fn state(&self, index: u64) -> &AtomicU64 {
             &self.states[slot(index)]
         }
@@ -184,6 +190,10 @@ pub(crate) mod model {
 
         fn pause(&self) {
             loom::thread::yield_now();
+        }
+
+        fn fence(&self) {
+            loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         }
     }
 }

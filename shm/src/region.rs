@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! offset 0     magic "IPCQRNG1", capacity, slot size            (written once, then read-only)
+//!        24    flags: closed, served over the socket              (the broker's; rarely set)
 //!        64    head                                              (own cache line)
 //!        128   tail                                              (own cache line)
 //!        192   items: sequence, consumers asleep                 (futex words)
 //!        256   room:  sequence, producers asleep                 (futex words)
-//!        320   slot 0: state (8 B), length (4 B), pad, payload   (stride: 16 + slot size,
+//!        320   items taken, ever                                 (own cache line)
+//!        384   slot 0: state (8 B), length (4 B), pad, payload   (stride: 16 + slot size,
 //!              slot 1 ...                                          rounded up to 64 B)
 //! ```
 
@@ -25,13 +27,15 @@ use crate::ring::{Memory, Owner, PushError, Recovered, Ring};
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCQRNG1");
 const CAPACITY: usize = 8;
 const SLOT_SIZE: usize = 16;
+const FLAGS: usize = 24;
 const HEAD: usize = 64;
 const TAIL: usize = 128;
 const ITEMS_SEQ: usize = 192;
 const ITEMS_ASLEEP: usize = 196;
 const ROOM_SEQ: usize = 256;
 const ROOM_ASLEEP: usize = 260;
-const SLOTS: usize = 320;
+const TAKEN: usize = 320;
+const SLOTS: usize = 384;
 /// Within a slot.
 const LEN: usize = 8;
 const PAYLOAD: usize = 16;
@@ -43,6 +47,23 @@ const MOST_BYTES: usize = 1 << 30;
 /// it sleeps on the futex: long enough to catch a peer that is busy on the other core,
 /// short enough that an idle waiter costs no CPU.
 pub const SPIN: Duration = Duration::from_micros(50);
+
+/// The longest a waiter sleeps before asking its caller whether to go on (whether the
+/// broker is still there: a futex does not tell).
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// What a [`SharedRing::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// The item at the head.
+    Item(Vec<u8>),
+    /// None came in time (or the caller's check said to stop).
+    Empty,
+    /// The queue is closed and the ring is empty, with nothing still being written.
+    Closed,
+    /// The broker serves the queue over its socket now: ask it.
+    Socket,
+}
 
 /// The stride of a slot holding `slot_size` bytes.
 fn stride(slot_size: usize) -> Option<usize> {
@@ -90,6 +111,10 @@ impl Memory for RegionMemory {
 
     fn tail(&self) -> &AtomicU64 {
         self.mapping.u64_at(TAIL)
+    }
+
+    fn flags(&self) -> &AtomicU64 {
+        self.mapping.u64_at(FLAGS)
     }
 
     fn state(&self, index: u64) -> &AtomicU64 {
@@ -240,24 +265,62 @@ impl SharedRing {
     /// Takes the item at the head if there is one now, waking a producer that sleeps.
     pub fn pop(&self, owner: Owner) -> Option<Vec<u8>> {
         let item = self.ring.pop(owner)?;
+        // Relaxed: a count the broker reads for its figures; the socket that tells it
+        // to look orders it.
+        self.mapping().u64_at(TAKEN).fetch_add(1, Ordering::Relaxed);
         self.wake(ROOM_SEQ, ROOM_ASLEEP);
         Some(item)
     }
 
+    /// Items ever taken from the ring, by anyone.
+    pub fn taken(&self) -> u64 {
+        self.mapping().u64_at(TAKEN).load(Ordering::Relaxed)
+    }
+
+    fn mapping(&self) -> &Mapping {
+        &self.ring.memory().mapping
+    }
+
+    /// The broker's flags now ([`crate::ring::CLOSED`], [`crate::ring::SOCKET`]).
+    pub fn flags(&self) -> u64 {
+        self.ring.flags()
+    }
+
+    /// Sets `flags` (see [`Ring::set_flags`]) and wakes every sleeper, so that they see
+    /// them.
+    pub fn set_flags(&self, flags: u64) {
+        self.ring.set_flags(flags);
+        self.wake(ITEMS_SEQ, ITEMS_ASLEEP);
+        self.wake(ROOM_SEQ, ROOM_ASLEEP);
+    }
+
+    /// Slots being written now (see [`Ring::writing`]).
+    pub fn writing(&self) -> usize {
+        self.ring.writing()
+    }
+
+    /// Whether `owner` is reading an item (see [`Ring::reading`]).
+    pub fn reading(&self, owner: Owner) -> bool {
+        self.ring.reading(owner)
+    }
+
     /// Puts `item`, waiting for room until `deadline` (`None`: as long as it takes):
-    /// spinning for [`SPIN`], then asleep on the room futex.
+    /// spinning for [`SPIN`], then asleep on the room futex, asking `go_on` every 100 ms
+    /// of sleep whether to keep waiting.
     ///
     /// # Errors
     ///
-    /// [`PushError::Full`] at the deadline; [`PushError::TooLarge`].
+    /// [`PushError::Full`] at the deadline or when `go_on` says to stop;
+    /// [`PushError::TooLarge`]; [`PushError::Refused`].
     pub fn push_wait(
         &self,
         owner: Owner,
         item: &[u8],
         deadline: Option<Instant>,
+        go_on: &mut dyn FnMut() -> bool,
     ) -> Result<(), PushError> {
         let mut outcome = Err(PushError::Full);
-        self.wait(ROOM_SEQ, ROOM_ASLEEP, deadline, || {
+        self.wait(ROOM_SEQ, ROOM_ASLEEP, deadline, go_on, &mut || {
             outcome = self.push(owner, item);
             outcome != Err(PushError::Full)
         });
@@ -265,14 +328,41 @@ impl SharedRing {
     }
 
     /// Takes the item at the head, waiting for one until `deadline` (`None`: as long as
-    /// it takes): spinning for [`SPIN`], then asleep on the items futex.
-    pub fn pop_wait(&self, owner: Owner, deadline: Option<Instant>) -> Option<Vec<u8>> {
-        let mut item = None;
-        self.wait(ITEMS_SEQ, ITEMS_ASLEEP, deadline, || {
-            item = self.pop(owner);
-            item.is_some()
+    /// it takes) as [`SharedRing::push_wait`] waits for room. Ends early when the broker
+    /// has set a flag: [`Take::Socket`], or [`Take::Closed`] once a closed ring is empty
+    /// and nothing is being written into it.
+    pub fn take(
+        &self,
+        owner: Owner,
+        deadline: Option<Instant>,
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Take {
+        let mut taken = Take::Empty;
+        self.wait(ITEMS_SEQ, ITEMS_ASLEEP, deadline, go_on, &mut || {
+            taken = self.take_now(owner);
+            taken != Take::Empty
         });
-        item
+        taken
+    }
+
+    /// [`SharedRing::take`] without waiting.
+    pub fn take_now(&self, owner: Owner) -> Take {
+        if let Some(item) = self.pop(owner) {
+            return Take::Item(item);
+        }
+        let flags = self.flags();
+        if flags & crate::ring::SOCKET != 0 {
+            return Take::Socket;
+        }
+        // Closed: no push can start any more, so once none is being written, a ring
+        // that is still empty stays so. (Pushes being written are waited for.)
+        if flags & crate::ring::CLOSED != 0 && self.writing() == 0 {
+            return match self.pop(owner) {
+                Some(item) => Take::Item(item),
+                None => Take::Closed,
+            };
+        }
+        Take::Empty
     }
 
     /// Items published and not yet taken (see [`Ring::len`]).
@@ -317,7 +407,8 @@ impl SharedRing {
         seq: usize,
         asleep: usize,
         deadline: Option<Instant>,
-        mut attempt: impl FnMut() -> bool,
+        go_on: &mut dyn FnMut() -> bool,
+        attempt: &mut dyn FnMut() -> bool,
     ) {
         let spin_until = Instant::now() + SPIN;
         loop {
@@ -344,19 +435,23 @@ impl SharedRing {
             if attempt() {
                 break;
             }
-            let timeout = match deadline {
-                None => None,
+            let left = match deadline {
+                None => CHECK_EVERY,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
+                    Some(left) if !left.is_zero() => left.min(CHECK_EVERY),
                     _ => break,
                 },
             };
-            let timeout = timeout.map(|left| futex::Timespec {
-                tv_sec: left.as_secs() as i64,
+            let timeout = futex::Timespec {
+                tv_sec: 0,
                 tv_nsec: i64::from(left.subsec_nanos()),
-            });
+            };
             // Woken, timed out, interrupted, or the sequence moved already: look again.
-            let _ = futex::wait(seq, futex::Flags::empty(), seen, timeout.as_ref());
+            let slept = Instant::now();
+            let _ = futex::wait(seq, futex::Flags::empty(), seen, Some(&timeout));
+            if slept.elapsed() >= left && !go_on() {
+                break;
+            }
         }
         asleep.fetch_sub(1, Ordering::Relaxed);
     }

@@ -34,8 +34,25 @@
 //!   never reached the dead process's caller (a `pop` frees the slot before it returns),
 //!   so recovery copies it out and returns it to be given back, then frees the slot:
 //!   exactly one of handed over and given back.
+//!
+//! # Flags: the broker's word
+//!
+//! One more word, [`Memory::flags`], is the broker's to set: [`CLOSED`] (puts are
+//! refused) and [`SOCKET`] (the broker serves the queue over its socket from now on and
+//! drains the ring). A producer looks at the flags after claiming its slot, and gives the
+//! slot up (`SKIP`) if one is set; the broker sets a flag, then looks for slots being
+//! written. A fence on each side between the two steps means that either the producer
+//! sees the flag, or the broker sees its claim and waits for it to be published: an item
+//! is never published into a ring the broker has stopped reading without the broker
+//! knowing.
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+/// A [`Memory::flags`] bit: the queue is closed, pushes are refused.
+pub const CLOSED: u64 = 1;
+/// A [`Memory::flags`] bit: the queue is served over the broker's socket from now on;
+/// pushes are refused, and the broker drains what the ring holds.
+pub const SOCKET: u64 = 2;
 
 /// A 64-bit atomic word of the ring's memory: `std`'s for shared memory, loom's in the
 /// model checks.
@@ -52,6 +69,8 @@ pub trait Word {
         success: std::sync::atomic::Ordering,
         failure: std::sync::atomic::Ordering,
     ) -> Result<u64, u64>;
+    /// As `AtomicU64::fetch_or`.
+    fn fetch_or(&self, value: u64, order: std::sync::atomic::Ordering) -> u64;
 }
 
 /// Implements [`Word`] for an atomic type with `AtomicU64`'s methods.
@@ -75,6 +94,10 @@ macro_rules! word_of {
             ) -> Result<u64, u64> {
                 self.compare_exchange(current, new, success, failure)
             }
+
+            fn fetch_or(&self, value: u64, order: std::sync::atomic::Ordering) -> u64 {
+                self.fetch_or(value, order)
+            }
         }
     };
 }
@@ -95,6 +118,8 @@ pub trait Memory {
     fn head(&self) -> &Self::Word;
     /// Positions claimed by producers (a hint).
     fn tail(&self) -> &Self::Word;
+    /// The broker's flags ([`CLOSED`], [`SOCKET`]).
+    fn flags(&self) -> &Self::Word;
     /// The state word of slot `index`.
     fn state(&self, index: u64) -> &Self::Word;
     /// Writes `item` (at most `slot_size` bytes) as slot `index`'s payload. Called only by
@@ -107,6 +132,10 @@ pub trait Memory {
     /// a spin hint (the model checks yield to the other threads instead).
     fn pause(&self) {
         std::hint::spin_loop();
+    }
+    /// A sequentially consistent fence (loom's in the model checks).
+    fn fence(&self) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -184,6 +213,8 @@ pub enum PushError {
     Full,
     /// The item is larger than a slot.
     TooLarge,
+    /// The broker set these flags ([`CLOSED`], [`SOCKET`]): the ring takes no more.
+    Refused(u64),
 }
 
 /// What [`Ring::recover`] found of a dead owner.
@@ -235,13 +266,26 @@ impl<M: Memory> Ring<M> {
     ///
     /// # Errors
     ///
-    /// [`PushError::Full`], [`PushError::TooLarge`].
+    /// [`PushError::Full`], [`PushError::TooLarge`], [`PushError::Refused`] once the
+    /// broker has set a flag.
     pub fn push(&self, owner: Owner, item: &[u8]) -> Result<(), PushError> {
         if item.len() > self.memory.slot_size() {
             return Err(PushError::TooLarge);
         }
         let (tail, index, lap) = self.claim_slot(owner)?;
         Self::advance(self.memory.tail(), tail);
+        // SeqCst fence: orders our claim (before) with our look at the flags (after),
+        // against the broker's mirror image in `set_flags` (its flag, then its look at
+        // the slots): either we see its flag here, or it sees our slot WRITING.
+        self.memory.fence();
+        let flags = self.memory.flags().load(Relaxed);
+        if flags != 0 {
+            // Given up: consumers pass it as a dead producer's slot.
+            self.memory
+                .state(index)
+                .store(State::word(lap, Phase::Skip, 0), Release);
+            return Err(PushError::Refused(flags));
+        }
         self.memory.write(index, item);
         // Release: the payload written above is visible to whoever sees READY with an
         // Acquire load (a consumer's claim, or recovery).
@@ -358,6 +402,39 @@ impl<M: Memory> Ring<M> {
     /// Whether [`Ring::len`] is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The broker's flags now ([`CLOSED`], [`SOCKET`]).
+    pub fn flags(&self) -> u64 {
+        // Acquire: a client that sees a flag sees what the broker did before setting it.
+        self.memory.flags().load(Acquire)
+    }
+
+    /// Sets `flags` (the broker's call). Once it returns, every push either is refused
+    /// or was claimed before and shows in [`Ring::writing`] until it is published.
+    pub fn set_flags(&self, flags: u64) {
+        self.memory.flags().fetch_or(flags, AcqRel);
+        // SeqCst fence: the mirror of the one in `push` (our flag, before; whoever then
+        // looks at the slots, after).
+        self.memory.fence();
+    }
+
+    /// Slots being written now (claimed, not yet published or given up).
+    pub fn writing(&self) -> usize {
+        (0..self.memory.capacity())
+            .filter(|&index| {
+                State::decode(self.memory.state(index).load(Acquire)).phase == Some(Phase::Writing)
+            })
+            .count()
+    }
+
+    /// Whether `owner` has claimed an item it has not finished reading (what
+    /// [`Ring::recover`] would give back if it died now).
+    pub fn reading(&self, owner: Owner) -> bool {
+        (0..self.memory.capacity()).any(|index| {
+            let state = State::decode(self.memory.state(index).load(Acquire));
+            state.phase == Some(Phase::Reading) && state.owner == owner.0
+        })
     }
 
     /// Takes back what `dead` held: its unpublished claims are passed over, and the items

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipcq_shm::{Owner, PushError, SharedRing};
+use ipcq_shm::{Owner, PushError, SharedRing, Take, CLOSED, SOCKET};
 
 fn owner(n: u32) -> Owner {
     Owner::new(n).expect("a valid owner")
@@ -28,7 +28,8 @@ fn producers_and_consumers_move_every_item_once_in_order() {
                     let mut item = [0u8; 8];
                     item[..4].copy_from_slice(&p.to_le_bytes());
                     item[4..].copy_from_slice(&i.to_le_bytes());
-                    ring.push_wait(owner(p + 1), &item, deadline).unwrap();
+                    ring.push_wait(owner(p + 1), &item, deadline, &mut || true)
+                        .unwrap();
                 }
             })
         })
@@ -38,17 +39,19 @@ fn producers_and_consumers_move_every_item_once_in_order() {
             let ring = Arc::clone(&ring);
             std::thread::spawn(move || {
                 let mut got = Vec::new();
-                while let Some(item) = ring.pop_wait(
-                    owner(100 + c),
-                    Some(Instant::now() + Duration::from_millis(500)),
-                ) {
-                    got.push(item);
+                loop {
+                    match ring.take(owner(100 + c), deadline, &mut || true) {
+                        Take::Item(item) => got.push(item),
+                        Take::Closed => return got,
+                        other => panic!("consumer {c}: {other:?}"),
+                    }
                 }
-                got
             })
         })
         .collect();
     producers.into_iter().for_each(|p| p.join().unwrap());
+    // Closing wakes the consumers: each ends once the ring is empty.
+    ring.set_flags(CLOSED);
     let mut seen: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for consumer in consumers {
         let mut last: BTreeMap<u32, u32> = BTreeMap::new();
@@ -93,6 +96,36 @@ fn a_client_maps_the_brokers_ring_and_a_bad_file_is_refused() {
     let plain = tempfile_like();
     let err = SharedRing::open(plain).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+}
+
+#[test]
+fn the_brokers_flags_refuse_pushes_and_end_waits() {
+    let ring = SharedRing::create("flags", 4, 8).unwrap();
+    ring.push(owner(1), b"before").unwrap();
+    ring.set_flags(CLOSED);
+    assert_eq!(
+        ring.push(owner(1), b"after"),
+        Err(PushError::Refused(CLOSED))
+    );
+    // The refused push's slot is passed over; what came before is still taken.
+    assert_eq!(ring.take_now(owner(2)), Take::Item(b"before".to_vec()));
+    assert_eq!(ring.take(owner(2), None, &mut || true), Take::Closed);
+    assert_eq!(ring.writing(), 0);
+
+    let ring = Arc::new(SharedRing::create("socket", 4, 8).unwrap());
+    let sleeper = {
+        let ring = Arc::clone(&ring);
+        std::thread::spawn(move || ring.take(owner(2), None, &mut || true))
+    };
+    // The sleeper wakes when the flag is set, whenever that is.
+    ring.set_flags(SOCKET);
+    assert_eq!(sleeper.join().unwrap(), Take::Socket);
+    assert_eq!(ring.push(owner(1), b"x"), Err(PushError::Refused(SOCKET)));
+    // A waiter whose check says stop ends within a check's time.
+    let ring = SharedRing::create("stop", 1, 8).unwrap();
+    let start = Instant::now();
+    assert_eq!(ring.take(owner(2), None, &mut || false), Take::Empty);
+    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 /// A file that is no ring: an unsealed memfd.

@@ -188,6 +188,38 @@ fn a_full_ring_refuses_and_frees() {
     });
 }
 
+/// The broker turning the queue over to its socket while a producer pushes: the item is
+/// refused, or the broker sees it being written, waits, and drains it. Never left in a
+/// ring that nobody reads any more.
+#[test]
+fn an_item_pushed_as_the_broker_takes_over_is_refused_or_drained() {
+    check(2, || {
+        let ring = ring(2);
+        let producer = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || ring.push(owner(1), &[1, 0]))
+        };
+        ring.set_flags(super::SOCKET);
+        while ring.writing() > 0 {
+            thread::yield_now();
+        }
+        let mut drained = Vec::new();
+        while let Some(item) = ring.pop(owner(9)) {
+            drained.push(item);
+        }
+        match producer.join().unwrap() {
+            Ok(()) => assert_eq!(drained, vec![vec![1, 0]]),
+            Err(PushError::Refused(flags)) => {
+                assert_eq!(flags, super::SOCKET);
+                assert!(drained.is_empty());
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        // Nothing published after the drain.
+        assert!(ring.pop(owner(9)).is_none());
+    });
+}
+
 /// What a dead process leaves, for the tests: the first step of a push or pop, and no
 /// more.
 impl Ring<ModelMemory> {
