@@ -53,7 +53,7 @@ pub use ipcq_client::tokio;
 /// [`serve`](broker::serve) on the caller's tokio runtime.
 #[cfg(feature = "broker")]
 pub mod broker {
-    pub use ipcq_broker::{serve, Broker, Config, Error};
+    pub use ipcq_broker::{serve, Broker, Config, Error, DEFAULT_SLOT_SIZE};
 }
 
 /// The README's examples, compiled as doctests so that they cannot drift from the API.

@@ -5,6 +5,12 @@ use std::time::Duration;
 use crate::link::OutputLimits;
 use crate::Error;
 
+/// The default size of a shared-memory slot: 512 bytes with its header.
+pub const DEFAULT_SLOT_SIZE: usize = 496;
+
+/// The largest shared-memory slot.
+const MOST_SLOT_SIZE: usize = 1 << 20;
+
 /// How a broker listens and what it allows.
 ///
 /// Every limit has a default that suits one machine; each setter says what it is.
@@ -34,6 +40,7 @@ pub struct Config {
     pub(crate) output_soft: usize,
     pub(crate) output_hard: usize,
     pub(crate) output_soft_for: Duration,
+    pub(crate) shared_slots: Option<usize>,
 }
 
 impl Default for Config {
@@ -52,6 +59,7 @@ impl Default for Config {
             output_soft: 256 << 10,
             output_hard: 128 << 20,
             output_soft_for: Duration::from_secs(60),
+            shared_slots: Some(DEFAULT_SLOT_SIZE),
         }
     }
 }
@@ -185,6 +193,25 @@ impl Config {
         self
     }
 
+    /// Whether bounded queues get a ring in shared memory (Linux), whose slots hold items
+    /// of up to `slot_size` bytes: clients of the broker's own user then put and take
+    /// items there, with no system call while both sides are busy, and the socket path
+    /// serves everyone else with the same guarantees. Each such queue pins its capacity
+    /// times the slot size (plus 16 bytes a slot, rounded up to 64) of memory, counted in
+    /// the broker's byte budget; queues of more than 65,536 items, unbounded queues, and
+    /// queues over the budget use the socket path. `None` turns rings off.
+    ///
+    /// An item larger than a slot, a get that waits for acknowledgement, `task_done` or
+    /// `join`, or a client that uses the socket turns a queue over to the socket path for
+    /// good (see the performance docs).
+    ///
+    /// Default: on, with slots of 496 bytes (512 with their header).
+    #[must_use]
+    pub fn shared_memory(mut self, slot_size: Option<usize>) -> Self {
+        self.shared_slots = slot_size;
+        self
+    }
+
     pub(crate) fn output(&self) -> OutputLimits {
         OutputLimits {
             soft: self.output_soft,
@@ -223,6 +250,15 @@ impl Config {
                 "output limits: soft ({}) must be positive, hard ({}) at least soft plus twice \
                  max_frame_len ({}), and the time positive",
                 self.output_soft, self.output_hard, self.max_frame_len
+            ));
+        }
+        if self
+            .shared_slots
+            .is_some_and(|size| size == 0 || size > MOST_SLOT_SIZE)
+        {
+            return invalid(format!(
+                "a shared-memory slot holds 1 byte to {MOST_SLOT_SIZE} bytes, not {:?}",
+                self.shared_slots
             ));
         }
         if self.max_connections == 0

@@ -40,8 +40,13 @@ mod peer;
 mod registry;
 mod server;
 mod session;
+#[cfg(target_os = "linux")]
+mod share;
+#[cfg(not(target_os = "linux"))]
+#[path = "share_none.rs"]
+mod share;
 
 pub use broker::Broker;
-pub use config::Config;
+pub use config::{Config, DEFAULT_SLOT_SIZE};
 pub use error::Error;
 pub use server::serve;

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use ipcq_proto::{DeadLetter, ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
 
 use crate::budget::Budget;
-use crate::objects::{Barrier, Event, Object, Permits, Pipe, Queue};
+use crate::objects::{Barrier, Event, Extras, Object, Permits, Pipe, Queue};
 use crate::Config;
 
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub(crate) struct Registry {
     max_objects: usize,
     max_queue_bytes: usize,
     max_waiters: usize,
+    /// The slot size of queues' shared-memory rings, if they get one.
+    shared_slots: Option<usize>,
     budget: Arc<Budget>,
 }
 
@@ -36,6 +38,7 @@ impl Registry {
             max_objects: config.max_objects,
             max_queue_bytes: config.max_queue_bytes,
             max_waiters: config.max_waiters,
+            shared_slots: config.shared_slots,
             budget: Arc::new(Budget::new(config.max_total_bytes)),
         }
     }
@@ -151,8 +154,11 @@ impl Registry {
                         self.max_queue_bytes,
                         Arc::clone(&self.budget),
                         self.max_waiters,
-                        auto_delete,
-                        dead_letter,
+                        Extras {
+                            auto_delete,
+                            dead_letter,
+                            shared_slots: self.shared_slots,
+                        },
                     )),
                     Kind::PipeEnd {
                         duplex, capacity, ..

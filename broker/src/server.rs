@@ -377,6 +377,7 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
         registry: Registry::new(&config),
         max_frame_len: config.max_frame_len,
         output: config.output(),
+        tickets: crate::share::Tickets::default(),
     });
     // Connections past the limit are accepted only to be told why they are refused; the
     // permit travels with the session and is returned when it ends.
@@ -444,12 +445,13 @@ pub(crate) async fn run(listener: Listener, config: Config, shutdown: impl Futur
             let Some(permit) = permit else { continue };
             let pid = peer_pid(&stream);
             let stream = Arc::new(stream);
+            let port = crate::share::Port::of(&stream);
             let (reader, writer) = (SharedStream(Arc::clone(&stream)), SharedStream(stream));
             let shared = Arc::clone(&shared);
             let stop = stop_rx.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                session::run(id, pid, reader, writer, shared, stop).await;
+                session::run(id, pid, port, reader, writer, shared, stop).await;
                 drop(permit);
                 drop(done);
             });

@@ -15,6 +15,7 @@ use crate::link::{flush_scope, write_loop, Direct, Link, OutputLimits};
 use crate::objects::{Barrier, Event, Object, Permits, Queue};
 use crate::peer::{Peer, Taken};
 use crate::registry::Registry;
+use crate::share::{Port, Tickets};
 
 /// A client that has not finished its handshake by then is not an ipcq client.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,13 +29,16 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) max_frame_len: usize,
     pub(crate) output: OutputLimits,
+    /// Rings promised to clients, to be fetched on connections of their own.
+    pub(crate) tickets: Tickets,
 }
 
-/// Runs one connection to its end: the client's process is `pid` (0 if unknown). Never
-/// panics on input; every way out is logged here.
+/// Runs one connection to its end: the client's process is `pid` (0 if unknown); `port`
+/// is there if it may be sent a ring. Never panics on input; every way out is logged here.
 pub(crate) async fn run<R, W>(
     id: u64,
     pid: u32,
+    port: Option<Port>,
     reader: R,
     writer: W,
     shared: Arc<Shared>,
@@ -58,6 +62,7 @@ pub(crate) async fn run<R, W>(
         buf: BytesMut::with_capacity(64 * 1024),
         partial: Partial::new(shared_budget),
         link: Arc::clone(&link),
+        port,
     };
     session.send_hello();
     let outcome = tokio::select! {
@@ -137,6 +142,8 @@ struct Session<R> {
     partial: Partial,
     /// Where this connection's answers wait to be written.
     link: Arc<Link>,
+    /// How a ring's file reaches this client, if it may have one.
+    port: Option<Port>,
 }
 
 /// The item bytes that came after a message in its frame.
@@ -587,6 +594,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 let (objects, more) = self.shared.registry.stats_page(&after, max_len);
                 Ok(Some(Reply::StatsPage { objects, more }))
             }
+            Op::ShareQueue { handle } => Ok(Some(self.share(self.send_queue(handle)?))),
+            Op::FetchShared { token } => self.fetch_shared(id, token),
             Op::Finish { tag, count } => {
                 let held = self.settle(tag, count, true);
                 if held < u64::from(count) {
@@ -646,6 +655,44 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
     /// The queue that puts on `handle` go to: the queue itself, or the inbox of the other
     /// end of a pipe.
+    /// `ShareQueue`: a ticket for `queue`'s ring, if it has one that serves it and this
+    /// client may have it; `Flag(false)` otherwise (the socket serves it).
+    fn share(&self, queue: &Queue) -> Reply {
+        let shared = self.port.as_ref().and_then(|_| {
+            let lane = queue.lane.as_ref().filter(|lane| lane.serving())?;
+            let owner = lane.owner(self.peer.id)?;
+            let token = self.shared.tickets.issue(lane.file())?;
+            Some(Reply::Shared { token, owner })
+        });
+        shared.unwrap_or(Reply::Flag(false))
+    }
+
+    /// `FetchShared`: the answer goes straight to the socket, with the ring's file.
+    fn fetch_shared(&self, id: u64, token: u64) -> Result<Option<Reply>, ErrorReply> {
+        let found = self
+            .port
+            .as_ref()
+            .and_then(|port| Some((port, self.shared.tickets.redeem(token)?)));
+        let Some((port, file)) = found else {
+            return Err(ErrorReply::new(
+                ErrorCode::NotFound,
+                "no ring for this ticket: unknown, used, expired, or not this user's",
+            ));
+        };
+        let mut frame = Vec::new();
+        let answer = ipcq_proto::BrokerMsg::Reply {
+            id,
+            body: Reply::Done,
+        };
+        let failed = |err: &dyn std::fmt::Display| {
+            ErrorReply::new(ErrorCode::Broken, format!("the ring was not sent: {err}"))
+        };
+        ipcq_proto::encode(&answer, 0, ipcq_proto::MAX_HANDSHAKE_LEN, &mut frame)
+            .map_err(|err| failed(&err))?;
+        port.send(&frame, &file).map_err(|err| failed(&err))?;
+        Ok(None)
+    }
+
     fn send_queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
         let opened = self.opened(handle)?;
         match &opened.object {

@@ -90,12 +90,15 @@ pub fn render(stats: &[ObjectStats], rates: Option<&Rates<'_>>) -> String {
                     q.redelivered.to_string(),
                     q.dead_lettered.to_string(),
                     q.bytes.to_string(),
-                    match (q.closed, q.auto_delete) {
-                        (true, _) => "closed",
-                        (false, true) => "open, auto-delete",
-                        (false, false) => "open",
-                    }
-                    .to_string(),
+                    format!(
+                        "{}{}",
+                        match (q.closed, q.auto_delete) {
+                            (true, _) => "closed",
+                            (false, true) => "open, auto-delete",
+                            (false, false) => "open",
+                        },
+                        if q.shared_memory { ", shm" } else { "" }
+                    ),
                     held_by(&q.holders),
                 ];
                 if let Some(rates) = rates {
@@ -336,6 +339,8 @@ pub fn json(stats: &[ObjectStats]) -> serde_json::Value {
                 "reserved": q.reserved,
                 "redelivered": q.redelivered,
                 "dead_lettered": q.dead_lettered,
+                "shared_memory": q.shared_memory,
+                "torn_writes": q.torn_writes,
                 "holders": q.holders.iter().map(|h| serde_json::json!({
                     "pid": h.pid,
                     "connection": h.connection,

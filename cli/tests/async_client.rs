@@ -437,8 +437,8 @@ fn embedded_broker_serves_both_clients_and_shutdown_wakes_waiters() {
                 let first = queue.get().unwrap();
                 queue.put(&(first + 1)).unwrap();
                 answered.send(()).unwrap();
-                // Parks until the broker goes.
-                let idle = client.queue::<u32>("idle", 10).unwrap();
+                // Parks in the broker until it goes (unbounded: no ring to sleep on).
+                let idle = client.queue::<u32>("idle", 0).unwrap();
                 idle.get_many(10).map(|items| items.len())
             })
         };

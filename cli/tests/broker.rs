@@ -320,7 +320,9 @@ fn serve_runs_on_the_callers_runtime() {
 #[test]
 fn a_killed_broker_fails_blocked_calls_and_a_new_one_takes_over() {
     watchdog(LIMIT, || {
-        let mut broker = TestBroker::start();
+        // Calls parked in the broker, where the test can see them (calls asleep on a
+        // queue's ring: tests/shared_memory.rs).
+        let mut broker = TestBroker::start_with(&["--no-shm"]);
         let client = broker.client();
         let queue = client.queue::<u64>("q", 1).unwrap();
         queue.put(&0).unwrap();

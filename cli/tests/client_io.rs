@@ -64,11 +64,17 @@ impl Script {
         }
     }
 
-    /// Reads and answers the client's next request, which must be `Open` of a queue.
+    /// Reads and answers the client's next request, which must be `Open` of a queue, and
+    /// (on Linux) its request for the queue's ring: this broker has none to share.
     fn opened(&mut self) {
         let (id, op) = self.request();
         assert!(matches!(op, Op::Open { .. }), "{op:?}");
         self.answer(id, Reply::Opened { handle: 0 });
+        if cfg!(target_os = "linux") {
+            let (id, op) = self.request();
+            assert_eq!(op, Op::ShareQueue { handle: 0 });
+            self.answer(id, Reply::Flag(false));
+        }
     }
 }
 

@@ -148,7 +148,8 @@ fn credits_never_exceed_the_capacity() {
 #[test]
 fn idle_credits_are_revoked_when_another_producer_waits() {
     watchdog(LIMIT, || {
-        let broker = TestBroker::start();
+        // Credits are the socket path's (a queue's ring needs none).
+        let broker = TestBroker::start_with(&["--no-shm"]);
         let observer = broker.client();
         // Producer A takes credits, then waits on another queue (so its client reads).
         let a = broker.client();

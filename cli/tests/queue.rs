@@ -113,7 +113,9 @@ fn put_nowait_full_and_get_nowait_empty() {
 #[test]
 fn blocked_put_completes_when_get_frees_a_slot() {
     watchdog(LIMIT, || {
-        let broker = TestBroker::start();
+        // Parked in the broker, where the test can see it (the ring's waits are in
+        // tests/shared_memory.rs).
+        let broker = TestBroker::start_with(&["--no-shm"]);
         let client = broker.client();
         let queue = client.queue::<u32>("one", 1).unwrap();
         queue.put(&1).unwrap();
@@ -172,7 +174,9 @@ fn blocked_getters_are_served_in_arrival_order() {
 #[test]
 fn close_drains_then_fails_and_wakes_waiters() {
     watchdog(LIMIT, || {
-        let broker = TestBroker::start();
+        // Parked in the broker, where the test can see it (the ring's waits are in
+        // tests/shared_memory.rs).
+        let broker = TestBroker::start_with(&["--no-shm"]);
         let client = broker.client();
         let full = client.queue::<u32>("full", 1).unwrap();
         full.put(&7).unwrap();

@@ -104,6 +104,9 @@ pub(crate) struct Link {
 
 struct Inner {
     addr: String,
+    /// As connected: a ring's memory is fetched on a connection made the same way.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    options: ConnectOptions,
     /// Shared with the reading thread, where there is one (`read_always`).
     stream: Arc<Stream>,
     /// The broker's frame limit, from its handshake.
@@ -143,6 +146,8 @@ pub(crate) struct Hold {
     pub(crate) client: Link,
     pub(crate) handle: u32,
     pub(crate) waker: Arc<Condvar>,
+    /// The queue's ring in shared memory, if the broker shares one with this client.
+    pub(crate) lane: Option<crate::shm::Lane>,
 }
 
 impl crate::delivery::Settle for Hold {
@@ -208,25 +213,7 @@ impl Link {
                 .saturating_sub(start.elapsed())
                 .max(Duration::from_millis(1))
         };
-        connect::prepare(addr)?;
-        let connect_options = match ipcq_proto::classify_addr(addr) {
-            AddrKind::Path(path) => {
-                ConnectOptions_::new().name(path.to_fs_name::<GenericFilePath>()?.into_owned())
-            }
-            AddrKind::Namespaced(name) => {
-                ConnectOptions_::new().name(name.to_ns_name::<GenericNamespaced>()?.into_owned())
-            }
-        };
-        let stream = connect_options
-            .wait_mode(ConnectWaitMode::Timeout(timeout))
-            .connect_sync()
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                    connect::no_answer(addr, timeout, "connecting")
-                }
-                _ => connect_error(addr, err),
-            })?;
-        connect::verify_server(&stream, addr, options)?;
+        let stream = dial(addr, options, timeout)?;
         // Until the first answer, reads and writes stop at the time limit.
         let timed = set_timeouts(&stream, Some(left()))?;
         let stream = Arc::new(stream);
@@ -243,6 +230,7 @@ impl Link {
         let client = Link {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
+                options: options.clone(),
                 stream,
                 max_frame_len,
                 shared: Mutex::new(Shared {
@@ -395,12 +383,35 @@ impl Link {
 
     /// A handle's share of object `handle`'s state.
     pub(crate) fn hold(&self, handle: u32) -> Arc<Hold> {
+        self.hold_with(handle, None)
+    }
+
+    /// As [`Link::hold`] for a queue: with the queue's ring, if the broker shares one.
+    pub(crate) fn queue_hold(&self, handle: u32) -> Arc<Hold> {
+        let lane = crate::shm::Lane::attach(self, handle);
+        self.hold_with(handle, lane)
+    }
+
+    fn hold_with(&self, handle: u32, lane: Option<crate::shm::Lane>) -> Arc<Hold> {
         self.with_core(|core| core.open_handle(handle));
         Arc::new(Hold {
             client: self.clone(),
             handle,
             waker: Arc::new(Condvar::new()),
+            lane,
         })
+    }
+
+    /// The connection's socket.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.inner.stream
+    }
+
+    /// How this client connected.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn options(&self) -> &ConnectOptions {
+        &self.inner.options
     }
 
     /// Writes what the core has queued, until at least `mark`.
@@ -715,7 +726,7 @@ fn is_timeout(err: &std::io::Error) -> bool {
 
 /// Time limits for the socket's reads and writes; false where there are none (Windows
 /// named pipes).
-fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<bool> {
+pub(crate) fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<bool> {
     let set = stream
         .set_recv_timeout(timeout)
         .and_then(|()| stream.set_send_timeout(timeout));
@@ -730,7 +741,11 @@ fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<bool> {
 /// when the socket's reads are `timed`; else (a named pipe) on a thread waited for that
 /// long, which, if nothing ever answers, is left blocked until the other side closes.
 /// Returns the broker's greeting and whatever followed it.
-fn greeting(stream: &Arc<Stream>, timed: bool, timeout: Duration) -> Result<(Bytes, BytesMut)> {
+pub(crate) fn greeting(
+    stream: &Arc<Stream>,
+    timed: bool,
+    timeout: Duration,
+) -> Result<(Bytes, BytesMut)> {
     let exchange = |stream: &Stream| {
         // If the write fails, the broker has closed the connection: its reason is read next.
         let mut writer = stream;
@@ -752,6 +767,30 @@ fn greeting(stream: &Arc<Stream>, timed: bool, timeout: Duration) -> Result<(Byt
         .map_err(Error::Io)?;
     rx.recv_timeout(timeout)
         .unwrap_or_else(|_| Err(Error::BrokerGone("no handshake in time".into())))
+}
+
+/// Connects to the broker at `addr` and checks who serves it, within `timeout`.
+pub(crate) fn dial(addr: &str, options: &ConnectOptions, timeout: Duration) -> Result<Stream> {
+    connect::prepare(addr)?;
+    let connect_options = match ipcq_proto::classify_addr(addr) {
+        AddrKind::Path(path) => {
+            ConnectOptions_::new().name(path.to_fs_name::<GenericFilePath>()?.into_owned())
+        }
+        AddrKind::Namespaced(name) => {
+            ConnectOptions_::new().name(name.to_ns_name::<GenericNamespaced>()?.into_owned())
+        }
+    };
+    let stream = connect_options
+        .wait_mode(ConnectWaitMode::Timeout(timeout))
+        .connect_sync()
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                connect::no_answer(addr, timeout, "connecting")
+            }
+            _ => connect_error(addr, err),
+        })?;
+    connect::verify_server(&stream, addr, options)?;
+    Ok(stream)
 }
 
 /// Reads one frame during the handshake.

@@ -32,6 +32,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ConnectOptions {
     pub(crate) timeout: Duration,
     pub(crate) trusted_uids: Vec<u32>,
+    pub(crate) shared_memory: bool,
     #[cfg(feature = "nats")]
     pub(crate) nats: Option<NatsOptions>,
 }
@@ -49,6 +50,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             trusted_uids: Vec::new(),
+            shared_memory: true,
             #[cfg(feature = "nats")]
             nats: None,
         }
@@ -60,7 +62,8 @@ impl std::fmt::Debug for ConnectOptions {
         let mut options = f.debug_struct("ConnectOptions");
         options
             .field("timeout", &self.timeout)
-            .field("trusted_uids", &self.trusted_uids);
+            .field("trusted_uids", &self.trusted_uids)
+            .field("shared_memory", &self.shared_memory);
         #[cfg(feature = "nats")]
         options.field("nats", &self.nats.as_ref().map(|_| ".."));
         options.finish()
@@ -90,6 +93,18 @@ impl ConnectOptions {
     #[must_use]
     pub fn trust_uid(mut self, uid: u32) -> Self {
         self.trusted_uids.push(uid);
+        self
+    }
+
+    /// Whether the blocking client moves a queue's items through the queue's ring in
+    /// shared memory, where the broker shares one (Linux, a broker of this process's own
+    /// user): puts and gets then make no system call while both sides are busy. Off, or
+    /// where there is no ring, the socket serves the queue, with the same guarantees.
+    ///
+    /// Default: on.
+    #[must_use]
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = on;
         self
     }
 

@@ -78,6 +78,11 @@ mod ops;
 mod pipe;
 mod queue;
 mod select;
+#[cfg(target_os = "linux")]
+mod shm;
+#[cfg(not(target_os = "linux"))]
+#[path = "shm_none.rs"]
+mod shm;
 mod surface;
 mod sync;
 #[cfg(feature = "tokio")]

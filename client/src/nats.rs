@@ -341,6 +341,8 @@ fn figures(info: ipcq_nats::QueueInfo) -> ObjectStats {
             redelivered: 0,
             dead_lettered: 0,
             holders: Vec::new(),
+            shared_memory: false,
+            torn_writes: 0,
         }),
     }
 }

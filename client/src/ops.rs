@@ -86,6 +86,22 @@ fn done(answer: Result<Reply>) -> Result<()> {
     }
 }
 
+/// The queue `handle`'s ring, if the broker shares it: its ticket and this connection's
+/// owner number. (Rings are Linux's.)
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn share(handle: u32) -> Request<Option<(u64, u32)>> {
+    Request::new(
+        Op::ShareQueue { handle },
+        handle,
+        Purpose::Other,
+        |answer| match answer? {
+            Reply::Shared { token, owner } => Ok(Some((token, owner))),
+            Reply::Flag(false) => Ok(None),
+            other => Err(unexpected(&other)),
+        },
+    )
+}
+
 fn flag(answer: Result<Reply>) -> Result<bool> {
     match answer? {
         Reply::Flag(flag) => Ok(flag),
@@ -336,6 +352,8 @@ mod tests {
                 redelivered: 0,
                 dead_lettered: 0,
                 holders: Vec::new(),
+                shared_memory: false,
+                torn_writes: 0,
             }),
         };
         let mut asked = Vec::new();

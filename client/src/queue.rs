@@ -276,6 +276,11 @@ impl Hold {
     /// one write); returns how many were put.
     pub(crate) fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
         let (client, handle, waker) = (&self.client, self.handle, &self.waker);
+        if let Some(lane) = &self.lane {
+            if let Some(put) = lane.put(client, items, wait)? {
+                return Ok(put);
+            }
+        }
         loop {
             match client.with_core(|core| core.put_step(handle, items, wait))? {
                 // On slots already reserved: the put needs no answer.
@@ -302,6 +307,17 @@ impl Hold {
     /// request is withdrawn.
     pub(crate) fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
         let (client, handle) = (&self.client, self.handle);
+        // A get that waits for acknowledgement needs the broker's bookkeeping: the socket.
+        if let Some(lane) = self.lane.as_ref().filter(|_| ack) {
+            if let Some(items) = lane.take(client, max, wait)? {
+                let delivered = items.into_iter().map(|item| Delivered {
+                    tag: 0,
+                    item,
+                    earlier: 0,
+                });
+                return Ok(delivered.collect());
+            }
+        }
         loop {
             let step =
                 client.with_core(|core| core.get_step(handle, max, wait, Instant::now(), ack))?;

@@ -690,7 +690,8 @@ macro_rules! queue_surface {
                 match &self.backend {
                     Backend::Local(link) => {
                         let handle = link.open(name, options.kind()?)$($await)*?;
-                        Ok(RawQueue::local(link.hold(handle), name, options.get_capacity()))
+                        let hold = link.queue_hold(handle);
+                        Ok(RawQueue::local(hold, name, options.get_capacity()))
                     }
                     #[cfg(feature = "nats")]
                     Backend::Nats(remote) => {

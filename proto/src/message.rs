@@ -451,6 +451,21 @@ pub enum Op {
         /// Number of consecutive tags finished.
         count: u32,
     },
+    /// Move this queue's items through shared memory (Linux, a client of the broker's
+    /// own user): answered with [`Reply::Shared`], or [`Reply::Flag`]`(false)` when the
+    /// queue has no ring (the socket path then serves it, as always). The ring's memory
+    /// comes on a connection of its own, with [`Op::FetchShared`].
+    ShareQueue {
+        /// Queue handle.
+        handle: u32,
+    },
+    /// The first request of a connection made to fetch a ring's memory: answered with
+    /// [`Reply::Done`] carrying the memfd as `SCM_RIGHTS` ancillary data on the frame's
+    /// bytes. Each token works once, within 10 s, for the user it was given to.
+    FetchShared {
+        /// From [`Reply::Shared`].
+        token: u64,
+    },
 }
 
 /// Broker to client, after the handshake.
@@ -542,6 +557,14 @@ pub enum Reply {
         objects: Vec<ObjectStats>,
         /// More objects sort after the last one: ask again with its name as `after`.
         more: bool,
+    },
+    /// Answer to [`Op::ShareQueue`]: fetch the ring with `token`, and mark its slots as
+    /// `owner`'s (the broker recovers what `owner` holds when this connection closes).
+    Shared {
+        /// For [`Op::FetchShared`].
+        token: u64,
+        /// This connection's owner number in the ring.
+        owner: u32,
     },
 }
 
@@ -668,6 +691,12 @@ pub struct QueueStats {
     pub dead_lettered: u64,
     /// The connections holding items in flight (delivered, not yet acknowledged).
     pub holders: Vec<Holder>,
+    /// Whether the queue's ring in shared memory serves it now (its items are there, and
+    /// its clients of the broker's user put and take them with no system call).
+    pub shared_memory: bool,
+    /// Items that producers killed while writing them into the ring left half written:
+    /// passed over (never delivered), their slots freed.
+    pub torn_writes: u64,
 }
 
 /// A connection holding delivered items of a queue.

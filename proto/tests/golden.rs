@@ -201,6 +201,14 @@ fn client_messages() {
         request(Op::Lookup { name: "q".into() }),
         [0, 0xac, 0x02, 22, 1, b'q']
     );
+    assert_eq!(
+        request(Op::ShareQueue { handle: 2 }),
+        [0, 0xac, 0x02, 24, 2]
+    );
+    assert_eq!(
+        request(Op::FetchShared { token: 300 }),
+        [0, 0xac, 0x02, 25, 0xac, 0x02]
+    );
 }
 
 #[test]
@@ -209,6 +217,13 @@ fn broker_messages() {
     assert_eq!(reply(Reply::Done), [0, 1, 0]);
     assert_eq!(reply(Reply::Pong), [0, 1, 1]);
     assert_eq!(reply(Reply::Opened { handle: 4 }), [0, 1, 2, 4]);
+    assert_eq!(
+        reply(Reply::Shared {
+            token: 300,
+            owner: 7
+        }),
+        [0, 1, 13, 0xac, 0x02, 7]
+    );
     assert_eq!(reply(Reply::Item { tag: 9, earlier: 2 }), [0, 1, 3, 9, 2]);
     assert_eq!(
         reply(Reply::Items {
@@ -256,13 +271,18 @@ fn broker_messages() {
             connection: 4,
             in_flight: 2,
         }],
+        shared_memory: true,
+        torn_writes: 5,
     };
     assert_eq!(
         reply(Reply::Stats(vec![ObjectStats {
             name: "q".into(),
             detail: ObjectDetail::Queue(stats.clone())
         }])),
-        [0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1, 0xac, 0x02, 4, 2]
+        [
+            0, 1, 6, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1, 0xac, 0x02, 4, 2, 1,
+            5
+        ]
     );
     assert_eq!(
         reply(Reply::StatsPage {
@@ -272,7 +292,10 @@ fn broker_messages() {
             }],
             more: true
         }),
-        [0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1, 0xac, 0x02, 4, 2, 1]
+        [
+            0, 1, 12, 1, 1, b'q', 0, 1, 2, 9, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 1, 0xac, 0x02, 4, 2, 1,
+            5, 1
+        ]
     );
     assert_eq!(
         reply(Reply::Accepted {

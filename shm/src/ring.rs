@@ -272,7 +272,14 @@ impl<M: Memory> Ring<M> {
         if item.len() > self.memory.slot_size() {
             return Err(PushError::TooLarge);
         }
-        let (tail, index, lap) = self.claim_slot(owner)?;
+        let (tail, index, lap) = self.claim_slot(owner).map_err(|full| {
+            // A full ring that the broker has closed (or turned over) says so: the put
+            // would wait for room in vain.
+            match self.flags() {
+                0 => full,
+                flags => PushError::Refused(flags),
+            }
+        })?;
         Self::advance(self.memory.tail(), tail);
         // SeqCst fence: orders our claim (before) with our look at the flags (after),
         // against the broker's mirror image in `set_flags` (its flag, then its look at

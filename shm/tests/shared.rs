@@ -111,6 +111,15 @@ fn the_brokers_flags_refuse_pushes_and_end_waits() {
     assert_eq!(ring.take_now(owner(2)), Take::Item(b"before".to_vec()));
     assert_eq!(ring.take(owner(2), None, &mut || true), Take::Closed);
     assert_eq!(ring.writing(), 0);
+    // A full ring, closed: refused too, not full (a waiting put would wait in vain).
+    let full = SharedRing::create("full", 1, 8).unwrap();
+    full.push(owner(1), b"a").unwrap();
+    assert_eq!(full.push(owner(1), b"b"), Err(PushError::Full));
+    full.set_flags(CLOSED);
+    assert_eq!(
+        full.push_wait(owner(1), b"b", None, &mut || true),
+        Err(PushError::Refused(CLOSED))
+    );
 
     let ring = Arc::new(SharedRing::create("socket", 4, 8).unwrap());
     let sleeper = {

@@ -3,6 +3,11 @@
 
 mod barrier;
 mod event;
+#[cfg(target_os = "linux")]
+mod lane;
+#[cfg(not(target_os = "linux"))]
+#[path = "lane_none.rs"]
+mod lane;
 mod parked;
 mod permits;
 mod pipe;
@@ -13,7 +18,7 @@ pub(crate) use event::Event;
 use parked::Parked;
 pub(crate) use permits::Permits;
 pub(crate) use pipe::Pipe;
-pub(crate) use queue::Queue;
+pub(crate) use queue::{Extras, Queue};
 
 use std::sync::Arc;
 use std::time::Duration;

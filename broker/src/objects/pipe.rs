@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipcq_proto::{ErrorCode, ErrorReply, PipeStats};
 
-use super::Queue;
+use super::{Extras, Queue};
 use crate::budget::Budget;
 
 #[derive(Debug)]
@@ -48,8 +48,7 @@ impl Pipe {
                 max_bytes,
                 Arc::clone(budget),
                 max_waiters,
-                false,
-                None,
+                Extras::default(),
             )
         };
         Arc::new(Pipe {

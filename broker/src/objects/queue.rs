@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use super::lane::Lane;
 use super::parked::{Park, Parked};
 use crate::budget::{cost, Budget, Waiter};
 use crate::peer::{Item, Peer, Source};
@@ -47,6 +48,9 @@ pub(crate) struct Queue {
     pub(crate) dead_letter: Option<(Arc<Queue>, u32)>,
     /// Connections that opened it, while `auto_delete` (counted by the registry).
     pub(crate) openers: AtomicUsize,
+    /// Its ring in shared memory, if it has one (see `lane.rs`): while the ring serves the
+    /// queue, the items are there, and `state` holds none.
+    pub(crate) lane: Option<Lane>,
     state: Mutex<State>,
 }
 
@@ -82,6 +86,8 @@ struct State {
     unfinished: u64,
     /// Parked `join`s, woken when `unfinished` reaches 0.
     joiners: Parked,
+    /// Items clients took out of the ring, as far as the counts above include them.
+    folded: u64,
 }
 
 /// The items in flight to one connection.
@@ -155,6 +161,16 @@ impl Source for Queue {
     }
 }
 
+/// What a queue may have beyond its bound and budgets: all off by default (as for a
+/// pipe's inboxes).
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub(crate) auto_delete: bool,
+    pub(crate) dead_letter: Option<(Arc<Queue>, u32)>,
+    /// The slot size of a ring in shared memory, if it may have one.
+    pub(crate) shared_slots: Option<usize>,
+}
+
 impl Queue {
     pub(crate) fn new(
         name: String,
@@ -162,9 +178,14 @@ impl Queue {
         max_bytes: usize,
         budget: Arc<Budget>,
         max_waiters: usize,
-        auto_delete: bool,
-        dead_letter: Option<(Arc<Queue>, u32)>,
+        extras: Extras,
     ) -> Arc<Self> {
+        let Extras {
+            auto_delete,
+            dead_letter,
+            shared_slots,
+        } = extras;
+        let lane = shared_slots.and_then(|size| Lane::create(&name, capacity, size, &budget));
         Arc::new_cyclic(|this| Queue {
             name,
             capacity,
@@ -174,6 +195,7 @@ impl Queue {
             auto_delete,
             dead_letter,
             openers: AtomicUsize::new(0),
+            lane,
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 bytes: 0,
@@ -193,6 +215,7 @@ impl Queue {
                 holding: Vec::new(),
                 unfinished: 0,
                 joiners: Parked::new(max_waiters),
+                folded: 0,
             }),
         })
     }
@@ -210,7 +233,7 @@ impl Queue {
         want: u32,
     ) {
         let per_credit = items.iter().map(|item| cost(item.len())).max().unwrap_or(0);
-        let mut state = self.lock();
+        let mut state = self.lock_data("a put over the socket");
         if state.closed {
             drop(state);
             peer.reply_error(request, ErrorCode::Closed, self.closed_message());
@@ -256,7 +279,7 @@ impl Queue {
     ) {
         // From here on, `len` is what the item will count.
         let len = cost(len);
-        let mut state = self.lock();
+        let mut state = self.lock_data("a put over the socket");
         if state.closed {
             drop(state);
             peer.reply_error(request, ErrorCode::Closed, self.closed_message());
@@ -425,7 +448,7 @@ impl Queue {
         want: u32,
         len: usize,
     ) -> (u32, u64) {
-        let mut state = self.lock();
+        let mut state = self.lock_data("credits asked for");
         self.grant(&mut state, peer, handle, want, cost(len))
     }
 
@@ -449,7 +472,7 @@ impl Queue {
 
     /// `get` (`max` 1, `many` false) and `get_many`.
     pub(crate) fn get(&self, peer: &Arc<Peer>, request: u64, wait: Wait, max: usize, many: bool) {
-        let mut state = self.lock();
+        let mut state = self.lock_data("a get over the socket");
         if let Some(message) = too_large_for(&state.items, peer) {
             drop(state);
             peer.reply_error(request, ErrorCode::TooLarge, message);
@@ -577,6 +600,20 @@ impl Queue {
     /// Drops the parked requests of a client that went away.
     pub(crate) fn forget(&self, peer: u64) {
         let mut state = self.lock();
+        if let Some(lane) = &self.lane {
+            // Under the lock: what comes back goes in before any later request's items.
+            let left = lane.forget(&self.name, peer);
+            if !(left.returned.is_empty() && left.drained.is_empty()) {
+                self.fold(&mut state, lane);
+                for item in left.returned.into_iter().rev() {
+                    self.enter(&mut state, item, true);
+                }
+                for item in left.drained {
+                    self.enter(&mut state, item, false);
+                }
+                self.feed_getters(&mut state);
+            }
+        }
         state.getters.forget(peer);
         state.joiners.forget(peer);
         let putters_left = state.putters.forget(peer);
@@ -599,6 +636,9 @@ impl Queue {
     pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
+        if let Some(lane) = &self.lane {
+            lane.close();
+        }
         // Credit holders learn of it; what they already sent on credits still enters.
         self.revoke_others(&mut state, 0);
         state
@@ -611,6 +651,11 @@ impl Queue {
     pub(crate) fn remove(&self) {
         let mut state = self.lock();
         state.removed = true;
+        if let Some(lane) = &self.lane {
+            // Its clients go to the socket, where the queue is gone; its items with it.
+            lane.close();
+            drop(lane.turn_over(&self.name, "removed"));
+        }
         let dropped: usize = state.items.drain(..).map(|item| cost(item.len())).sum();
         state.bytes -= dropped;
         self.budget.release(dropped);
@@ -625,6 +670,10 @@ impl Queue {
     /// Broker shutdown: every parked request learns it at once.
     pub(crate) fn shut_down(&self) {
         let mut state = self.lock();
+        if let Some(lane) = &self.lane {
+            // Gets and puts asleep on the ring wake and go to the socket, which is closing.
+            lane.stop();
+        }
         let (code, message) = (ErrorCode::ShuttingDown, "the broker is shutting down");
         state.getters.fail_all(code, message);
         state.putters.fail_all(code, message);
@@ -637,7 +686,7 @@ impl Queue {
     ///
     /// When every item put has already been marked done.
     pub(crate) fn task_done(&self) -> Result<(), String> {
-        let mut state = self.lock();
+        let mut state = self.lock_data("task_done");
         if state.unfinished == 0 {
             return Err(format!(
                 "task_done on queue '{}' called more times than items were put",
@@ -664,7 +713,7 @@ impl Queue {
     /// `join`: answers `Flag(true)` once every item put has been marked done, `Flag(false)`
     /// when the wait runs out.
     pub(crate) fn join(&self, peer: &Arc<Peer>, request: u64, wait: Wait) {
-        let mut state = self.lock();
+        let mut state = self.lock_data("join");
         if state.unfinished == 0 {
             drop(state);
             peer.reply(request, Reply::Flag(true));
@@ -766,8 +815,9 @@ impl Queue {
 
     pub(crate) fn info(&self) -> QueueInfo {
         let state = self.lock();
-        let len = state.len();
+        let len = state.len() + self.in_ring();
         let full = !state.putters.is_empty()
+            || (self.capacity != 0 && len >= self.capacity)
             || self.room(&state, 0) != Room::Yes
             || state.bytes >= self.max_bytes
             || self.budget.exhausted();
@@ -781,16 +831,17 @@ impl Queue {
 
     pub(crate) fn stats(&self) -> QueueStats {
         let state = self.lock();
+        let (in_ring, taken) = (self.in_ring(), self.taken_unfolded(&state));
         QueueStats {
-            ready: state.items.len() as u64,
+            ready: state.items.len() as u64 + in_ring,
             in_flight: state.in_flight,
             reserved: state.reserved,
             capacity: self.capacity,
             bytes: state.bytes as u64,
             getters: state.getters.len() as u64,
             putters: state.putters.len() as u64,
-            total_put: state.total_put,
-            total_got: state.total_got,
+            total_put: state.total_put + taken + in_ring,
+            total_got: state.total_got + taken,
             redelivered: state.redelivered,
             dead_lettered: state.dead_lettered,
             holders: state
@@ -804,6 +855,8 @@ impl Queue {
                 .collect(),
             closed: state.closed,
             auto_delete: self.auto_delete,
+            shared_memory: self.lane.as_ref().is_some_and(Lane::serving),
+            torn_writes: self.lane.as_ref().map_or(0, Lane::torn_writes),
         }
     }
 
@@ -986,6 +1039,65 @@ impl Queue {
 
     fn closed_message(&self) -> String {
         format!("queue '{}' is closed", self.name)
+    }
+
+    /// The state, for a request that needs the broker's bookkeeping: a ring serving the
+    /// queue is turned over to the socket path first, its items moved in (see `lane.rs`),
+    /// and items published into it since are collected.
+    fn lock_data(&self, why: &str) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        if let Some(lane) = &self.lane {
+            let items = lane.turn_over(&self.name, why);
+            self.fold(&mut state, lane);
+            if !items.is_empty() {
+                for item in items {
+                    self.enter(&mut state, item, false);
+                }
+                self.feed_getters(&mut state);
+            }
+        }
+        state
+    }
+
+    /// Items in the ring while it serves the queue.
+    fn in_ring(&self) -> u64 {
+        self.lane
+            .as_ref()
+            .filter(|lane| lane.serving())
+            .map_or(0, Lane::len)
+    }
+
+    /// Items clients took out of the ring that the counts do not include yet.
+    fn taken_unfolded(&self, state: &State) -> u64 {
+        self.lane.as_ref().map_or(0, |lane| {
+            lane.taken_by_clients().saturating_sub(state.folded)
+        })
+    }
+
+    /// Counts the items clients took out of the ring: put, taken, and (for `join`) not
+    /// yet done.
+    fn fold(&self, state: &mut State, lane: &Lane) {
+        let taken = lane.taken_by_clients();
+        let new = taken.saturating_sub(state.folded);
+        state.folded = taken;
+        state.total_put += new;
+        state.total_got += new;
+        state.unfinished += new;
+    }
+
+    /// Places an item that comes from the ring (its bytes were in the ring's memory, not
+    /// yet in the budget), at the back or, given back, at the front.
+    fn enter(&self, state: &mut State, item: Bytes, front: bool) {
+        let len = cost(item.len());
+        self.budget.force(len);
+        state.bytes += len;
+        state.total_put += 1;
+        state.unfinished += 1;
+        if front {
+            state.items.push_front(Item::new(item));
+        } else {
+            state.items.push_back(Item::new(item));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -60,6 +60,12 @@ struct Args {
     /// Also admit clients in this group id (repeatable).
     #[arg(long, value_name = "GID")]
     allow_gid: Vec<u32>,
+    /// Serve every queue over the socket: no shared-memory rings.
+    #[arg(long)]
+    no_shm: bool,
+    /// Bytes a shared-memory slot holds; larger items turn their queue over to the socket.
+    #[arg(long, default_value_t = ipcq::broker::DEFAULT_SLOT_SIZE, value_name = "BYTES")]
+    shm_slot_size: usize,
     /// Log filter (overridden by RUST_LOG), e.g. `info`, `debug`, `ipcq_broker=trace`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -100,7 +106,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.output_hard_limit,
             std::time::Duration::try_from_secs_f64(args.output_soft_seconds)
                 .context("invalid --output-soft-seconds")?,
-        );
+        )
+        .shared_memory((!args.no_shm).then_some(args.shm_slot_size));
     for uid in args.allow_uid {
         config = config.allow_uid(uid);
     }

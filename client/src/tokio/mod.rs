@@ -465,6 +465,12 @@ impl Link {
             handle,
         })
     }
+
+    /// As [`Link::hold`] for a queue. (The tokio client does not use queues' rings: its
+    /// queues are served over the socket.)
+    pub(crate) fn queue_hold(&self, handle: u32) -> Arc<Hold> {
+        self.hold(handle)
+    }
 }
 
 impl Drop for Inner {

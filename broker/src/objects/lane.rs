@@ -1,0 +1,226 @@
+//! A queue's ring in shared memory (Linux): the fast path between clients of the broker's
+//! own user, who put into it and take from it without a system call.
+//!
+//! The broker makes the ring when it makes the queue, passes its memory to the clients
+//! that ask, gives each connection an owner number, and recovers what an owner held when
+//! its connection closes. While the ring serves the queue, the queue's items are in it and
+//! nowhere else. The first request that needs the broker's own bookkeeping (a put or get
+//! over the socket, an acknowledging get, `task_done`, `join`, a client that died holding
+//! an item) turns the queue over to the socket path: the broker sets the ring's
+//! [`SOCKET`] flag, waits for the pushes already claimed, and moves every item into the
+//! queue in ring order. From then on the clients use the socket too, so the guarantees
+//! are the socket path's, for every client, whatever mix of them uses the queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ipcq_shm::{Owner, SharedRing, CLOSED, SOCKET};
+
+use crate::budget::Budget;
+
+/// Most slots in a ring: a bigger queue uses the socket path (its ring would pin too much
+/// memory whether used or not).
+pub(crate) const MOST_SLOTS: u64 = 1 << 16;
+
+/// How long a turnover waits for pushes already claimed to be published. A producer
+/// stopped mid-write for longer (a debugger, SIGSTOP) publishes later, and its item is
+/// collected by the next request (see [`Lane::collect`]).
+const WRITERS_WAIT: Duration = Duration::from_millis(20);
+
+/// The broker's own owner number, for its drains.
+const BROKER: u32 = Owner::MAX;
+
+/// What a ring's connection left when it closed.
+#[derive(Debug, Default)]
+pub(crate) struct Left {
+    /// Items it had claimed and not yet returned to its caller: back to the head.
+    pub(crate) returned: Vec<Bytes>,
+    /// The ring's items after them, when the queue was turned over to the socket.
+    pub(crate) drained: Vec<Bytes>,
+}
+
+/// A queue's ring, its owners, and what the broker took out of it itself.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    ring: SharedRing,
+    budget: Arc<Budget>,
+    /// Bytes of the ring, counted in the broker's budget until it is dropped.
+    bytes: usize,
+    owners: Mutex<Owners>,
+    /// Items the broker itself took out of the ring (the rest of the ring's count were
+    /// taken by clients).
+    drained: AtomicU64,
+    /// Pushes of dead producers passed over.
+    torn: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Owners {
+    by_peer: HashMap<u64, Owner>,
+    last: u32,
+}
+
+impl Lane {
+    /// A ring for the queue `name` of `capacity` items of up to `slot_size` bytes, if
+    /// there can be one: a bounded queue of at most [`MOST_SLOTS`] whose ring fits the
+    /// broker's byte budget, and a system that makes one.
+    pub(crate) fn create(
+        name: &str,
+        capacity: u64,
+        slot_size: usize,
+        budget: &Arc<Budget>,
+    ) -> Option<Lane> {
+        if capacity == 0 || capacity > MOST_SLOTS || slot_size == 0 {
+            return None;
+        }
+        let slots = usize::try_from(capacity).ok()?;
+        let ring = match SharedRing::create(name, slots, slot_size) {
+            Ok(ring) => ring,
+            Err(err) => {
+                tracing::warn!(queue = %name, cause = %err, "no shared-memory ring: the socket path serves the queue");
+                return None;
+            }
+        };
+        let bytes = usize::try_from(ring.file().metadata().ok()?.len()).ok()?;
+        if !budget.try_reserve(bytes) {
+            tracing::warn!(queue = %name, bytes, "no shared-memory ring: over the broker's byte budget");
+            return None;
+        }
+        Some(Lane {
+            ring,
+            budget: Arc::clone(budget),
+            bytes,
+            owners: Mutex::new(Owners::default()),
+            drained: AtomicU64::new(0),
+            torn: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether the ring serves the queue (it has not been turned over to the socket).
+    pub(crate) fn serving(&self) -> bool {
+        self.ring.flags() & SOCKET == 0
+    }
+
+    /// The ring's memory, to pass to a client.
+    pub(crate) fn file(&self) -> &std::fs::File {
+        self.ring.file()
+    }
+
+    /// The owner number of connection `peer`, given on its first call; `None` once the
+    /// numbers run out (the client then uses the socket).
+    pub(crate) fn owner(&self, peer: u64) -> Option<u32> {
+        let mut owners = self.owners();
+        if let Some(&owner) = owners.by_peer.get(&peer) {
+            return Some(owner.get());
+        }
+        let owner = Owner::new(owners.last + 1).filter(|owner| owner.get() < BROKER)?;
+        owners.last = owner.get();
+        owners.by_peer.insert(peer, owner);
+        Some(owner.get())
+    }
+
+    /// Items in the ring now.
+    pub(crate) fn len(&self) -> u64 {
+        self.ring.len() as u64
+    }
+
+    /// Items clients have taken out of the ring, ever.
+    pub(crate) fn taken_by_clients(&self) -> u64 {
+        self.ring
+            .taken()
+            .saturating_sub(self.drained.load(Ordering::Relaxed))
+    }
+
+    /// Wakes everyone asleep on the ring and sends them to the socket (the broker is
+    /// stopping).
+    pub(crate) fn stop(&self) {
+        self.ring.set_flags(SOCKET);
+    }
+
+    /// Later pushes are refused; takes end with `Closed` once the ring is empty.
+    pub(crate) fn close(&self) {
+        self.ring.set_flags(CLOSED);
+    }
+
+    /// Turns the queue `name` over to the socket path (once), for the reason `why`:
+    /// returns the ring's items, in order. Pushes claimed before are waited for, up to
+    /// [`WRITERS_WAIT`].
+    pub(crate) fn turn_over(&self, name: &str, why: &str) -> Vec<Bytes> {
+        if !self.serving() {
+            return self.collect();
+        }
+        tracing::info!(queue = %name, reason = why, "queue served over the socket from now on");
+        self.ring.set_flags(SOCKET);
+        let until = Instant::now() + WRITERS_WAIT;
+        while self.ring.writing() > 0 && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        self.collect()
+    }
+
+    /// What the ring holds now, once the queue is turned over: pushes published after the
+    /// turnover, by producers that had claimed their slots before it.
+    pub(crate) fn collect(&self) -> Vec<Bytes> {
+        let mut items = Vec::new();
+        let broker = Owner::new(BROKER).expect("the broker's owner number is valid");
+        while let Some(item) = self.ring.pop(broker) {
+            items.push(Bytes::from(item));
+        }
+        self.drained
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        items
+    }
+
+    /// Connection `peer` closed: recovers what its owner held. A push it had claimed is
+    /// passed over; an item it had claimed to take comes back, and the queue is turned
+    /// over to the socket first, so that the item goes back to the head and the slot it
+    /// leaves is not filled meanwhile (the queue never holds more than its capacity).
+    pub(crate) fn forget(&self, name: &str, peer: u64) -> Left {
+        let Some(owner) = self.owners().by_peer.remove(&peer) else {
+            return Left::default();
+        };
+        if !self.ring.reading(owner) {
+            self.count_torn(self.ring.recover(owner).skipped);
+            return Left::default();
+        }
+        let why = "a client died holding an item";
+        tracing::info!(queue = %name, reason = why, "queue served over the socket from now on");
+        self.ring.set_flags(SOCKET);
+        let recovered = self.ring.recover(owner);
+        self.count_torn(recovered.skipped);
+        let returned = recovered.returned;
+        Left {
+            returned: returned.into_iter().map(Bytes::from).collect(),
+            drained: self.turn_over(name, why),
+        }
+    }
+
+    /// Pushes of dead producers passed over, ever.
+    pub(crate) fn torn_writes(&self) -> u64 {
+        self.torn.load(Ordering::Relaxed)
+    }
+
+    fn count_torn(&self, skipped: usize) {
+        if skipped > 0 {
+            tracing::debug!(skipped, "a dead producer's half-written items passed over");
+            self.torn.fetch_add(skipped as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Clients still mapping it keep the memory; the broker's budget no longer counts it.
+        self.ring.set_flags(CLOSED | SOCKET);
+        self.budget.release(self.bytes);
+    }
+}
