@@ -27,6 +27,8 @@
 //! ipcq-test-client sem-hold ADDR SEM PERMITS                  take a permit, print "held", wait
 //! ipcq-test-client event-wait ADDR EVENT                      print "set" once EVENT is set
 //! ipcq-test-client barrier-wait ADDR BARRIER PARTIES          wait at BARRIER, print the place
+//! ipcq-test-client spin-produce ADDR QUEUE CAPACITY          print "started", then put ids 0, 1, ...
+//!                                                             until killed
 //! ipcq-test-client task ADDR QUEUE COUNT                      get COUNT u64s, task_done each
 //! ipcq-test-client chaos-produce ADDR QUEUE CAPACITY FIRST END
 //!                                                             for ids FIRST..END: print
@@ -127,6 +129,13 @@ fn main() -> anyhow::Result<()> {
                 out.write_all(format!("a {id}\n").as_bytes())?;
                 queue.put(&id)?;
                 out.write_all(format!("o {id}\n").as_bytes())?;
+            }
+        }
+        "spin-produce" => {
+            writeln!(out, "started")?;
+            out.flush()?;
+            for id in 0.. {
+                queue.put(&id)?;
             }
         }
         "chaos-work" => {

@@ -1,0 +1,333 @@
+//! Queues served by their ring in shared memory (Linux): a real broker process and real
+//! client processes. Items move through the ring with every guarantee of the socket path:
+//! each once, each producer's in order, the bound, exact `len`, `close`; a client that
+//! needs the broker's bookkeeping turns the queue over to the socket with nothing lost;
+//! producers killed while writing never stop the queue.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use ipcq::{ConnectOptions, Error};
+
+/// Waits until a thread of process `pid` sleeps on a futex: a get waiting on the ring (a
+/// get on the socket would sleep in a socket read).
+fn wait_for_futex_sleep(pid: u32) {
+    let start = std::time::Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let asleep = tasks.filter_map(Result::ok).any(|task| {
+            std::fs::read_to_string(task.path().join("wchan"))
+                .is_ok_and(|wchan| wchan.contains("futex"))
+        });
+        if asleep {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "process {pid} never slept on a futex"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The figures say whether the ring serves the queue.
+fn on_ring(broker: &TestBroker, name: &str) -> bool {
+    queue_stats(&broker.client(), name).shared_memory
+}
+
+#[test]
+fn items_move_through_the_ring_once_each_and_in_order() {
+    watchdog(Duration::from_secs(120), || {
+        let broker = TestBroker::start();
+        let per: u64 = scaled(20_000);
+        // Two producer processes with ranges of their own, two consumer processes.
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                start(&[
+                    "produce",
+                    &broker.addr,
+                    "ring",
+                    "64",
+                    &(p * 1_000_000).to_string(),
+                    &per.to_string(),
+                ])
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| start(&["consume", &broker.addr, "ring", "64"]))
+            .collect();
+        for producer in producers {
+            assert_eq!(stop(producer, false), ["done"]);
+        }
+        let client = broker.client();
+        client.queue::<u64>("ring", 64).unwrap().close().unwrap();
+        let mut all: BTreeMap<u64, u32> = BTreeMap::new();
+        for consumer in consumers {
+            let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+            for line in stop(consumer, false) {
+                let id: u64 = line.parse().unwrap();
+                let producer = id / 1_000_000;
+                // Each consumer sees each producer's items in the order they were put.
+                if let Some(&before) = last.get(&producer) {
+                    assert!(id > before, "{id} after {before}");
+                }
+                last.insert(producer, id);
+                *all.entry(id).or_default() += 1;
+            }
+        }
+        let expected: Vec<u64> = (0..2u64)
+            .flat_map(|p| p * 1_000_000..p * 1_000_000 + per)
+            .collect();
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), expected);
+        assert!(all.values().all(|&n| n == 1), "an item came twice");
+        let stats = queue_stats(&client, "ring");
+        assert!(
+            stats.shared_memory,
+            "the socket served the queue: {stats:?}"
+        );
+        assert_eq!((stats.total_put, stats.total_got), (2 * per, 2 * per));
+        assert_eq!(stats.ready, 0);
+    });
+}
+
+#[test]
+fn the_ring_keeps_the_bound_exact_len_and_close() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.queue::<u64>("bounded", 8).unwrap();
+        for id in 0..8 {
+            queue.put_nowait(&id).unwrap();
+        }
+        assert!(matches!(queue.put_nowait(&8), Err(Error::Full)));
+        assert!(matches!(
+            queue.put_timeout(&8, Duration::from_millis(20)),
+            Err(Error::Full)
+        ));
+        // Another client sees the exact length, and the queue full.
+        let other = broker.client().queue::<u64>("bounded", 8).unwrap();
+        assert_eq!(other.len().unwrap(), 8);
+        assert!(other.is_full().unwrap());
+        assert_eq!(other.get().unwrap(), 0);
+        assert_eq!(queue.len().unwrap(), 7);
+        queue.put(&8).unwrap();
+        other.close().unwrap();
+        assert!(matches!(queue.put(&9), Err(Error::Closed)));
+        // A closed queue is drained, in order, then says so.
+        let rest: Vec<u64> = std::iter::from_fn(|| queue.get().ok()).collect();
+        assert_eq!(rest, (1..=8).collect::<Vec<_>>());
+        assert!(matches!(queue.get(), Err(Error::Closed)));
+        assert!(matches!(queue.get_nowait(), Err(Error::Closed)));
+        assert!(on_ring(&broker, "bounded"));
+        let empty = broker.client().queue::<u64>("empty", 8).unwrap();
+        assert!(matches!(empty.get_nowait(), Err(Error::Empty)));
+        assert!(matches!(
+            empty.get_timeout(Duration::from_millis(20)),
+            Err(Error::Empty)
+        ));
+    });
+}
+
+#[test]
+fn a_waiting_get_on_the_ring_is_woken_by_a_put_and_by_close() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let getter = start(&["get", &broker.addr, "wake", "4"]);
+        // The getter is asleep on the ring (nothing in it); the broker does not see it.
+        let client = broker.client();
+        client.queue::<u64>("wake", 4).unwrap().put(&42).unwrap();
+        assert_eq!(stop(getter, false), ["42"]);
+        let mut waiting = helper(&["consume", &broker.addr, "wake", "4"]);
+        client.queue::<u64>("wake", 4).unwrap().close().unwrap();
+        let status = waiting.wait().unwrap();
+        assert!(status.success(), "the consumer ends on Closed");
+        assert!(on_ring(&broker, "wake"));
+    });
+}
+
+#[test]
+fn a_put_waiting_for_room_on_the_ring_is_woken_by_a_get_and_by_close() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.queue::<u64>("one", 1).unwrap();
+        queue.put(&1).unwrap();
+        let putter = start(&["produce", &broker.addr, "one", "1", "2", "1"]);
+        wait_for_futex_sleep(putter.child.id());
+        assert_eq!(queue.get().unwrap(), 1);
+        assert_eq!(stop(putter, false), ["done"]);
+        assert_eq!(queue.len().unwrap(), 1);
+        let mut blocked = helper(&["produce", &broker.addr, "one", "1", "3", "1"]);
+        wait_for_futex_sleep(blocked.id());
+        queue.close().unwrap();
+        assert!(
+            !blocked.wait().unwrap().success(),
+            "a put on a closed queue fails"
+        );
+        assert_eq!(queue.get().unwrap(), 2);
+        assert!(matches!(queue.get(), Err(Error::Closed)));
+        assert!(on_ring(&broker, "one"));
+    });
+}
+
+#[test]
+fn a_client_that_needs_the_socket_turns_the_queue_over_and_nothing_is_lost() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let ring = client.queue::<u64>("mixed", 100).unwrap();
+        for id in 0..60 {
+            ring.put(&id).unwrap();
+        }
+        assert_eq!(ring.get().unwrap(), 0);
+        assert!(on_ring(&broker, "mixed"));
+        // A client on the socket alone: its first get turns the queue over.
+        let socket =
+            ipcq::Client::connect_with(&broker.addr, &ConnectOptions::new().shared_memory(false))
+                .unwrap()
+                .queue::<u64>("mixed", 100)
+                .unwrap();
+        assert_eq!(socket.get().unwrap(), 1);
+        assert!(!on_ring(&broker, "mixed"));
+        // The ring's client goes on over the socket, in the same order.
+        for id in 60..100 {
+            ring.put(&id).unwrap();
+        }
+        assert_eq!(ring.len().unwrap(), 98);
+        let mut got = vec![socket.get().unwrap()];
+        got.extend(std::iter::from_fn(|| ring.get_nowait().ok()));
+        assert_eq!(got, (2..100).collect::<Vec<_>>());
+        let stats = queue_stats(&client, "mixed");
+        assert_eq!((stats.total_put, stats.total_got), (100, 100));
+    });
+}
+
+#[test]
+fn task_done_and_join_count_items_that_went_through_the_ring() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let jobs = client.queue::<u64>("jobs", 16).unwrap();
+        for id in 0..10 {
+            jobs.put(&id).unwrap();
+        }
+        let worker = broker.client().queue::<u64>("jobs", 16).unwrap();
+        for _ in 0..4 {
+            worker.get().unwrap();
+        }
+        // The first task_done needs the broker's count: the queue is turned over, and the
+        // items taken from the ring count as put and not yet done.
+        for _ in 0..4 {
+            worker.task_done().unwrap();
+        }
+        assert!(!on_ring(&broker, "jobs"));
+        assert!(!jobs.join_timeout(Duration::from_millis(10)).unwrap());
+        for _ in 0..6 {
+            worker.get().unwrap();
+            worker.task_done().unwrap();
+        }
+        assert!(jobs.join_timeout(Duration::from_secs(10)).unwrap());
+        assert!(worker.task_done().is_err(), "more task_done than items");
+    });
+}
+
+#[test]
+fn an_acknowledging_get_takes_what_the_ring_held() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let queue = broker.client().queue::<u64>("acked", 16).unwrap();
+        for id in 0..5 {
+            queue.put(&id).unwrap();
+        }
+        let delivery = queue.get_delivery().unwrap();
+        assert_eq!(*delivery, 0);
+        delivery.reject().unwrap();
+        let again = queue.get_delivery().unwrap();
+        assert_eq!((*again, again.is_redelivered()), (0, true));
+        again.ack().unwrap();
+        let rest: Vec<u64> = std::iter::from_fn(|| queue.get_nowait().ok()).collect();
+        assert_eq!(rest, vec![1, 2, 3, 4]);
+        assert!(!on_ring(&broker, "acked"));
+    });
+}
+
+#[test]
+fn a_broker_without_rings_serves_the_same_clients_over_the_socket() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start_with(&["--no-shm"]);
+        let queue = broker.client().queue::<u64>("plain", 8).unwrap();
+        queue.put(&1).unwrap();
+        assert_eq!(queue.get().unwrap(), 1);
+        assert!(!on_ring(&broker, "plain"));
+    });
+}
+
+#[test]
+fn a_get_asleep_on_the_ring_learns_that_the_broker_died_or_stopped() {
+    for how in ["KILL", "TERM"] {
+        watchdog(Duration::from_secs(60), move || {
+            let broker = TestBroker::start();
+            broker.client().queue::<u64>("orphan", 4).unwrap();
+            let mut getter = helper(&["get", &broker.addr, "orphan", "4"]);
+            wait_for_futex_sleep(getter.id());
+            assert!(on_ring(&broker, "orphan"));
+            signal(&broker.child, how);
+            // Woken by the stopping broker, or within a look at the socket (every 100 ms)
+            // when it was killed: the get fails, it does not hang.
+            let status = getter.wait().unwrap();
+            assert!(!status.success(), "after SIG{how}");
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut getter.stderr.take().unwrap(), &mut stderr).unwrap();
+            assert!(stderr.contains("broker"), "after SIG{how}: {stderr}");
+        });
+    }
+}
+
+/// Producer processes killed at random while they put as fast as they can: some die in
+/// the middle of writing an item into the ring. None of it is ever delivered, and the
+/// queue keeps flowing for the rest.
+#[test]
+fn producers_killed_mid_write_never_stop_the_queue() {
+    watchdog(Duration::from_secs(300), || {
+        let kills = scaled(200);
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let queue = client.queue::<u64>("torn", 64).unwrap();
+        let mut seed = 0x7042_1e57_u64;
+        let mut taken = 0u64;
+        for _ in 0..kills {
+            let mut producer = helper(&["spin-produce", &broker.addr, "torn", "64"]);
+            expect_line(&mut producer, "started");
+            // Take while it puts, so that it is writing rather than waiting for room.
+            for _ in 0..next(&mut seed) % 200 {
+                queue.get().unwrap();
+                taken += 1;
+            }
+            kill(&mut producer);
+            producer.wait().unwrap();
+            // Whatever it left in the ring is taken, whole.
+            while let Ok(id) = queue.get_nowait() {
+                assert!(id < 1 << 32, "a torn item: {id:#x}");
+                taken += 1;
+            }
+        }
+        // The queue still flows, on its ring, and its figures add up.
+        for id in 0..1000 {
+            queue.put(&id).unwrap();
+            assert_eq!(queue.get().unwrap(), id);
+        }
+        let stats = queue_stats(&client, "torn");
+        println!(
+            "{kills} producers killed; {} of them in the middle of a write; {taken} items taken",
+            stats.torn_writes
+        );
+        assert!(stats.shared_memory, "{stats:?}");
+        assert_eq!(stats.total_got, taken + 1000);
+        assert_eq!(stats.ready, 0);
+    });
+}
