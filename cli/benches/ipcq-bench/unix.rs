@@ -35,7 +35,9 @@ struct Args {
     /// the tokio client), `load` and `soak`, not in the default set.
     #[arg(long = "workload", short = 'w')]
     workloads: Vec<String>,
-    /// Peers to measure in the same run: python, redis, relay, all, none.
+    /// Peers to measure in the same run: python, redis, relay, zmq (ZeroMQ PUSH/PULL over
+    /// ipc://, pyzmq), socket (ipcq itself with a `--no-shm` broker: its socket path), all,
+    /// none.
     #[arg(long, default_value = "none")]
     vs: String,
     /// Runs per figure (the median is reported).
@@ -105,7 +107,7 @@ pub(crate) fn main() -> anyhow::Result<()> {
     };
     let peers: Vec<&str> = match args.vs.as_str() {
         "none" => vec![],
-        "all" => vec!["python", "redis", "relay"],
+        "all" => vec!["python", "redis", "relay", "zmq", "socket"],
         list => list.split(',').collect(),
     };
     if let Some(rounds) = args.rounds {
@@ -410,6 +412,13 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
                                 .map(|v| (v, String::new()))
                         })?
                     }
+                    ("socket", _) => measure("ipcq-socket", label, "items/s", true, &mut || {
+                        without_rings(|| ipcq_throughput(n, 64, producers, consumers, batch))
+                            .map(|v| (v, String::new()))
+                    })?,
+                    ("zmq", "1p1c") => measure("zmq", label, "items/s", true, &mut || {
+                        zmq_throughput(n, 64).map(|v| (v, String::new()))
+                    })?,
                     ("relay", "1p1c") => {
                         for mode in ["frame", "coalesce", "ack"] {
                             measure(
@@ -473,6 +482,12 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
                     }
                     "relay" => measure("relay", "pingpong-p50", "µs", false, &mut || {
                         relay_pingpong(args.round_trips)
+                    })?,
+                    "socket" => measure("ipcq-socket", "pingpong-p50", "µs", false, &mut || {
+                        without_rings(|| ipcq_pingpong(args.round_trips))
+                    })?,
+                    "zmq" => measure("zmq", "pingpong-p50", "µs", false, &mut || {
+                        zmq_pingpong(args.round_trips)
                     })?,
                     _ => {}
                 }
@@ -721,6 +736,17 @@ struct Broker {
     _dir: tempfile::TempDir,
 }
 
+/// Set while the `socket` peer runs: brokers start with `--no-shm`.
+static NO_RINGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `f` with brokers that serve every queue over the socket.
+fn without_rings<T>(f: impl FnOnce() -> T) -> T {
+    NO_RINGS.store(true, std::sync::atomic::Ordering::Relaxed);
+    let out = f();
+    NO_RINGS.store(false, std::sync::atomic::Ordering::Relaxed);
+    out
+}
+
 impl Broker {
     fn start() -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir()?;
@@ -732,6 +758,11 @@ impl Broker {
                 BROKER_THREADS
                     .load(std::sync::atomic::Ordering::Relaxed)
                     .to_string(),
+            )
+            .args(
+                NO_RINGS
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .then_some("--no-shm"),
             )
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -1193,7 +1224,10 @@ fn child(role: &[String]) -> anyhow::Result<()> {
         }
         "ipcq-echo" => {
             let client = Client::connect(arg(1)?)?;
-            let (ping, pong) = (client.raw_queue("ping", 0)?, client.raw_queue("pong", 0)?);
+            let (ping, pong) = (
+                client.raw_queue("ping", capacity())?,
+                client.raw_queue("pong", capacity())?,
+            );
             wait_for_go()?;
             for _ in 0..num(2)? {
                 pong.put(&ping.get()?)?;
@@ -1221,7 +1255,10 @@ fn child(role: &[String]) -> anyhow::Result<()> {
         }
         "ipcq-ping" => {
             let client = Client::connect(arg(1)?)?;
-            let (ping, pong) = (client.raw_queue("ping", 0)?, client.raw_queue("pong", 0)?);
+            let (ping, pong) = (
+                client.raw_queue("ping", capacity())?,
+                client.raw_queue("pong", capacity())?,
+            );
             wait_for_go()?;
             let item = [b'x'; 64];
             let mut samples = Vec::new();
@@ -1366,10 +1403,12 @@ fn python_script() -> PathBuf {
 }
 
 fn python(args: &[String]) -> anyhow::Result<serde_json::Value> {
-    let output = Command::new("python3")
-        .arg(python_script())
-        .args(args)
-        .output()?;
+    python_peer(&python_script(), args)
+}
+
+/// Runs a Python peer script; its answer is one JSON object on stdout.
+fn python_peer(script: &Path, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new("python3").arg(script).args(args).output()?;
     anyhow::ensure!(
         output.status.success(),
         "python3 failed: {}",
@@ -1396,7 +1435,33 @@ fn python_throughput(
 }
 
 fn python_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
-    let value = python(&["pingpong".into(), rounds.to_string(), "64".into()])?;
+    pingpong_figures(&python(&[
+        "pingpong".into(),
+        rounds.to_string(),
+        "64".into(),
+    ])?)
+}
+
+// ---------------------------------------------------------------------------------------
+// ZeroMQ PUSH/PULL over ipc:// (pyzmq)
+
+fn zmq_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/zmq_pushpull.py")
+}
+
+fn zmq_throughput(items: u64, size: usize) -> anyhow::Result<f64> {
+    let args = ["throughput".into(), items.to_string(), size.to_string()];
+    let value = python_peer(&zmq_script(), &args)?;
+    value["items_per_sec"].as_f64().context("items_per_sec")
+}
+
+fn zmq_pingpong(rounds: u64) -> anyhow::Result<(f64, String)> {
+    let args = ["pingpong".into(), rounds.to_string(), "64".into()];
+    pingpong_figures(&python_peer(&zmq_script(), &args)?)
+}
+
+/// The p50 of a Python peer's ping-pong, with its tail in the detail.
+fn pingpong_figures(value: &serde_json::Value) -> anyhow::Result<(f64, String)> {
     let get = |k: &str| value[k].as_f64().unwrap_or(f64::NAN);
     Ok((
         get("p50_us"),
