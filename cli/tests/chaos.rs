@@ -186,7 +186,8 @@ fn chaos(broker_args: &'static [&'static str], default_ids: u64, pause: std::ops
             {
                 let stats = queue_stats(&broker.client(), "chaos");
                 format!(
-                    "ring in shared memory: {}, {} torn writes passed over",
+                    "ring in shared memory: {}, {} torn writes passed over, {} items given \
+                     back by dead consumers or let go",
                     if stats.shared_memory {
                         "served to the end".to_string()
                     } else {
@@ -197,7 +198,8 @@ fn chaos(broker_args: &'static [&'static str], default_ids: u64, pause: std::ops
                             .unwrap_or("no ring");
                         format!("turned over: {why}")
                     },
-                    stats.torn_writes
+                    stats.torn_writes,
+                    stats.redelivered
                 )
             }
         );

@@ -176,7 +176,7 @@ fn a_put_waiting_for_room_on_the_ring_is_woken_by_a_get_and_by_close() {
 }
 
 #[test]
-fn a_client_that_needs_the_socket_turns_the_queue_over_and_nothing_is_lost() {
+fn a_client_of_the_socket_takes_from_the_ring_and_its_put_turns_the_queue_over() {
     watchdog(Duration::from_secs(60), || {
         let broker = TestBroker::start();
         let client = broker.client();
@@ -185,25 +185,48 @@ fn a_client_that_needs_the_socket_turns_the_queue_over_and_nothing_is_lost() {
             ring.put(&id).unwrap();
         }
         assert_eq!(ring.get().unwrap(), 0);
-        assert!(on_ring(&broker, "mixed"));
-        // A client on the socket alone: its first get turns the queue over.
-        let socket =
-            ipcq::Client::connect_with(&broker.addr, &ConnectOptions::new().shared_memory(false))
-                .unwrap()
-                .queue::<u64>("mixed", 100)
-                .unwrap();
-        assert_eq!(socket.get().unwrap(), 1);
-        assert!(!on_ring(&broker, "mixed"));
-        // The ring's client goes on over the socket, in the same order.
-        for id in 60..100 {
-            ring.put(&id).unwrap();
+        // A client on the socket alone: the broker takes from the ring for it (holding
+        // what it hands out until acknowledged), and the ring goes on serving the queue.
+        let options = ConnectOptions::new().shared_memory(false);
+        let socket = ipcq::Client::connect_with(&broker.addr, &options)
+            .unwrap()
+            .queue::<u64>("mixed", 100)
+            .unwrap();
+        // Each client takes in queue order, whichever path it is on (the socket's client
+        // fetches ahead, as always: those items are in flight to it, and count).
+        let mut by_socket = Vec::new();
+        let mut by_ring = Vec::new();
+        for _ in 0..10 {
+            by_socket.push(socket.get().unwrap());
+            by_ring.push(ring.get().unwrap());
         }
-        assert_eq!(ring.len().unwrap(), 98);
-        let mut got = vec![socket.get().unwrap()];
-        got.extend(std::iter::from_fn(|| ring.get_nowait().ok()));
-        assert_eq!(got, (2..100).collect::<Vec<_>>());
-        let stats = queue_stats(&client, "mixed");
-        assert_eq!((stats.total_put, stats.total_got), (100, 100));
+        assert!(
+            by_socket.is_sorted() && by_ring.is_sorted(),
+            "{by_socket:?} {by_ring:?}"
+        );
+        assert!(on_ring(&broker, "mixed"));
+        assert_eq!(ring.len().unwrap(), 39);
+        // Its put (it reserves room, then sends) turns the queue over to the socket,
+        // with nothing lost and the order kept.
+        socket.put(&60).unwrap();
+        assert!(!on_ring(&broker, "mixed"));
+        ring.put(&61).unwrap();
+        by_socket.extend(std::iter::from_fn(|| socket.get_nowait().ok()));
+        assert!(by_socket.is_sorted(), "{by_socket:?}");
+        let mut all: Vec<u64> = by_socket.into_iter().chain(by_ring).collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..62).collect::<Vec<_>>());
+        // A get that waits, woken by a put from the ring's client, over the socket now.
+        let waiting = std::thread::spawn(move || socket.get_timeout(Duration::from_secs(30)));
+        wait_until(&client, "mixed", "the socket get to park", |stats| {
+            stats.getters == 1
+        });
+        ring.put(&62).unwrap();
+        assert_eq!(waiting.join().unwrap().unwrap(), 62);
+        // Its client is gone with the thread: its last acknowledgement went before it.
+        wait_until(&client, "mixed", "every item acknowledged", |stats| {
+            (stats.total_put, stats.total_got, stats.in_flight) == (63, 63, 0)
+        });
     });
 }
 
@@ -252,7 +275,10 @@ fn an_acknowledging_get_takes_what_the_ring_held() {
         again.ack().unwrap();
         let rest: Vec<u64> = std::iter::from_fn(|| queue.get_nowait().ok()).collect();
         assert_eq!(rest, vec![1, 2, 3, 4]);
-        assert!(!on_ring(&broker, "acked"));
+        // Served from the ring throughout: the broker held the delivered item's slot.
+        assert!(on_ring(&broker, "acked"));
+        let stats = queue_stats(&broker.client(), "acked");
+        assert_eq!((stats.total_put, stats.total_got, stats.ready), (5, 5, 0));
     });
 }
 

@@ -308,7 +308,9 @@ impl Hold {
     pub(crate) fn fetch(&self, max: usize, wait: Wait, ack: bool) -> Result<Vec<Delivered>> {
         let (client, handle) = (&self.client, self.handle);
         // A get that waits for acknowledgement needs the broker's bookkeeping: the socket.
-        if let Some(lane) = self.lane.as_ref().filter(|_| ack) {
+        // So do items fetched over it earlier, which come first.
+        let lane = self.lane.as_ref().filter(|_| ack);
+        if let Some(lane) = lane.filter(|_| !client.with_core(|core| core.has_items(handle))) {
             if let Some(items) = lane.take(client, max, wait)? {
                 let delivered = items.into_iter().map(|item| Delivered {
                     tag: 0,

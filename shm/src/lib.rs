@@ -20,4 +20,4 @@ pub mod ring;
 
 #[cfg(target_os = "linux")]
 pub use region::{RegionMemory, SharedRing, Take, SPIN};
-pub use ring::{Memory, Owner, PushError, Recovered, Ring, Word, CLOSED, SOCKET};
+pub use ring::{Memory, Owner, PushError, Recovered, Ring, Word, CLOSED, FRONT, SOCKET};

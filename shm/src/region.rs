@@ -294,6 +294,31 @@ impl SharedRing {
         self.wake(ROOM_SEQ, ROOM_ASLEEP);
     }
 
+    /// Clears `flags` (see [`Ring::clear_flags`]).
+    pub fn clear_flags(&self, flags: u64) {
+        self.ring.clear_flags(flags);
+    }
+
+    /// The broker's take of the item at the head, its slot kept (see [`Ring::take_held`]).
+    pub fn take_held(&self, keeper: Owner) -> Option<(u64, u32, Vec<u8>)> {
+        self.ring.take_held(keeper)
+    }
+
+    /// Frees a held slot (see [`Ring::release`]), waking a producer that sleeps.
+    pub fn release(&self, keeper: Owner, index: u64, lap: u32) {
+        self.ring.release(keeper, index, lap);
+        self.wake(ROOM_SEQ, ROOM_ASLEEP);
+    }
+
+    /// Takes back what a dead owner held, keeping the slots of the items it gives back
+    /// (see [`Ring::recover_held`]), and wakes the sleepers of both sides.
+    pub fn recover_held(&self, dead: Owner, keeper: Owner) -> Recovered {
+        let recovered = self.ring.recover_held(dead, keeper);
+        self.wake(ITEMS_SEQ, ITEMS_ASLEEP);
+        self.wake(ROOM_SEQ, ROOM_ASLEEP);
+        recovered
+    }
+
     /// Slots being written now (see [`Ring::writing`]).
     pub fn writing(&self) -> usize {
         self.ring.writing()
@@ -347,11 +372,15 @@ impl SharedRing {
 
     /// [`SharedRing::take`] without waiting.
     pub fn take_now(&self, owner: Owner) -> Take {
+        // Items the broker holds come first (and a ring it serves no more is empty).
+        if self.flags() & (crate::ring::FRONT | crate::ring::SOCKET) != 0 {
+            return Take::Socket;
+        }
         if let Some(item) = self.pop(owner) {
             return Take::Item(item);
         }
         let flags = self.flags();
-        if flags & crate::ring::SOCKET != 0 {
+        if flags & (crate::ring::FRONT | crate::ring::SOCKET) != 0 {
             return Take::Socket;
         }
         // Closed: no push can start any more, so once none is being written, a ring

@@ -44,7 +44,10 @@
 //! written. A fence on each side between the two steps means that either the producer
 //! sees the flag, or the broker sees its claim and waits for it to be published: an item
 //! is never published into a ring the broker has stopped reading without the broker
-//! knowing.
+//! knowing. A third flag, [`FRONT`], sends consumers to the broker first: it holds items
+//! given back (a consumer died holding one), whose slots it keeps taken
+//! ([`Ring::recover_held`]) until they leave for good ([`Ring::release`]), so that the
+//! ring never holds more than its capacity meanwhile.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -53,6 +56,10 @@ pub const CLOSED: u64 = 1;
 /// A [`Memory::flags`] bit: the queue is served over the broker's socket from now on;
 /// pushes are refused, and the broker drains what the ring holds.
 pub const SOCKET: u64 = 2;
+/// A [`Memory::flags`] bit: the broker holds items that come before the ring's (given
+/// back by a consumer that died, or by a client that let them go): consumers ask it
+/// first. Pushes go on.
+pub const FRONT: u64 = 4;
 
 /// A 64-bit atomic word of the ring's memory: `std`'s for shared memory, loom's in the
 /// model checks.
@@ -71,6 +78,8 @@ pub trait Word {
     ) -> Result<u64, u64>;
     /// As `AtomicU64::fetch_or`.
     fn fetch_or(&self, value: u64, order: std::sync::atomic::Ordering) -> u64;
+    /// As `AtomicU64::fetch_and`.
+    fn fetch_and(&self, value: u64, order: std::sync::atomic::Ordering) -> u64;
 }
 
 /// Implements [`Word`] for an atomic type with `AtomicU64`'s methods.
@@ -97,6 +106,10 @@ macro_rules! word_of {
 
             fn fetch_or(&self, value: u64, order: std::sync::atomic::Ordering) -> u64 {
                 self.fetch_or(value, order)
+            }
+
+            fn fetch_and(&self, value: u64, order: std::sync::atomic::Ordering) -> u64 {
+                self.fetch_and(value, order)
             }
         }
     };
@@ -225,6 +238,9 @@ pub struct Recovered {
     pub returned: Vec<Vec<u8>>,
     /// Slots it had claimed to write and never published, now passed over.
     pub skipped: usize,
+    /// With [`Ring::recover_held`]: the slots (index, lap) of the items given back, now
+    /// the keeper's.
+    pub held: Vec<(u64, u32)>,
 }
 
 /// A ring over `M`.
@@ -275,7 +291,7 @@ impl<M: Memory> Ring<M> {
         let (tail, index, lap) = self.claim_slot(owner).map_err(|full| {
             // A full ring that the broker has closed (or turned over) says so: the put
             // would wait for room in vain.
-            match self.flags() {
+            match self.flags() & (CLOSED | SOCKET) {
                 0 => full,
                 flags => PushError::Refused(flags),
             }
@@ -285,7 +301,7 @@ impl<M: Memory> Ring<M> {
         // against the broker's mirror image in `set_flags` (its flag, then its look at
         // the slots): either we see its flag here, or it sees our slot WRITING.
         self.memory.fence();
-        let flags = self.memory.flags().load(Relaxed);
+        let flags = self.memory.flags().load(Relaxed) & (CLOSED | SOCKET);
         if flags != 0 {
             // Given up: consumers pass it as a dead producer's slot.
             self.memory
@@ -426,6 +442,34 @@ impl<M: Memory> Ring<M> {
         self.memory.fence();
     }
 
+    /// Clears `flags` (the broker's call).
+    pub fn clear_flags(&self, flags: u64) {
+        self.memory.flags().fetch_and(!flags, AcqRel);
+    }
+
+    /// Claims the item at the head for `keeper` and reads it, leaving its slot taken
+    /// (`READING`) until [`Ring::release`]: the broker's take, for an item it hands out
+    /// over its socket and counts against the capacity until it leaves for good. Returns
+    /// the slot, its lap and the item.
+    pub fn take_held(&self, keeper: Owner) -> Option<(u64, u32, Vec<u8>)> {
+        let (index, lap) = self.claim_item(keeper)?;
+        Some((index, lap, self.memory.read(index)))
+    }
+
+    /// Frees slot `index` on lap `lap`, held since [`Ring::take_held`] or
+    /// [`Ring::recover_held`] by `keeper`.
+    pub fn release(&self, keeper: Owner, index: u64, lap: u32) {
+        let held = State::word(lap, Phase::Reading, keeper.0);
+        let free = State::word(lap.wrapping_add(1), Phase::Empty, 0);
+        // Release: the payload was read before a producer, claiming with Acquire, reuses
+        // the slot. (Only the keeper changes a held slot: the exchange fails only for
+        // scribbled memory, which is then left alone.)
+        let _ = self
+            .memory
+            .state(index)
+            .compare_exchange(held, free, Release, Relaxed);
+    }
+
     /// Slots being written now (claimed, not yet published or given up).
     pub fn writing(&self) -> usize {
         (0..self.memory.capacity())
@@ -449,6 +493,18 @@ impl<M: Memory> Ring<M> {
     /// be called once `dead` can no longer run (its process is gone), by one process at a
     /// time; live producers and consumers may go on meanwhile.
     pub fn recover(&self, dead: Owner) -> Recovered {
+        self.recover_with(dead, None)
+    }
+
+    /// As [`Ring::recover`], except that the slots of the items given back stay taken,
+    /// now by `keeper`, until it [releases](Ring::release) them (their positions are in
+    /// [`Recovered::held`]): the items then still count against the ring's capacity, as
+    /// they would in the queue.
+    pub fn recover_held(&self, dead: Owner, keeper: Owner) -> Recovered {
+        self.recover_with(dead, Some(keeper))
+    }
+
+    fn recover_with(&self, dead: Owner, keeper: Option<Owner>) -> Recovered {
         let mut recovered = Recovered::default();
         let mut returned: Vec<(u64, Vec<u8>)> = Vec::new();
         let capacity = self.memory.capacity();
@@ -472,11 +528,17 @@ impl<M: Memory> Ring<M> {
                 }
                 Some(Phase::Reading) => {
                     let item = self.memory.read(index);
-                    let free = State::word(state.lap.wrapping_add(1), Phase::Empty, 0);
+                    let next = match keeper {
+                        Some(keeper) => State::word(state.lap, Phase::Reading, keeper.0),
+                        None => State::word(state.lap.wrapping_add(1), Phase::Empty, 0),
+                    };
                     // AcqRel: the payload read above is done before a producer reuses it.
-                    if slot.compare_exchange(word, free, AcqRel, Acquire).is_ok() {
+                    if slot.compare_exchange(word, next, AcqRel, Acquire).is_ok() {
                         let position = u64::from(state.lap) * capacity + index;
                         returned.push((position, item));
+                        if keeper.is_some() {
+                            recovered.held.push((index, state.lap));
+                        }
                     }
                 }
                 _ => {}

@@ -4,20 +4,26 @@
 //! The broker makes the ring when it makes the queue, passes its memory to the clients
 //! that ask, gives each connection an owner number, and recovers what an owner held when
 //! its connection closes. While the ring serves the queue, the queue's items are in it and
-//! nowhere else. The first request that needs the broker's own bookkeeping (a put or get
-//! over the socket, an acknowledging get, `task_done`, `join`, a client that died holding
-//! an item) turns the queue over to the socket path: the broker sets the ring's
-//! [`SOCKET`] flag, waits for the pushes already claimed, and moves every item into the
-//! queue in ring order. From then on the clients use the socket too, so the guarantees
-//! are the socket path's, for every client, whatever mix of them uses the queue.
+//! nowhere else, but for those the broker holds: items a consumer died holding (given
+//! back: consumers ask the broker first while the ring's [`FRONT`] flag is up), and items
+//! it handed out over its socket and that have not left for good. Their slots stay taken
+//! meanwhile, so the ring never holds more than the capacity. A put or a get over the
+//! socket is served from the ring as long as neither has to wait.
+//!
+//! The first request that needs the broker's own waiting or counting (a put or get over
+//! the socket that must wait, `task_done`, `join`) turns the queue over to the socket
+//! path: the broker sets the ring's [`SOCKET`] flag, waits for the pushes already
+//! claimed, and moves every item into the queue in ring order. From then on the clients
+//! use the socket too, so the guarantees are the socket path's, for every client,
+//! whatever mix of them uses the queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ipcq_shm::{Owner, SharedRing, CLOSED, SOCKET};
+use ipcq_shm::{Owner, SharedRing, CLOSED, FRONT, SOCKET};
 
 use crate::budget::Budget;
 
@@ -33,13 +39,9 @@ const WRITERS_WAIT: Duration = Duration::from_millis(20);
 /// The broker's own owner number, for its drains.
 const BROKER: u32 = Owner::MAX;
 
-/// What a ring's connection left when it closed.
-#[derive(Debug, Default)]
-pub(crate) struct Left {
-    /// Items it had claimed and not yet returned to its caller: back to the head.
-    pub(crate) returned: Vec<Bytes>,
-    /// The ring's items after them, when the queue was turned over to the socket.
-    pub(crate) drained: Vec<Bytes>,
+/// The broker's own owner number.
+fn broker() -> Owner {
+    Owner::new(BROKER).expect("the broker's owner number is valid")
 }
 
 /// A queue's ring, its owners, and what the broker took out of it itself.
@@ -55,6 +57,9 @@ pub(crate) struct Lane {
     drained: AtomicU64,
     /// Pushes of dead producers passed over.
     torn: AtomicU64,
+    /// Slots (index, lap) the broker keeps taken for items it holds: given back by a dead
+    /// consumer, or handed out over the socket and not yet gone for good.
+    held: Mutex<VecDeque<(u64, u32)>>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +101,7 @@ impl Lane {
             owners: Mutex::new(Owners::default()),
             drained: AtomicU64::new(0),
             torn: AtomicU64::new(0),
+            held: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -145,6 +151,39 @@ impl Lane {
         self.ring.set_flags(CLOSED);
     }
 
+    /// Puts `item` for a client of the socket, if the ring has room now.
+    pub(crate) fn push(&self, item: &[u8]) -> bool {
+        self.ring.push(broker(), item).is_ok()
+    }
+
+    /// Takes the item at the head for a client of the socket, keeping its slot until
+    /// [`Lane::release`].
+    pub(crate) fn take_held(&self) -> Option<Bytes> {
+        let (index, lap, item) = self.ring.take_held(broker())?;
+        self.held().push_back((index, lap));
+        Some(Bytes::from(item))
+    }
+
+    /// `count` items the broker held left the queue for good: their slots are freed.
+    pub(crate) fn release(&self, count: u64) {
+        let mut held = self.held();
+        for _ in 0..count {
+            let Some((index, lap)) = held.pop_front() else {
+                return;
+            };
+            self.ring.release(broker(), index, lap);
+        }
+    }
+
+    /// Raises or lowers the flag that sends consumers to the broker first.
+    pub(crate) fn front(&self, up: bool) {
+        if up {
+            self.ring.set_flags(FRONT);
+        } else {
+            self.ring.clear_flags(FRONT);
+        }
+    }
+
     /// Turns the queue `name` over to the socket path (once), for the reason `why`:
     /// returns the ring's items, in order. Pushes claimed before are waited for, up to
     /// [`WRITERS_WAIT`].
@@ -154,6 +193,9 @@ impl Lane {
         }
         tracing::info!(queue = %name, reason = why, "queue served over the socket from now on");
         self.ring.set_flags(SOCKET);
+        // The items the broker held are the queue's now; their slots are not needed.
+        let held = self.held().len() as u64;
+        self.release(held);
         let until = Instant::now() + WRITERS_WAIT;
         while self.ring.writing() > 0 && Instant::now() < until {
             std::thread::yield_now();
@@ -165,8 +207,7 @@ impl Lane {
     /// turnover, by producers that had claimed their slots before it.
     pub(crate) fn collect(&self) -> Vec<Bytes> {
         let mut items = Vec::new();
-        let broker = Owner::new(BROKER).expect("the broker's owner number is valid");
-        while let Some(item) = self.ring.pop(broker) {
+        while let Some(item) = self.ring.pop(broker()) {
             items.push(Bytes::from(item));
         }
         self.drained
@@ -174,28 +215,25 @@ impl Lane {
         items
     }
 
-    /// Connection `peer` closed: recovers what its owner held. A push it had claimed is
-    /// passed over; an item it had claimed to take comes back, and the queue is turned
-    /// over to the socket first, so that the item goes back to the head and the slot it
-    /// leaves is not filled meanwhile (the queue never holds more than its capacity).
-    pub(crate) fn forget(&self, name: &str, peer: u64) -> Left {
+    /// Connection `peer` closed: recovers what its owner held, and returns the items it
+    /// had claimed to take, to go back to the head of the queue (the caller raises
+    /// [`FRONT`]). A push it had claimed is passed over. The slots of the items given
+    /// back stay taken while the broker holds them, so the ring is never over capacity.
+    pub(crate) fn forget(&self, name: &str, peer: u64) -> Vec<Bytes> {
         let Some(owner) = self.owners().by_peer.remove(&peer) else {
-            return Left::default();
+            return Vec::new();
         };
-        if !self.ring.reading(owner) {
+        if !self.serving() {
             self.count_torn(self.ring.recover(owner).skipped);
-            return Left::default();
+            return Vec::new();
         }
-        let why = "a client died holding an item";
-        tracing::info!(queue = %name, reason = why, "queue served over the socket from now on");
-        self.ring.set_flags(SOCKET);
-        let recovered = self.ring.recover(owner);
+        let recovered = self.ring.recover_held(owner, broker());
         self.count_torn(recovered.skipped);
-        let returned = recovered.returned;
-        Left {
-            returned: returned.into_iter().map(Bytes::from).collect(),
-            drained: self.turn_over(name, why),
+        if !recovered.returned.is_empty() {
+            tracing::debug!(queue = %name, count = recovered.returned.len(), "items of a dead consumer given back");
         }
+        self.held().extend(recovered.held);
+        recovered.returned.into_iter().map(Bytes::from).collect()
     }
 
     /// Pushes of dead producers passed over, ever.
@@ -208,6 +246,12 @@ impl Lane {
             tracing::debug!(skipped, "a dead producer's half-written items passed over");
             self.torn.fetch_add(skipped as u64, Ordering::Relaxed);
         }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, u32)>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {

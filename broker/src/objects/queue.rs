@@ -233,7 +233,27 @@ impl Queue {
         want: u32,
     ) {
         let per_credit = items.iter().map(|item| cost(item.len())).max().unwrap_or(0);
-        let mut state = self.lock_data("a put over the socket");
+        if let Some(lane) = self.serving_lane() {
+            let state = self.lock();
+            if !state.closed {
+                // Into the ring while it has room: the queue stays there.
+                while items.front().is_some_and(|item| lane.push(item)) {
+                    items.pop_front();
+                }
+                if items.is_empty() {
+                    drop(state);
+                    peer.reply(
+                        request,
+                        Reply::Accepted {
+                            credits: 0,
+                            bytes: 0,
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        let mut state = self.lock_data("a put over the socket that waits for room");
         if state.closed {
             drop(state);
             peer.reply_error(request, ErrorCode::Closed, self.closed_message());
@@ -472,7 +492,7 @@ impl Queue {
 
     /// `get` (`max` 1, `many` false) and `get_many`.
     pub(crate) fn get(&self, peer: &Arc<Peer>, request: u64, wait: Wait, max: usize, many: bool) {
-        let mut state = self.lock_data("a get over the socket");
+        let mut state = self.lock_get(max);
         if let Some(message) = too_large_for(&state.items, peer) {
             drop(state);
             peer.reply_error(request, ErrorCode::TooLarge, message);
@@ -480,6 +500,7 @@ impl Queue {
         }
         if !state.items.is_empty() {
             self.hand_out(&mut state, peer, request, max, many);
+            self.sync_front(&state);
             return;
         }
         if state.drained() {
@@ -504,6 +525,7 @@ impl Queue {
     /// is done).
     pub(crate) fn settle(&self, holder: u64, count: u64, bytes: usize, finished: bool) {
         let mut state = self.lock();
+        self.release_slots(count);
         state.let_go(holder, count);
         state.bytes -= bytes;
         state.total_got += count;
@@ -547,6 +569,7 @@ impl Queue {
             return;
         }
         return_to_front(&mut state.items, items);
+        self.sync_front(&state);
         self.feed_getters(&mut state);
     }
 
@@ -565,6 +588,7 @@ impl Queue {
             return self.put_back(holder, items);
         }
         let mut state = self.lock();
+        self.release_slots(count);
         state.let_go(holder, count);
         state.bytes -= bytes;
         state.dead_lettered += count;
@@ -602,15 +626,17 @@ impl Queue {
         let mut state = self.lock();
         if let Some(lane) = &self.lane {
             // Under the lock: what comes back goes in before any later request's items.
-            let left = lane.forget(&self.name, peer);
-            if !(left.returned.is_empty() && left.drained.is_empty()) {
-                self.fold(&mut state, lane);
-                for item in left.returned.into_iter().rev() {
+            let returned = lane.forget(&self.name, peer);
+            if !returned.is_empty() {
+                // Delivered once already, as an item in flight to a dead getter is.
+                state.redelivered += returned.len() as u64;
+                for item in returned.into_iter().rev() {
                     self.enter(&mut state, item, true);
+                    if let Some(item) = state.items.front_mut() {
+                        item.earlier = 1;
+                    }
                 }
-                for item in left.drained {
-                    self.enter(&mut state, item, false);
-                }
+                self.sync_front(&state);
                 self.feed_getters(&mut state);
             }
         }
@@ -1057,6 +1083,46 @@ impl Queue {
             }
         }
         state
+    }
+
+    /// The state, for a get over the socket: served from the ring while it has items
+    /// (up to `max`, their slots kept until they leave for good), turned over to the
+    /// socket when the get would wait.
+    fn lock_get(&self, max: usize) -> MutexGuard<'_, State> {
+        if let Some(lane) = self.serving_lane() {
+            let mut state = self.lock();
+            // Items the broker holds (given back) come first.
+            while state.items.len() < max.max(1) {
+                let Some(item) = lane.take_held() else { break };
+                self.enter(&mut state, item, false);
+            }
+            if !state.items.is_empty() {
+                self.fold(&mut state, lane);
+                return state;
+            }
+        }
+        self.lock_data("a get over the socket that waits")
+    }
+
+    /// The lane, while its ring serves the queue.
+    fn serving_lane(&self) -> Option<&Lane> {
+        self.lane.as_ref().filter(|lane| lane.serving())
+    }
+
+    /// While the ring serves the queue, items the broker holds go before the ring's:
+    /// consumers are sent to it first while there are any.
+    fn sync_front(&self, state: &State) {
+        if let Some(lane) = self.serving_lane() {
+            lane.front(!state.items.is_empty());
+        }
+    }
+
+    /// `count` items the broker held left for good: while the ring serves the queue,
+    /// their slots are freed.
+    fn release_slots(&self, count: u64) {
+        if let Some(lane) = self.serving_lane() {
+            lane.release(count);
+        }
     }
 
     /// Items in the ring while it serves the queue.

@@ -220,6 +220,36 @@ fn an_item_pushed_as_the_broker_takes_over_is_refused_or_drained() {
     });
 }
 
+/// A consumer killed after claiming, recovered by a keeper that holds the slot: the item
+/// comes back, the slot stays taken (a producer finds the ring full) until released.
+#[test]
+fn a_held_slot_counts_until_it_is_released() {
+    check(2, || {
+        let ring = ring(1);
+        push(&ring, owner(1), &[0, 0]);
+        let dead = owner(5);
+        let doomed = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || ring.claim_item_and_die(dead))
+        };
+        assert_eq!(doomed.join().unwrap(), Some(vec![0, 0]));
+        let keeper = owner(9);
+        let recovered = ring.recover_held(dead, keeper);
+        assert_eq!(recovered.returned, vec![vec![0, 0]]);
+        let [(index, lap)] = recovered.held[..] else {
+            panic!("{recovered:?}")
+        };
+        assert_eq!(ring.push(owner(1), &[0, 1]), Err(PushError::Full));
+        let producer = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || push(&ring, owner(1), &[0, 1]))
+        };
+        ring.release(keeper, index, lap);
+        producer.join().unwrap();
+        assert_eq!(pop(&ring, owner(6), 1), vec![vec![0, 1]]);
+    });
+}
+
 /// What a dead process leaves, for the tests: the first step of a push or pop, and no
 /// more.
 impl Ring<ModelMemory> {
