@@ -48,6 +48,10 @@ const MOST_BYTES: usize = 1 << 30;
 /// short enough that an idle waiter costs no CPU.
 pub const SPIN: Duration = Duration::from_micros(50);
 
+/// How long a waiting push or pop spins without a system call at all, before it yields
+/// its core between looks for the rest of [`SPIN`].
+const SPIN_ALONE: Duration = Duration::from_micros(20);
+
 /// The longest a waiter sleeps before asking its caller whether to go on (whether the
 /// broker is still there: a futex does not tell).
 const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -439,7 +443,8 @@ impl SharedRing {
         go_on: &mut dyn FnMut() -> bool,
         attempt: &mut dyn FnMut() -> bool,
     ) {
-        let spin_until = Instant::now() + SPIN;
+        let start = Instant::now();
+        let (yield_from, spin_until) = (start + SPIN_ALONE, start + SPIN);
         loop {
             if attempt() {
                 return;
@@ -451,7 +456,13 @@ impl SharedRing {
             if now >= spin_until {
                 break;
             }
-            std::hint::spin_loop();
+            if now < yield_from {
+                std::hint::spin_loop();
+            } else {
+                // More processes than cores (four producers and four consumers on two,
+                // say): the peer may be waiting for this core. Let it run.
+                std::thread::yield_now();
+            }
         }
         let memory = self.ring.memory();
         let (seq, asleep) = (memory.word32(seq), memory.word32(asleep));
