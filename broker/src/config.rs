@@ -41,6 +41,7 @@ pub struct Config {
     pub(crate) output_hard: usize,
     pub(crate) output_soft_for: Duration,
     pub(crate) shared_slots: Option<usize>,
+    pub(crate) max_shared_bytes: usize,
 }
 
 impl Default for Config {
@@ -60,6 +61,7 @@ impl Default for Config {
             output_hard: 128 << 20,
             output_soft_for: Duration::from_secs(60),
             shared_slots: Some(DEFAULT_SLOT_SIZE),
+            max_shared_bytes: 256 << 20,
         }
     }
 }
@@ -198,8 +200,9 @@ impl Config {
     /// items there, with no system call while both sides are busy, and the socket path
     /// serves everyone else with the same guarantees. Each such queue pins its capacity
     /// times the slot size (plus 16 bytes a slot, rounded up to 64) of memory, counted in
-    /// the broker's byte budget; queues of more than 65,536 items, unbounded queues, and
-    /// queues over the budget use the socket path. `None` turns rings off.
+    /// [`max_shared_bytes`](Config::max_shared_bytes); queues of more than 65,536 items,
+    /// unbounded queues, and queues whose ring would not fit use the socket path. `None`
+    /// turns rings off.
     ///
     /// An item larger than a slot, a get that waits for acknowledgement, `task_done` or
     /// `join`, or a client that uses the socket turns a queue over to the socket path for
@@ -209,6 +212,17 @@ impl Config {
     #[must_use]
     pub fn shared_memory(mut self, slot_size: Option<usize>) -> Self {
         self.shared_slots = slot_size;
+        self
+    }
+
+    /// Bytes all queues' rings in shared memory may take together (each is allocated
+    /// when its queue is made, and pinned until the queue goes); a queue whose ring would
+    /// not fit has none. Separate from the budgets for items.
+    ///
+    /// Default: 256 MiB.
+    #[must_use]
+    pub fn max_shared_bytes(mut self, bytes: usize) -> Self {
+        self.max_shared_bytes = bytes;
         self
     }
 

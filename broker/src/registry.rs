@@ -24,8 +24,9 @@ pub(crate) struct Registry {
     max_objects: usize,
     max_queue_bytes: usize,
     max_waiters: usize,
-    /// The slot size of queues' shared-memory rings, if they get one.
-    shared_slots: Option<usize>,
+    /// The slot size of queues' shared-memory rings, if they get one, and the budget of
+    /// bytes they share.
+    rings: Option<(usize, Arc<Budget>)>,
     budget: Arc<Budget>,
 }
 
@@ -38,7 +39,9 @@ impl Registry {
             max_objects: config.max_objects,
             max_queue_bytes: config.max_queue_bytes,
             max_waiters: config.max_waiters,
-            shared_slots: config.shared_slots,
+            rings: config
+                .shared_slots
+                .map(|size| (size, Arc::new(Budget::new(config.max_shared_bytes)))),
             budget: Arc::new(Budget::new(config.max_total_bytes)),
         }
     }
@@ -157,7 +160,7 @@ impl Registry {
                         Extras {
                             auto_delete,
                             dead_letter,
-                            shared_slots: self.shared_slots,
+                            rings: self.rings.clone(),
                         },
                     )),
                     Kind::PipeEnd {

@@ -18,7 +18,7 @@ pub const MAGIC: [u8; 4] = *b"IPCQ";
 
 /// The protocol version this crate speaks. Peers with another version refuse each other
 /// with a clear error during the handshake.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 
 /// What every item counts against the broker's byte budgets and byte credits on top of
 /// its length: the broker's own record of it (its place in a queue or on a client's

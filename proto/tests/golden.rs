@@ -19,7 +19,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> Vec<u8> {
 fn hello() {
     assert_eq!(
         bytes(&Hello::new(16 << 20)),
-        [b'I', b'P', b'C', b'Q', 3, 0x80, 0x80, 0x80, 0x08]
+        [b'I', b'P', b'C', b'Q', 4, 0x80, 0x80, 0x80, 0x08]
     );
 }
 

@@ -70,8 +70,8 @@ struct Owners {
 
 impl Lane {
     /// A ring for the queue `name` of `capacity` items of up to `slot_size` bytes, if
-    /// there can be one: a bounded queue of at most [`MOST_SLOTS`] whose ring fits the
-    /// broker's byte budget, and a system that makes one.
+    /// there can be one: a bounded queue of at most [`MOST_SLOTS`] whose ring fits
+    /// `budget` (the rings' own), and a system that makes one.
     pub(crate) fn create(
         name: &str,
         capacity: u64,
@@ -91,7 +91,7 @@ impl Lane {
         };
         let bytes = usize::try_from(ring.file().metadata().ok()?.len()).ok()?;
         if !budget.try_reserve(bytes) {
-            tracing::warn!(queue = %name, bytes, "no shared-memory ring: over the broker's byte budget");
+            tracing::info!(queue = %name, bytes, "no shared-memory ring: the rings' budget is spent");
             return None;
         }
         Some(Lane {

@@ -167,8 +167,9 @@ impl Source for Queue {
 pub(crate) struct Extras {
     pub(crate) auto_delete: bool,
     pub(crate) dead_letter: Option<(Arc<Queue>, u32)>,
-    /// The slot size of a ring in shared memory, if it may have one.
-    pub(crate) shared_slots: Option<usize>,
+    /// The slot size of a ring in shared memory, if it may have one, and the budget its
+    /// memory is counted in.
+    pub(crate) rings: Option<(usize, Arc<Budget>)>,
 }
 
 impl Queue {
@@ -183,9 +184,9 @@ impl Queue {
         let Extras {
             auto_delete,
             dead_letter,
-            shared_slots,
+            rings,
         } = extras;
-        let lane = shared_slots.and_then(|size| Lane::create(&name, capacity, size, &budget));
+        let lane = rings.and_then(|(size, budget)| Lane::create(&name, capacity, size, &budget));
         Arc::new_cyclic(|this| Queue {
             name,
             capacity,

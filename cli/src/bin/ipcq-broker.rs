@@ -66,6 +66,9 @@ struct Args {
     /// Bytes a shared-memory slot holds; larger items turn their queue over to the socket.
     #[arg(long, default_value_t = ipcq::broker::DEFAULT_SLOT_SIZE, value_name = "BYTES")]
     shm_slot_size: usize,
+    /// Bytes all queues' shared-memory rings may take together.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    max_shm_bytes: usize,
     /// Log filter (overridden by RUST_LOG), e.g. `info`, `debug`, `ipcq_broker=trace`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -107,7 +110,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             std::time::Duration::try_from_secs_f64(args.output_soft_seconds)
                 .context("invalid --output-soft-seconds")?,
         )
-        .shared_memory((!args.no_shm).then_some(args.shm_slot_size));
+        .shared_memory((!args.no_shm).then_some(args.shm_slot_size))
+        .max_shared_bytes(args.max_shm_bytes);
     for uid in args.allow_uid {
         config = config.allow_uid(uid);
     }
