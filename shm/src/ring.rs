@@ -51,6 +51,12 @@
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
+/// Reads of the ring's words one claim makes before it gives up: a ring that every
+/// process uses as this module says settles in a few; only scribbled memory (a buggy or
+/// hostile process of the same user) could keep a claim looping, and it must not keep
+/// the broker, which takes from and puts into rings too, looping with it.
+const GIVE_UP: u32 = 1 << 16;
+
 /// A [`Memory::flags`] bit: the queue is closed, pushes are refused.
 pub const CLOSED: u64 = 1;
 /// A [`Memory::flags`] bit: the queue is served over the broker's socket from now on;
@@ -321,7 +327,7 @@ impl<M: Memory> Ring<M> {
     /// Claims the slot at the tail for `owner` (`WRITING`): its position, slot and lap.
     /// The tail is not moved yet (a process that dies here leaves it to the others).
     fn claim_slot(&self, owner: Owner) -> Result<(u64, u64, u32), PushError> {
-        loop {
+        for _ in 0..GIVE_UP {
             let tail = self.memory.tail().load(Acquire);
             let (index, lap) = self.locate(tail);
             let slot = self.memory.state(index);
@@ -347,10 +353,12 @@ impl<M: Memory> Ring<M> {
                 // Still on the lap before: the item a full lap ago is not yet consumed.
                 Some(_) if state.lap.wrapping_add(1) == lap => return Err(PushError::Full),
                 // A stale tail (it moved on meanwhile), or a word no process writes: read
-                // again. (Scribbled memory stalls this producer, never the broker.)
+                // again.
                 _ => self.memory.pause(),
             }
         }
+        // Memory that no process following the protocol leaves: give up, as if full.
+        Err(PushError::Full)
     }
 
     /// Takes the item at the head; `None` if there is none yet (nothing put, or the next
@@ -369,7 +377,7 @@ impl<M: Memory> Ring<M> {
     /// Claims the item at the head for `owner` (`READING`) and moves the head: its slot
     /// and lap; `None` if there is none yet.
     fn claim_item(&self, owner: Owner) -> Option<(u64, u32)> {
-        loop {
+        for _ in 0..GIVE_UP {
             let head = self.memory.head().load(Acquire);
             let (index, lap) = self.locate(head);
             let slot = self.memory.state(index);
@@ -410,6 +418,8 @@ impl<M: Memory> Ring<M> {
                 _ => self.memory.pause(),
             }
         }
+        // Memory that no process following the protocol leaves: give up, as if empty.
+        None
     }
 
     /// Items in the ring now: published and not yet claimed by a consumer, by their

@@ -137,6 +137,27 @@ fn the_brokers_flags_refuse_pushes_and_end_waits() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+/// A process of the same user that scribbles on the ring (its memory is writable by every
+/// client) can spoil items, but it cannot make a take or a put loop forever: the broker
+/// takes from and puts into rings too.
+#[test]
+fn scribbled_slot_words_make_claims_give_up_not_loop() {
+    use std::os::unix::fs::FileExt;
+    let ring = SharedRing::create("scribbled", 2, 8).unwrap();
+    // Slot 0's state word (the slots start at byte 384): a phase no process writes.
+    ring.file().write_all_at(&[0xff; 8], 384).unwrap();
+    assert_eq!(ring.pop(owner(1)), None);
+    assert_eq!(ring.push(owner(1), b"x"), Err(PushError::Full));
+    assert_eq!(
+        ring.take(
+            owner(1),
+            Some(Instant::now() + Duration::from_millis(50)),
+            &mut || true
+        ),
+        Take::Empty
+    );
+}
+
 /// A file that is no ring: an unsealed memfd.
 fn tempfile_like() -> std::fs::File {
     let fd = rustix::fs::memfd_create("plain", rustix::fs::MemfdFlags::CLOEXEC).unwrap();

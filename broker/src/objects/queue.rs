@@ -859,6 +859,10 @@ impl Queue {
     pub(crate) fn stats(&self) -> QueueStats {
         let state = self.lock();
         let (in_ring, taken) = (self.in_ring(), self.taken_unfolded(&state));
+        let put = state
+            .total_put
+            .saturating_add(taken)
+            .saturating_add(in_ring);
         QueueStats {
             ready: state.items.len() as u64 + in_ring,
             in_flight: state.in_flight,
@@ -867,8 +871,8 @@ impl Queue {
             bytes: state.bytes as u64,
             getters: state.getters.len() as u64,
             putters: state.putters.len() as u64,
-            total_put: state.total_put + taken + in_ring,
-            total_got: state.total_got + taken,
+            total_put: put,
+            total_got: state.total_got.saturating_add(taken),
             redelivered: state.redelivered,
             dead_lettered: state.dead_lettered,
             holders: state
@@ -1145,11 +1149,12 @@ impl Queue {
     /// yet done.
     fn fold(&self, state: &mut State, lane: &Lane) {
         let taken = lane.taken_by_clients();
+        // Saturating: the count is in memory that clients can write.
         let new = taken.saturating_sub(state.folded);
         state.folded = taken;
-        state.total_put += new;
-        state.total_got += new;
-        state.unfinished += new;
+        state.total_put = state.total_put.saturating_add(new);
+        state.total_got = state.total_got.saturating_add(new);
+        state.unfinished = state.unfinished.saturating_add(new);
     }
 
     /// Places an item that comes from the ring (its bytes were in the ring's memory, not
