@@ -230,6 +230,81 @@ fn a_client_of_the_socket_takes_from_the_ring_and_its_put_turns_the_queue_over()
     });
 }
 
+/// The protocol as any client could speak it: a put that needs no room reserved goes into
+/// the ring; a ticket is good once and only for a ring; a client of the socket is told
+/// when there is no ring to share.
+#[test]
+fn requests_over_the_socket_use_the_ring_and_tickets_are_checked() {
+    use common::raw::Raw;
+    use ipcq_proto::{BrokerMsg, ClientMsg, ErrorCode, Kind, Op, Reply, Wait};
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let mut raw = Raw::handshake(&broker.addr);
+        let mut ask = |raw: &mut Raw, id: u64, op: Op, tail: &[u8]| {
+            raw.send(&ClientMsg::Request { id, op }, tail);
+            match raw.read_broker_msg().0 {
+                BrokerMsg::Reply { id: got, body } if got == id => body,
+                other => panic!("{other:?}"),
+            }
+        };
+        let open = |name: &str, capacity| Op::Open {
+            name: name.into(),
+            kind: Kind::Queue {
+                capacity,
+                auto_delete: false,
+                dead_letter: None,
+            },
+        };
+        let Reply::Opened { handle } = ask(&mut raw, 1, open("raw", 4), &[]) else {
+            panic!("not opened")
+        };
+        let put = Op::Put {
+            handle,
+            wait: Wait::Block,
+            credits: 0,
+        };
+        let item = postcard::to_stdvec(&7u64).unwrap();
+        assert!(matches!(
+            ask(&mut raw, 2, put, &item),
+            Reply::Accepted { credits: 0, .. }
+        ));
+        assert!(on_ring(&broker, "raw"));
+        assert_eq!(
+            broker
+                .client()
+                .queue::<u64>("raw", 4)
+                .unwrap()
+                .get()
+                .unwrap(),
+            7
+        );
+        // A ticket for the ring, fetched on a connection of its own: a wrong one is
+        // refused, the right one answered (the file rides on the answer), and only once.
+        let Reply::Shared { token, owner } = ask(&mut raw, 3, Op::ShareQueue { handle }, &[])
+        else {
+            panic!("no ring shared")
+        };
+        assert!(owner > 0);
+        let mut fetch = Raw::handshake(&broker.addr);
+        let wrong = ask(&mut fetch, 1, Op::FetchShared { token: token ^ 1 }, &[]);
+        assert!(matches!(wrong, Reply::Error(ref err) if err.code == ErrorCode::NotFound));
+        assert_eq!(
+            ask(&mut fetch, 2, Op::FetchShared { token }, &[]),
+            Reply::Done
+        );
+        let again = ask(&mut fetch, 3, Op::FetchShared { token }, &[]);
+        assert!(matches!(again, Reply::Error(ref err) if err.code == ErrorCode::NotFound));
+        // An unbounded queue has no ring.
+        let Reply::Opened { handle } = ask(&mut raw, 4, open("unbounded", 0), &[]) else {
+            panic!("not opened")
+        };
+        assert_eq!(
+            ask(&mut raw, 5, Op::ShareQueue { handle }, &[]),
+            Reply::Flag(false)
+        );
+    });
+}
+
 #[test]
 fn task_done_and_join_count_items_that_went_through_the_ring() {
     watchdog(Duration::from_secs(60), || {

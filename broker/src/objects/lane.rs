@@ -10,9 +10,9 @@
 //! meanwhile, so the ring never holds more than the capacity. A put or a get over the
 //! socket is served from the ring as long as neither has to wait.
 //!
-//! The first request that needs the broker's own waiting or counting (a put or get over
-//! the socket that must wait, `task_done`, `join`) turns the queue over to the socket
-//! path: the broker sets the ring's [`SOCKET`] flag, waits for the pushes already
+//! The first request that needs the broker's own waiting or counting (a put that reserves
+//! room, as the clients' puts over the socket do, or that must wait; a get over the
+//! socket that must wait; `task_done`; `join`) turns the queue over to the socket path: the broker sets the ring's [`SOCKET`] flag, waits for the pushes already
 //! claimed, and moves every item into the queue in ring order. From then on the clients
 //! use the socket too, so the guarantees are the socket path's, for every client,
 //! whatever mix of them uses the queue.
@@ -36,7 +36,7 @@ pub(crate) const MOST_SLOTS: u64 = 1 << 16;
 /// collected by the next request (see [`Lane::collect`]).
 const WRITERS_WAIT: Duration = Duration::from_millis(20);
 
-/// The broker's own owner number, for its drains.
+/// The owner number the broker takes and puts with itself (clients get the ones below).
 const BROKER: u32 = Owner::MAX;
 
 /// The broker's own owner number.
@@ -49,7 +49,7 @@ fn broker() -> Owner {
 pub(crate) struct Lane {
     ring: SharedRing,
     budget: Arc<Budget>,
-    /// Bytes of the ring, counted in the broker's budget until it is dropped.
+    /// Bytes of the ring, counted in the rings' budget until it is dropped.
     bytes: usize,
     owners: Mutex<Owners>,
     /// Items the broker itself took out of the ring (the rest of the ring's count were
