@@ -240,7 +240,7 @@ fn requests_over_the_socket_use_the_ring_and_tickets_are_checked() {
     watchdog(Duration::from_secs(60), || {
         let broker = TestBroker::start();
         let mut raw = Raw::handshake(&broker.addr);
-        let mut ask = |raw: &mut Raw, id: u64, op: Op, tail: &[u8]| {
+        let ask = |raw: &mut Raw, id: u64, op: Op, tail: &[u8]| {
             raw.send(&ClientMsg::Request { id, op }, tail);
             match raw.read_broker_msg().0 {
                 BrokerMsg::Reply { id: got, body } if got == id => body,

@@ -105,7 +105,6 @@ pub(crate) struct Link {
 struct Inner {
     addr: String,
     /// As connected: a ring's memory is fetched on a connection made the same way.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     options: ConnectOptions,
     /// Shared with the reading thread, where there is one (`read_always`).
     stream: Arc<Stream>,
@@ -388,8 +387,32 @@ impl Link {
 
     /// As [`Link::hold`] for a queue: with the queue's ring, if the broker shares one.
     pub(crate) fn queue_hold(&self, handle: u32) -> Arc<Hold> {
-        let lane = crate::shm::Lane::attach(self, handle);
+        let lane = self.share(handle);
         self.hold_with(handle, lane)
+    }
+
+    /// The ring of queue `handle`, if the broker shares one with this client (rings are
+    /// Linux's). Anything that goes wrong on the way leaves the queue to the socket.
+    fn share(&self, handle: u32) -> Option<crate::shm::Lane> {
+        if !cfg!(target_os = "linux") || !self.inner.options.shared_memory {
+            return None;
+        }
+        let (token, owner) = self.run(ops::share(handle)).ok()??;
+        crate::shm::Lane::attach(token, owner, || self.side_connection())
+    }
+
+    /// A second connection to the broker, greeted and not yet used: a ring's memory is
+    /// fetched on one.
+    fn side_connection(&self) -> Result<Arc<Stream>> {
+        let (addr, options) = (&self.inner.addr, &self.inner.options);
+        let stream = Arc::new(dial(addr, options, options.timeout)?);
+        let timed = set_timeouts(&stream, Some(options.timeout))?;
+        let (hello, rest) = greeting(&stream, timed, options.timeout)?;
+        their_hello(hello)?;
+        if !rest.is_empty() {
+            return Err(Error::Protocol("the broker spoke out of turn".into()));
+        }
+        Ok(stream)
     }
 
     fn hold_with(&self, handle: u32, lane: Option<crate::shm::Lane>) -> Arc<Hold> {
@@ -403,15 +426,8 @@ impl Link {
     }
 
     /// The connection's socket.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn stream(&self) -> &Stream {
         &self.inner.stream
-    }
-
-    /// How this client connected.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn options(&self) -> &ConnectOptions {
-        &self.inner.options
     }
 
     /// Writes what the core has queued, until at least `mark`.
@@ -726,7 +742,7 @@ fn is_timeout(err: &std::io::Error) -> bool {
 
 /// Time limits for the socket's reads and writes; false where there are none (Windows
 /// named pipes).
-pub(crate) fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<bool> {
+fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result<bool> {
     let set = stream
         .set_recv_timeout(timeout)
         .and_then(|()| stream.set_send_timeout(timeout));
@@ -741,11 +757,7 @@ pub(crate) fn set_timeouts(stream: &Stream, timeout: Option<Duration>) -> Result
 /// when the socket's reads are `timed`; else (a named pipe) on a thread waited for that
 /// long, which, if nothing ever answers, is left blocked until the other side closes.
 /// Returns the broker's greeting and whatever followed it.
-pub(crate) fn greeting(
-    stream: &Arc<Stream>,
-    timed: bool,
-    timeout: Duration,
-) -> Result<(Bytes, BytesMut)> {
+fn greeting(stream: &Arc<Stream>, timed: bool, timeout: Duration) -> Result<(Bytes, BytesMut)> {
     let exchange = |stream: &Stream| {
         // If the write fails, the broker has closed the connection: its reason is read next.
         let mut writer = stream;
@@ -770,7 +782,7 @@ pub(crate) fn greeting(
 }
 
 /// Connects to the broker at `addr` and checks who serves it, within `timeout`.
-pub(crate) fn dial(addr: &str, options: &ConnectOptions, timeout: Duration) -> Result<Stream> {
+fn dial(addr: &str, options: &ConnectOptions, timeout: Duration) -> Result<Stream> {
     connect::prepare(addr)?;
     let connect_options = match ipcq_proto::classify_addr(addr) {
         AddrKind::Path(path) => {

@@ -87,8 +87,7 @@ fn done(answer: Result<Reply>) -> Result<()> {
 }
 
 /// The queue `handle`'s ring, if the broker shares it: its ticket and this connection's
-/// owner number. (Rings are Linux's.)
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// owner number.
 pub(crate) fn share(handle: u32) -> Request<Option<(u64, u32)>> {
     Request::new(
         Op::ShareQueue { handle },

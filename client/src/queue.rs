@@ -277,7 +277,7 @@ impl Hold {
     pub(crate) fn put_items(&self, items: &[&[u8]], wait: Wait) -> Result<usize> {
         let (client, handle, waker) = (&self.client, self.handle, &self.waker);
         if let Some(lane) = &self.lane {
-            if let Some(put) = lane.put(client, items, wait)? {
+            if let Some(put) = lane.put(client.stream(), items, wait)? {
                 return Ok(put);
             }
         }
@@ -311,7 +311,7 @@ impl Hold {
         // So do items fetched over it earlier, which come first.
         let lane = self.lane.as_ref().filter(|_| ack);
         if let Some(lane) = lane.filter(|_| !client.with_core(|core| core.has_items(handle))) {
-            if let Some(items) = lane.take(client, max, wait)? {
+            if let Some(items) = lane.take(client.stream(), max, wait)? {
                 let delivered = items.into_iter().map(|item| Delivered {
                     tag: 0,
                     item,

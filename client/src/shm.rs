@@ -2,8 +2,8 @@
 //! gets of the blocking client go through it, with no system call while both sides are
 //! busy.
 //!
-//! The ring comes from the broker: a ticket on this connection ([`ops::share`]), then
-//! the ring's memfd on a connection of its own, as `SCM_RIGHTS` ancillary data. When the
+//! The ring comes from the broker: a ticket on the client's connection (`ops::share`),
+//! then the ring's memfd on a connection of its own, as `SCM_RIGHTS` ancillary data. When the
 //! broker turns the queue over to its socket (a client that needs its bookkeeping, see
 //! the broker's `lane.rs`), the ring refuses pushes and ends waits with `SOCKET`, and
 //! this client goes on over the socket. A client that cannot have the ring (another user,
@@ -23,9 +23,7 @@ use ipcq_shm::{Owner, PushError, SharedRing, Take, CLOSED};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
-use crate::client::{dial, greeting, set_timeouts, Link};
-use crate::common::their_hello;
-use crate::{ops, Error, Result};
+use crate::{Error, Result};
 
 /// A queue's ring, mapped, and this connection's owner number in it.
 pub(crate) struct Lane {
@@ -34,24 +32,29 @@ pub(crate) struct Lane {
 }
 
 impl Lane {
-    /// The ring of the queue `handle`, if the broker shares one with this client.
-    /// Anything that goes wrong on the way leaves the queue to the socket.
-    pub(crate) fn attach(link: &Link, handle: u32) -> Option<Lane> {
-        if !link.options().shared_memory {
-            return None;
-        }
-        let (token, owner) = link.run(ops::share(handle)).ok()??;
+    /// The ring the broker gave `token` for, fetched on a connection that `connect`
+    /// opens (greeted, unused), and mapped; this connection's slots are `owner`'s. `None`
+    /// if anything goes wrong on the way: the socket then serves the queue.
+    pub(crate) fn attach(
+        token: u64,
+        owner: u32,
+        connect: impl FnOnce() -> Result<Arc<Stream>>,
+    ) -> Option<Lane> {
         let owner = Owner::new(owner)?;
-        match fetch(link, token).and_then(|file| SharedRing::open(file).map_err(Error::Io)) {
-            Ok(ring) => Some(Lane { ring, owner }),
-            Err(_) => None,
-        }
+        let file = connect().and_then(|stream| fetch(&stream, token)).ok()?;
+        let ring = SharedRing::open(file).ok()?;
+        Some(Lane { ring, owner })
     }
 
     /// Puts the first of `items` at least, waiting as `wait` says, and as many of the
     /// rest as there is room for now; returns how many. `None`: the socket serves the
     /// queue (turned over, or an item larger than a slot), nothing was put.
-    pub(crate) fn put(&self, link: &Link, items: &[&[u8]], wait: Wait) -> Result<Option<usize>> {
+    pub(crate) fn put(
+        &self,
+        socket: &Stream,
+        items: &[&[u8]],
+        wait: Wait,
+    ) -> Result<Option<usize>> {
         let deadline = deadline(wait);
         let mut put = 0;
         for item in items {
@@ -62,11 +65,11 @@ impl Lane {
             };
             let pushed = self
                 .ring
-                .push_wait(self.owner, item, wait, &mut || broker_there(link));
+                .push_wait(self.owner, item, wait, &mut || broker_there(socket));
             match pushed {
                 Ok(()) => put += 1,
                 _ if put > 0 => break,
-                Err(PushError::Full) if broker_there(link) => return Err(Error::Full),
+                Err(PushError::Full) if broker_there(socket) => return Err(Error::Full),
                 Err(PushError::Full) => return Err(gone()),
                 Err(PushError::Refused(flags)) if flags == CLOSED => return Err(Error::Closed),
                 Err(PushError::TooLarge | PushError::Refused(_)) => return Ok(None),
@@ -77,15 +80,20 @@ impl Lane {
 
     /// Takes up to `max` items (at least one), waiting for the first as `wait` says.
     /// `None`: the socket serves the queue now.
-    pub(crate) fn take(&self, link: &Link, max: usize, wait: Wait) -> Result<Option<Vec<Bytes>>> {
+    pub(crate) fn take(
+        &self,
+        socket: &Stream,
+        max: usize,
+        wait: Wait,
+    ) -> Result<Option<Vec<Bytes>>> {
         let first = match self
             .ring
-            .take(self.owner, deadline(wait), &mut || broker_there(link))
+            .take(self.owner, deadline(wait), &mut || broker_there(socket))
         {
             Take::Item(item) => item,
             Take::Closed => return Err(Error::Closed),
             Take::Socket => return Ok(None),
-            Take::Empty if broker_there(link) => return Err(Error::Empty),
+            Take::Empty if broker_there(socket) => return Err(Error::Empty),
             Take::Empty => return Err(gone()),
         };
         let mut items = vec![Bytes::from(first)];
@@ -114,8 +122,8 @@ fn gone() -> Error {
 
 /// Whether the broker still holds this client's connection (a futex does not tell when
 /// the process at the other end of the ring dies; its socket does).
-fn broker_there(link: &Link) -> bool {
-    let Stream::UdSocket(socket) = link.stream();
+fn broker_there(socket: &Stream) -> bool {
+    let Stream::UdSocket(socket) = socket;
     let mut fds = [PollFd::new(socket, PollFlags::RDHUP)];
     let now = rustix::event::Timespec {
         tv_sec: 0,
@@ -129,13 +137,8 @@ fn broker_there(link: &Link) -> bool {
     }
 }
 
-/// Fetches the ring's memfd with `token`, on a connection of its own.
-fn fetch(link: &Link, token: u64) -> Result<File> {
-    let timeout = link.options().timeout;
-    let stream = Arc::new(dial(link.addr(), link.options(), timeout)?);
-    let timed = set_timeouts(&stream, Some(timeout))?;
-    let (hello, rest) = greeting(&stream, timed, timeout)?;
-    their_hello(hello)?;
+/// Fetches the ring's memfd with `token`, on `stream` (a connection of its own, greeted).
+fn fetch(stream: &Stream, token: u64) -> Result<File> {
     let mut request = Vec::new();
     let fetch = ClientMsg::Request {
         id: 1,
@@ -145,8 +148,8 @@ fn fetch(link: &Link, token: u64) -> Result<File> {
         .map_err(|err| Error::Protocol(err.to_string()))?;
     (&*stream).write_all(&request)?;
 
-    let Stream::UdSocket(socket) = &*stream;
-    let mut buf = BytesMut::from(&rest[..]);
+    let Stream::UdSocket(socket) = stream;
+    let mut buf = BytesMut::new();
     let mut file = None;
     let frame = loop {
         if let Some(frame) = ipcq_proto::decode_frame(&mut buf, ipcq_proto::MAX_HANDSHAKE_LEN)
