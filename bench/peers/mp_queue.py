@@ -12,6 +12,8 @@ import multiprocessing as mp
 import sys
 import time
 
+from timing import round_trips
+
 
 def produce(q, count, size, start):
     item = b"x" * size
@@ -63,9 +65,7 @@ def pingpong(rounds, size):
         pong.get()
         samples.append((time.perf_counter() - t0) * 1e6)
     p.join()
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-    return {"rounds": rounds, "p50_us": pick(0.5), "p99_us": pick(0.99), "p999_us": pick(0.999)}
+    return round_trips(samples)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import time
 
 import zmq
 
+from timing import round_trips
+
 
 def produce(endpoint, count, size, start):
     push = zmq.Context().socket(zmq.PUSH)
@@ -81,9 +83,7 @@ def pingpong(rounds, size):
             pair.recv()
             samples.append((time.perf_counter() - t0) * 1e6)
         p.join()
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-    return {"rounds": rounds, "p50_us": pick(0.5), "p99_us": pick(0.99), "p999_us": pick(0.999)}
+    return round_trips(samples)
 
 
 if __name__ == "__main__":
