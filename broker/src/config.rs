@@ -8,8 +8,8 @@ use crate::Error;
 /// The default size of a shared-memory slot: 512 bytes with its header.
 pub const DEFAULT_SLOT_SIZE: usize = 496;
 
-/// The largest shared-memory slot.
-const MOST_SLOT_SIZE: usize = 1 << 20;
+/// The largest shared-memory slot: a 16 MiB item (the default frame limit) and its frame.
+pub(crate) const MOST_SLOT_SIZE: usize = 16 << 20;
 
 /// How a broker listens and what it allows.
 ///

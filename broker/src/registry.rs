@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use ipcq_proto::{DeadLetter, ErrorCode, ErrorReply, Kind, ObjectDetail, ObjectStats};
 
 use crate::budget::Budget;
+use crate::config::MOST_SLOT_SIZE;
 use crate::objects::{Barrier, Event, Extras, Object, Permits, Pipe, Queue};
 use crate::Config;
 
@@ -64,6 +65,7 @@ impl Registry {
                     capacity: 0,
                     auto_delete: false,
                     dead_letter: None,
+                    slot_size: 0,
                 },
             )?,
         };
@@ -108,6 +110,7 @@ impl Registry {
                                 queue: target.name.clone(),
                                 max_deliveries: *limit,
                             }),
+                        slot_size: 0,
                     },
                     Object::Pipe(pipe) => Kind::PipeEnd {
                         duplex: pipe.duplex,
@@ -150,6 +153,7 @@ impl Registry {
                     Kind::Queue {
                         capacity,
                         auto_delete,
+                        slot_size,
                         ..
                     } => Object::Queue(Queue::new(
                         name,
@@ -160,7 +164,14 @@ impl Registry {
                         Extras {
                             auto_delete,
                             dead_letter,
-                            rings: self.rings.clone(),
+                            // The open's slot size, if it gives one, within the largest.
+                            rings: self.rings.clone().map(|(default, budget)| {
+                                let size = match slot_size {
+                                    0 => default,
+                                    asked => (asked as usize).min(MOST_SLOT_SIZE),
+                                };
+                                (size, budget)
+                            }),
                         },
                     )),
                     Kind::PipeEnd {
@@ -358,7 +369,21 @@ fn encoded_len(entry: &ObjectStats) -> usize {
 /// end is not a parameter of the pipe).
 fn same_parameters(existing: &Kind, wanted: &Kind) -> bool {
     match (existing, wanted) {
-        (Kind::Queue { .. }, Kind::Queue { .. }) => existing == wanted,
+        // The slot size only shapes a queue's ring when the queue is made.
+        (
+            Kind::Queue {
+                capacity: a,
+                auto_delete: b,
+                dead_letter: c,
+                ..
+            },
+            Kind::Queue {
+                capacity: x,
+                auto_delete: y,
+                dead_letter: z,
+                ..
+            },
+        ) => (a, b, c) == (x, y, z),
         (Kind::Semaphore { permits: a }, Kind::Semaphore { permits: b }) => a == b,
         (Kind::Lock, Kind::Lock) | (Kind::Event, Kind::Event) => true,
         (Kind::Barrier { parties: a }, Kind::Barrier { parties: b }) => a == b,
@@ -384,6 +409,7 @@ fn describe(kind: &Kind) -> String {
             capacity,
             auto_delete,
             dead_letter,
+            ..
         } => format!(
             "{} of capacity {capacity}{}",
             if *auto_delete {

@@ -35,6 +35,7 @@ fn open_queue(raw: &mut Raw, id: u64, name: &str) -> u32 {
             capacity: 0,
             auto_delete: false,
             dead_letter: None,
+            slot_size: 0,
         },
     };
     raw.send(&ClientMsg::Request { id, op }, &[]);
@@ -156,6 +157,7 @@ fn bad_input_costs_only_the_offending_connection() {
                         capacity: 0,
                         auto_delete: false,
                         dead_letter: None,
+                        slot_size: 0,
                     },
                 },
                 ErrorCode::InvalidName,
@@ -382,6 +384,7 @@ fn every_request_kind_with_bad_arguments_gets_a_clear_answer() {
                     capacity: u64::MAX,
                     auto_delete: false,
                     dead_letter: None,
+                    slot_size: 0,
                 },
             ),
             ("lock", Kind::Lock),

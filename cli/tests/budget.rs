@@ -187,6 +187,7 @@ fn credits_carry_bytes_and_spending_beyond_them_is_refused() {
                     capacity: 0,
                     auto_delete: false,
                     dead_letter: None,
+                    slot_size: 0,
                 },
             };
             match request(raw, 1, op, &[]) {

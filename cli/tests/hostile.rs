@@ -27,6 +27,7 @@ fn open_raw(addr: &str, name: &str, max_frame_len: u32) -> Raw {
             capacity: 0,
             auto_delete: false,
             dead_letter: None,
+            slot_size: 0,
         },
     };
     raw.send(&ClientMsg::Request { id: 1, op: open }, &[]);

@@ -134,6 +134,37 @@ fn the_ring_keeps_the_bound_exact_len_and_close() {
 }
 
 #[test]
+fn a_queue_made_for_large_items_carries_them_in_its_ring() {
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let client = broker.client();
+        let big = ipcq::QueueOptions::new()
+            .capacity(4)
+            .shared_slot_size(1 << 20);
+        let queue = client.raw_queue_with("big", big).unwrap();
+        let other = broker.client().raw_queue_with("big", big).unwrap();
+        for i in 0..20u8 {
+            let item = vec![i; 1 << 20];
+            queue.put(&item).unwrap();
+            assert_eq!(other.get().unwrap(), item);
+        }
+        assert!(on_ring(&broker, "big"));
+        // One byte more than a slot: over the socket from then on, in order.
+        queue.put(&[1]).unwrap();
+        queue.put(&vec![2; (1 << 20) + 1]).unwrap();
+        assert!(!on_ring(&broker, "big"));
+        assert_eq!(&other.get().unwrap()[..], &[1]);
+        assert_eq!(other.get().unwrap().len(), (1 << 20) + 1);
+        // The default slots carry 496 bytes.
+        let small = client.raw_queue("small", 4).unwrap();
+        small.put(&[0; 496]).unwrap();
+        assert!(on_ring(&broker, "small"));
+        small.put(&[0; 497]).unwrap();
+        assert!(!on_ring(&broker, "small"));
+    });
+}
+
+#[test]
 fn a_waiting_get_on_the_ring_is_woken_by_a_put_and_by_close() {
     watchdog(Duration::from_secs(60), || {
         let broker = TestBroker::start();
@@ -253,6 +284,7 @@ fn requests_over_the_socket_use_the_ring_and_tickets_are_checked() {
                 capacity,
                 auto_delete: false,
                 dead_letter: None,
+                slot_size: 0,
             },
         };
         let Reply::Opened { handle } = ask(&mut raw, 1, open("raw", 4), &[]) else {

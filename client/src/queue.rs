@@ -55,6 +55,7 @@ pub struct QueueOptions {
     auto_delete: bool,
     dead_letter: Option<Name>,
     max_deliveries: u32,
+    slot_size: u32,
 }
 
 /// An object name held inline, so that options stay `Copy`. A name longer than any the
@@ -135,6 +136,21 @@ impl QueueOptions {
         self
     }
 
+    /// The largest item the queue's ring in shared memory carries (Linux; see the
+    /// README, "Through shared memory"), if this open makes the queue: a ring has
+    /// capacity × (this + 16, rounded up to 64) bytes, so a queue of large items wants a
+    /// small capacity (a ring over the broker's `--max-shm-bytes` is not made). Larger
+    /// items turn the queue over to the socket. At most 16 MiB; 0 for the broker's
+    /// default (496 bytes). Not a parameter of the queue: opens of an existing queue may
+    /// give any.
+    ///
+    /// Default: 0.
+    #[must_use]
+    pub fn shared_slot_size(mut self, bytes: u32) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+
     /// Most items at once (0: unbounded).
     pub fn get_capacity(&self) -> usize {
         self.capacity
@@ -182,6 +198,7 @@ impl QueueOptions {
             capacity: self.capacity as u64,
             auto_delete: self.auto_delete,
             dead_letter,
+            slot_size: self.slot_size,
         })
     }
 }

@@ -119,6 +119,10 @@ pub enum Kind {
         /// Where items go that cannot be done: an ordinary queue, created (unbounded) if
         /// it does not exist.
         dead_letter: Option<DeadLetter>,
+        /// Bytes a slot of the queue's ring in shared memory holds (Linux), if this open
+        /// makes the queue: 0 for the broker's default. Not a parameter of the queue:
+        /// later opens may give any.
+        slot_size: u32,
     },
     /// One end of a two-ended pipe, claimed for this connection alone. Requests on the
     /// handle act on the end: puts send to the other end, gets receive from it.

@@ -33,10 +33,11 @@ fn client_messages() {
             kind: Kind::Queue {
                 capacity: 64,
                 auto_delete: true,
-                dead_letter: None
+                dead_letter: None,
+                slot_size: 300
             }
         }),
-        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64, 1, 0]
+        [0, 0xac, 0x02, 1, 4, b'j', b'o', b'b', b's', 0, 64, 1, 0, 0xac, 0x02]
     );
     assert_eq!(
         request(Op::Put {

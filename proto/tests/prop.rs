@@ -24,16 +24,20 @@ fn kind() -> impl Strategy<Value = Kind> {
         (
             any::<u64>(),
             any::<bool>(),
-            prop::option::of(("[a-z]{1,8}", any::<u32>()))
+            prop::option::of(("[a-z]{1,8}", any::<u32>())),
+            any::<u32>()
         )
-            .prop_map(|(capacity, auto_delete, dead_letter)| Kind::Queue {
-                capacity,
-                auto_delete,
-                dead_letter: dead_letter.map(|(queue, max_deliveries)| DeadLetter {
-                    queue,
-                    max_deliveries
-                }),
-            }),
+            .prop_map(
+                |(capacity, auto_delete, dead_letter, slot_size)| Kind::Queue {
+                    capacity,
+                    auto_delete,
+                    dead_letter: dead_letter.map(|(queue, max_deliveries)| DeadLetter {
+                        queue,
+                        max_deliveries
+                    }),
+                    slot_size,
+                }
+            ),
         (any::<bool>(), any::<u64>(), any::<u8>()).prop_map(|(duplex, capacity, end)| {
             Kind::PipeEnd {
                 duplex,

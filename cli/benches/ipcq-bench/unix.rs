@@ -24,6 +24,32 @@ fn capacity() -> usize {
         .unwrap_or(1000)
 }
 
+/// The benchmark queue: `capacity()` items, and slots in shared memory for items of
+/// `IPCQ_BENCH_SLOT` bytes (0: the broker's default), which the workloads of large items
+/// set.
+fn bench_queue() -> ipcq::QueueOptions {
+    let slot = std::env::var("IPCQ_BENCH_SLOT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ipcq::QueueOptions::new()
+        .capacity(capacity())
+        .shared_slot_size(slot)
+}
+
+/// Runs `f` with the environment variable `name` set to `value` (for the children it
+/// starts), then as it was.
+fn with_env<T>(name: &str, value: &str, f: impl FnOnce() -> T) -> T {
+    let before = std::env::var(name).ok();
+    std::env::set_var(name, value);
+    let out = f();
+    match before {
+        Some(before) => std::env::set_var(name, before),
+        None => std::env::remove_var(name),
+    }
+    out
+}
+
 /// `--broker-threads`, for every broker the benchmark starts.
 static BROKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
 
@@ -465,6 +491,24 @@ fn run_workload(args: &Args, workload: &str, peers: &[&str]) -> anyhow::Result<V
                     })?;
                 }
             }
+            // 1 MiB items through a ring made for them: 64 slots of 1 MiB (64 MiB of
+            // shared memory; 1000 would be over the rings' budget).
+            let (size, items) = (1usize << 20, 4000);
+            let label = "1p1c-1MiB-cap64";
+            let sized = |f: &mut dyn FnMut() -> anyhow::Result<f64>| {
+                with_env("IPCQ_BENCH_CAPACITY", "64", || {
+                    with_env("IPCQ_BENCH_SLOT", &size.to_string(), f)
+                })
+                .map(|v| (v, format!("{:.0} MB/s", v * size as f64 / 1e6)))
+            };
+            measure("ipcq", label, "items/s", true, &mut || {
+                sized(&mut || ipcq_throughput(items, size, 1, 1, 1))
+            })?;
+            if peers.contains(&"socket") {
+                measure("ipcq-socket", label, "items/s", true, &mut || {
+                    sized(&mut || without_rings(|| ipcq_throughput(items, size, 1, 1, 1)))
+                })?;
+            }
         }
         "pingpong" => {
             measure("ipcq", "pingpong-p50", "µs", false, &mut || {
@@ -865,7 +909,7 @@ fn ipcq_throughput_with(
             for _ in 0..producers {
                 done.get()?;
             }
-            client.raw_queue("bench", capacity())?.close()?;
+            client.raw_queue_with("bench", bench_queue())?.close()?;
             Ok(())
         }
     });
@@ -1014,7 +1058,7 @@ fn ipcq_soak(duration: Duration, rate: u64) -> anyhow::Result<(f64, String)> {
         }
         // Consumers stop at `Closed`.
         Client::connect(&addr)?
-            .raw_queue("bench", capacity())?
+            .raw_queue_with("bench", bench_queue())?
             .close()?;
         Ok(samples)
     });
@@ -1103,7 +1147,7 @@ async fn tokio_child(role: &[String]) -> anyhow::Result<()> {
     };
     let num = |i: usize| -> anyhow::Result<u64> { Ok(arg(i)?.parse()?) };
     let client = ipcq::tokio::Client::connect(arg(1)?).await?;
-    let queue = client.raw_queue("bench", capacity()).await?;
+    let queue = client.raw_queue_with("bench", bench_queue()).await?;
     if arg(0)? == "ipcq-tokio-produce" {
         let (count, size, batch) = (num(2)?, num(3)? as usize, num(4)? as usize);
         let item = vec![b'x'; size];
@@ -1159,7 +1203,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
     match arg(0)? {
         "ipcq-produce" | "ipcq-ack-produce" => {
             let client = Client::connect(arg(1)?)?;
-            let queue = client.raw_queue("bench", capacity())?;
+            let queue = client.raw_queue_with("bench", bench_queue())?;
             let (count, size, batch) = (num(2)?, num(3)? as usize, num(4)? as usize);
             let item = vec![b'x'; size];
             wait_for_go()?;
@@ -1181,7 +1225,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
         }
         "ipcq-consume" => {
             let client = Client::connect(arg(1)?)?;
-            let queue = client.raw_queue("bench", capacity())?;
+            let queue = client.raw_queue_with("bench", bench_queue())?;
             let batch = num(2)? as usize;
             wait_for_go()?;
             let mut count = 0u64;
@@ -1201,7 +1245,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
         }
         "ipcq-ack-consume" => {
             let client = Client::connect(arg(1)?)?;
-            let queue = client.raw_queue("bench", capacity())?;
+            let queue = client.raw_queue_with("bench", bench_queue())?;
             wait_for_go()?;
             let mut count = 0u64;
             loop {
@@ -1236,7 +1280,7 @@ fn child(role: &[String]) -> anyhow::Result<()> {
         }
         "ipcq-paced" => {
             let client = Client::connect(arg(1)?)?;
-            let queue = client.raw_queue("bench", capacity())?;
+            let queue = client.raw_queue_with("bench", bench_queue())?;
             let (rate, seconds) = (num(2)?, num(3)?);
             let item = [b'x'; 64];
             wait_for_go()?;
