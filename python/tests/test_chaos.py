@@ -1,4 +1,4 @@
-"""Consumer processes SIGKILLed at random while 20,000 items go through a bounded queue:
+"""Consumer processes SIGKILLed at random while 100,000 items go through a bounded queue:
 nothing lost, nothing duplicated.
 
 A consumer prints each item right after `get` returned it. One killed between the two had
@@ -15,7 +15,7 @@ import threading
 
 import ipcq
 
-ITEMS = 20_000
+ITEMS = 100_000
 CONSUMERS = 4
 
 
@@ -63,7 +63,7 @@ def test_killed_consumers_lose_nothing_and_duplicate_nothing(broker):
     producer.start()
     kills = 0
     while producer.is_alive() or (q.qsize() > 0 and kills < 15):
-        producer.join(rng.uniform(0.02, 0.06))
+        producer.join(rng.uniform(0.01, 0.04))
         victim = running.pop(rng.randrange(len(running)))
         victim.send_signal(signal.SIGKILL)
         victim.wait()
