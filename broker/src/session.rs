@@ -653,8 +653,6 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
-    /// The queue that puts on `handle` go to: the queue itself, or the inbox of the other
-    /// end of a pipe.
     /// `ShareQueue`: a ticket for `queue`'s ring, if it has one that serves it and this
     /// client may have it; `Flag(false)` otherwise (the socket serves it).
     fn share(&self, queue: &Queue) -> Reply {
@@ -667,7 +665,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
         shared.unwrap_or(Reply::Flag(false))
     }
 
-    /// `FetchShared`: the answer goes straight to the socket, with the ring's file.
+    /// `FetchShared`: the answer goes straight to the socket, with the ring's file. The
+    /// client asks on a connection that has carried nothing but the handshake; asked
+    /// anywhere else, the answer could land between the bytes of another, which only that
+    /// client reads.
     fn fetch_shared(&self, id: u64, token: u64) -> Result<Option<Reply>, ErrorReply> {
         let found = self
             .port
@@ -693,6 +694,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
         Ok(None)
     }
 
+    /// The queue that puts on `handle` go to: the queue itself, or the inbox of the other
+    /// end of a pipe.
     fn send_queue(&self, handle: u32) -> Result<&Arc<Queue>, ErrorReply> {
         let opened = self.opened(handle)?;
         match &opened.object {

@@ -385,9 +385,14 @@ impl Link {
         self.hold_with(handle, None)
     }
 
-    /// As [`Link::hold`] for a queue: with the queue's ring, if the broker shares one.
-    pub(crate) fn queue_hold(&self, handle: u32) -> Arc<Hold> {
-        let lane = self.share(handle);
+    /// As [`Link::hold`] for a queue of `capacity` items: with the queue's ring, if the
+    /// broker shares one (an unbounded queue has none: not asked).
+    pub(crate) fn queue_hold(&self, handle: u32, capacity: usize) -> Arc<Hold> {
+        let lane = if capacity > 0 {
+            self.share(handle)
+        } else {
+            None
+        };
         self.hold_with(handle, lane)
     }
 

@@ -690,7 +690,7 @@ macro_rules! queue_surface {
                 match &self.backend {
                     Backend::Local(link) => {
                         let handle = link.open(name, options.kind()?)$($await)*?;
-                        let hold = link.queue_hold(handle);
+                        let hold = link.queue_hold(handle, options.get_capacity());
                         Ok(RawQueue::local(hold, name, options.get_capacity()))
                     }
                     #[cfg(feature = "nats")]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! offset 0     magic "IPCQRNG1", capacity, slot size            (written once, then read-only)
-//!        24    flags: closed, served over the socket              (the broker's; rarely set)
+//!        24    flags: closed, socket, front                      (the broker's; rarely set)
 //!        64    head                                              (own cache line)
 //!        128   tail                                              (own cache line)
 //!        192   items: sequence, consumers asleep                 (futex words)
@@ -285,7 +285,8 @@ impl SharedRing {
         &self.ring.memory().mapping
     }
 
-    /// The broker's flags now ([`crate::ring::CLOSED`], [`crate::ring::SOCKET`]).
+    /// The broker's flags now ([`crate::ring::CLOSED`], [`crate::ring::SOCKET`],
+    /// [`crate::ring::FRONT`]).
     pub fn flags(&self) -> u64 {
         self.ring.flags()
     }

@@ -224,8 +224,11 @@ impl Lane {
             return Vec::new();
         };
         if !self.serving() {
-            self.count_torn(self.ring.recover(owner).skipped);
-            return Vec::new();
+            // Turned over: what it was taking (a push published after the turnover, which
+            // it found before it saw the flag) goes back to the head all the same.
+            let recovered = self.ring.recover(owner);
+            self.count_torn(recovered.skipped);
+            return recovered.returned.into_iter().map(Bytes::from).collect();
         }
         let recovered = self.ring.recover_held(owner, broker());
         self.count_torn(recovered.skipped);
@@ -263,7 +266,7 @@ impl Lane {
 
 impl Drop for Lane {
     fn drop(&mut self) {
-        // Clients still mapping it keep the memory; the broker's budget no longer counts it.
+        // Clients still mapping it keep the memory; the rings' budget no longer counts it.
         self.ring.set_flags(CLOSED | SOCKET);
         self.budget.release(self.bytes);
     }

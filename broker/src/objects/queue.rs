@@ -495,6 +495,8 @@ impl Queue {
     pub(crate) fn get(&self, peer: &Arc<Peer>, request: u64, wait: Wait, max: usize, many: bool) {
         let mut state = self.lock_get(max);
         if let Some(message) = too_large_for(&state.items, peer) {
+            // It stays at the head, which the ring's consumers must now ask for.
+            self.sync_front(&state);
             drop(state);
             peer.reply_error(request, ErrorCode::TooLarge, message);
             return;

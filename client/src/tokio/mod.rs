@@ -466,9 +466,9 @@ impl Link {
         })
     }
 
-    /// As [`Link::hold`] for a queue. (The tokio client does not use queues' rings: its
-    /// queues are served over the socket.)
-    pub(crate) fn queue_hold(&self, handle: u32) -> Arc<Hold> {
+    /// As [`Link::hold`] for a queue. (The tokio client does not map queues' rings: the
+    /// broker serves its gets from them, and its puts turn a queue over to the socket.)
+    pub(crate) fn queue_hold(&self, handle: u32, _capacity: usize) -> Arc<Hold> {
         self.hold(handle)
     }
 }
