@@ -11,7 +11,7 @@ use common::raw::listen;
 use common::{addr_in, watchdog};
 use interprocess::local_socket::traits::ListenerExt as _;
 use interprocess::local_socket::Stream;
-use ipcq_proto::{BrokerMsg, ClientMsg, Hello, Op, Reply};
+use ipcq_proto::{BrokerMsg, ClientMsg, Hello, Kind, Op, Reply};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -65,12 +65,19 @@ impl Script {
     }
 
     /// Reads and answers the client's next request, which must be `Open` of a queue, and
-    /// (on Linux) its request for the queue's ring: this broker has none to share.
+    /// (on Linux, for a bounded queue) its request for the queue's ring: this broker has
+    /// none to share.
     fn opened(&mut self) {
         let (id, op) = self.request();
-        assert!(matches!(op, Op::Open { .. }), "{op:?}");
+        let Op::Open {
+            kind: Kind::Queue { capacity, .. },
+            ..
+        } = op
+        else {
+            panic!("expected the open of a queue, got {op:?}");
+        };
         self.answer(id, Reply::Opened { handle: 0 });
-        if cfg!(target_os = "linux") {
+        if cfg!(target_os = "linux") && capacity > 0 {
             let (id, op) = self.request();
             assert_eq!(op, Op::ShareQueue { handle: 0 });
             self.answer(id, Reply::Flag(false));
