@@ -712,7 +712,18 @@ impl<W: Wakeup> Core<W> {
                 None => Ok(Progress::Moved),
             });
         }
-        self.poll_handle(handle, waker)
+        if let Some(dead) = &self.dead {
+            return Some(Err(dead.error()));
+        }
+        // Woken with the handle's watchers when the answer comes. (Not on items waiting
+        // in the inbox, as a get is: a put waits for its credits whatever was fetched.)
+        let state = self.handles.get_mut(&handle)?;
+        if let Some(waker) = waker {
+            if !state.watchers.iter().any(|w| w.same(waker)) {
+                state.watchers.push(waker.clone());
+            }
+        }
+        None
     }
 
     /// The answer to `id` if it came (the request is then forgotten).

@@ -455,3 +455,49 @@ fn a_rejection_is_written_at_once() {
         .is_some());
     assert_eq!(sent(&mut core), [ClientMsg::Return { tag: 0, count: 1 }]);
 }
+
+/// A put that waits for credits asked for ahead of need waits for their answer, even
+/// with items fetched ahead in the handle's inbox (which a get would take instead): it
+/// once returned at once and asked again, spinning without reading the answer.
+#[test]
+fn a_put_waiting_for_credits_is_not_woken_by_fetched_items() {
+    let mut core = core();
+    let item: &[u8] = b"x";
+    let PutStep::Room(room) = core.put_step(Q, &[item], Wait::Block).unwrap() else {
+        panic!("a put without credits must wait for room");
+    };
+    let cost = ipcq_proto::item_cost(1);
+    answer(
+        &mut core,
+        room,
+        Reply::Accepted {
+            credits: 1,
+            bytes: cost,
+        },
+    );
+    core.poll(room, None).unwrap().unwrap();
+    assert!(matches!(
+        core.put_step(Q, &[item], Wait::Block).unwrap(),
+        PutStep::Sent(1, _)
+    ));
+    // Items arrive for the handle's gets.
+    let id = fetch(&mut core, 8, Wait::Block);
+    deliver(&mut core, id, 1, &[1, 2], 0);
+    let PutStep::Await(reserve) = core.put_step(Q, &[item], Wait::Block).unwrap() else {
+        panic!("the credits on their way come first");
+    };
+    assert!(core.poll_settled(reserve, Q, None).is_none(), "it waits");
+    answer(
+        &mut core,
+        reserve,
+        Reply::Accepted {
+            credits: 0,
+            bytes: 0,
+        },
+    );
+    assert!(matches!(
+        core.poll_settled(reserve, Q, None),
+        Some(Ok(Progress::Moved))
+    ));
+    assert_eq!(take(&mut core, 8), vec![1, 2]);
+}
