@@ -207,7 +207,7 @@ fn a_put_waiting_for_room_on_the_ring_is_woken_by_a_get_and_by_close() {
 }
 
 #[test]
-fn a_client_of_the_socket_takes_from_the_ring_and_its_put_turns_the_queue_over() {
+fn a_client_of_the_socket_shares_the_ring_until_its_get_must_wait() {
     watchdog(Duration::from_secs(60), || {
         let broker = TestBroker::start();
         let client = broker.client();
@@ -237,26 +237,29 @@ fn a_client_of_the_socket_takes_from_the_ring_and_its_put_turns_the_queue_over()
         );
         assert!(on_ring(&broker, "mixed"));
         assert_eq!(ring.len().unwrap(), 39);
-        // Its put (it reserves room, then sends) turns the queue over to the socket,
-        // with nothing lost and the order kept.
-        socket.put(&60).unwrap();
-        assert!(!on_ring(&broker, "mixed"));
-        ring.put(&61).unwrap();
+        // Its puts (room asked for, then the item sent on that credit) go into the ring
+        // too, after what is there; so does a put of the ring's client after them.
+        for id in 60..70 {
+            socket.put(&id).unwrap();
+        }
+        ring.put(&70).unwrap();
         by_socket.extend(std::iter::from_fn(|| socket.get_nowait().ok()));
         assert!(by_socket.is_sorted(), "{by_socket:?}");
         let mut all: Vec<u64> = by_socket.into_iter().chain(by_ring).collect();
         all.sort_unstable();
-        assert_eq!(all, (1..62).collect::<Vec<_>>());
-        // A get that waits, woken by a put from the ring's client, over the socket now.
+        assert_eq!(all, (1..71).collect::<Vec<_>>());
+        assert!(on_ring(&broker, "mixed"));
+        // A get that waits turns the queue over; a put from the ring's client wakes it.
         let waiting = std::thread::spawn(move || socket.get_timeout(Duration::from_secs(30)));
         wait_until(&client, "mixed", "the socket get to park", |stats| {
             stats.getters == 1
         });
-        ring.put(&62).unwrap();
-        assert_eq!(waiting.join().unwrap().unwrap(), 62);
+        assert!(!on_ring(&broker, "mixed"));
+        ring.put(&71).unwrap();
+        assert_eq!(waiting.join().unwrap().unwrap(), 71);
         // Its client is gone with the thread: its last acknowledgement went before it.
         wait_until(&client, "mixed", "every item acknowledged", |stats| {
-            (stats.total_put, stats.total_got, stats.in_flight) == (63, 63, 0)
+            (stats.total_put, stats.total_got, stats.in_flight) == (72, 72, 0)
         });
     });
 }
@@ -334,6 +337,95 @@ fn requests_over_the_socket_use_the_ring_and_tickets_are_checked() {
             ask(&mut raw, 5, Op::ShareQueue { handle }, &[]),
             Reply::Flag(false)
         );
+    });
+}
+
+/// A client of the socket asks for room, then sends its item on the credit: the broker
+/// claims a slot in the ring for it. Consumers wait at that slot (FIFO); it is filled by
+/// the send, given up when the client goes, and becomes a credit of the socket path when
+/// the queue is turned over meanwhile.
+#[test]
+fn room_claimed_in_the_ring_for_a_client_of_the_socket() {
+    use common::raw::Raw;
+    use ipcq_proto::{BrokerMsg, ClientMsg, Kind, Op, Reply, Wait};
+    watchdog(Duration::from_secs(60), || {
+        let broker = TestBroker::start();
+        let ring = broker.client().queue::<u64>("claims", 4).unwrap();
+        let claim = |raw: &mut Raw| {
+            let open = Op::Open {
+                name: "claims".into(),
+                kind: Kind::Queue {
+                    capacity: 4,
+                    auto_delete: false,
+                    dead_letter: None,
+                    slot_size: 0,
+                },
+            };
+            raw.send(&ClientMsg::Request { id: 1, op: open }, &[]);
+            let BrokerMsg::Reply {
+                body: Reply::Opened { handle },
+                ..
+            } = raw.read_broker_msg().0
+            else {
+                panic!("not opened")
+            };
+            let room = Op::WaitRoom {
+                handle,
+                len: 8,
+                wait: Wait::Block,
+                credits: 0,
+            };
+            raw.send(&ClientMsg::Request { id: 2, op: room }, &[]);
+            assert!(matches!(
+                raw.read_broker_msg().0,
+                BrokerMsg::Reply {
+                    body: Reply::Accepted { credits: 1, .. },
+                    ..
+                }
+            ));
+            handle
+        };
+        let item = |id: u64| postcard::to_stdvec(&id).unwrap();
+        // Claimed, then the client goes without sending: consumers pass the slot.
+        let mut gone = Raw::handshake(&broker.addr);
+        claim(&mut gone);
+        ring.put(&1).unwrap();
+        assert!(matches!(
+            ring.get_timeout(Duration::from_millis(100)),
+            Err(Error::Empty)
+        ));
+        drop(gone);
+        assert_eq!(ring.get().unwrap(), 1);
+        // Claimed and sent: the item is in the ring, in its place.
+        let mut sender = Raw::handshake(&broker.addr);
+        let handle = claim(&mut sender);
+        ring.put(&3).unwrap();
+        sender.send(&ClientMsg::Send { handle }, &item(2));
+        assert_eq!(ring.get().unwrap(), 2);
+        assert_eq!(ring.get().unwrap(), 3);
+        assert!(on_ring(&broker, "claims"));
+        // Claimed, and the queue turned over before the item comes: it comes all the
+        // same, on a credit of the socket path.
+        let mut late = Raw::handshake(&broker.addr);
+        let handle = claim(&mut late);
+        ring.task_done().unwrap();
+        assert!(!on_ring(&broker, "claims"));
+        late.send(&ClientMsg::Send { handle }, &item(4));
+        assert_eq!(ring.get().unwrap(), 4);
+        late.send(
+            &ClientMsg::Request {
+                id: 3,
+                op: Op::Ping,
+            },
+            &[],
+        );
+        assert!(matches!(
+            late.read_broker_msg().0,
+            BrokerMsg::Reply {
+                body: Reply::Pong,
+                ..
+            }
+        ));
     });
 }
 

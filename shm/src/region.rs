@@ -266,6 +266,33 @@ impl SharedRing {
         Ok(())
     }
 
+    /// Claims the slot at the tail, to fill later (see [`Ring::claim`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::claim`].
+    pub fn claim(&self, owner: Owner) -> Result<(u64, u32), PushError> {
+        self.ring.claim(owner)
+    }
+
+    /// Fills and publishes a claimed slot (see [`Ring::fill`]), waking a consumer that
+    /// sleeps.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::fill`].
+    pub fn fill(&self, index: u64, lap: u32, item: &[u8]) -> Result<(), PushError> {
+        self.ring.fill(index, lap, item)?;
+        self.wake(ITEMS_SEQ, ITEMS_ASLEEP);
+        Ok(())
+    }
+
+    /// Gives up a claimed slot (see [`Ring::abandon`]), waking consumers waiting at it.
+    pub fn abandon(&self, index: u64, lap: u32) {
+        self.ring.abandon(index, lap);
+        self.wake(ITEMS_SEQ, ITEMS_ASLEEP);
+    }
+
     /// Takes the item at the head if there is one now, waking a producer that sleeps.
     pub fn pop(&self, owner: Owner) -> Option<Vec<u8>> {
         let item = self.ring.pop(owner)?;

@@ -294,6 +294,19 @@ impl<M: Memory> Ring<M> {
         if item.len() > self.memory.slot_size() {
             return Err(PushError::TooLarge);
         }
+        let (index, lap) = self.claim(owner)?;
+        self.fill(index, lap, item)
+    }
+
+    /// The first half of [`Ring::push`]: claims the slot at the tail for `owner` and
+    /// returns it (slot, lap), to be [filled](Ring::fill) or [given up](Ring::abandon)
+    /// later — by the broker, for a client of its socket that sends the item after it was
+    /// granted room. Consumers wait at the slot meanwhile (FIFO).
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`], [`PushError::Refused`].
+    pub fn claim(&self, owner: Owner) -> Result<(u64, u32), PushError> {
         let (tail, index, lap) = self.claim_slot(owner).map_err(|full| {
             // A full ring that the broker has closed (or turned over) says so: the put
             // would wait for room in vain.
@@ -315,6 +328,18 @@ impl<M: Memory> Ring<M> {
                 .store(State::word(lap, Phase::Skip, 0), Release);
             return Err(PushError::Refused(flags));
         }
+        Ok((index, lap))
+    }
+
+    /// Writes `item` into slot `index` claimed on lap `lap`, and publishes it.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::TooLarge`], the slot left claimed.
+    pub fn fill(&self, index: u64, lap: u32, item: &[u8]) -> Result<(), PushError> {
+        if item.len() > self.memory.slot_size() {
+            return Err(PushError::TooLarge);
+        }
         self.memory.write(index, item);
         // Release: the payload written above is visible to whoever sees READY with an
         // Acquire load (a consumer's claim, or recovery).
@@ -322,6 +347,15 @@ impl<M: Memory> Ring<M> {
             .state(index)
             .store(State::word(lap, Phase::Ready, 0), Release);
         Ok(())
+    }
+
+    /// Gives up slot `index`, claimed on lap `lap` and never filled: consumers pass it
+    /// as a dead producer's.
+    pub fn abandon(&self, index: u64, lap: u32) {
+        // Release: ordered after the claim, for the consumer that frees it.
+        self.memory
+            .state(index)
+            .store(State::word(lap, Phase::Skip, 0), Release);
     }
 
     /// Claims the slot at the tail for `owner` (`WRITING`): its position, slot and lap.

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use ipcq_shm::{Owner, SharedRing, CLOSED, FRONT, SOCKET};
 
 use crate::budget::Budget;
+use crate::peer::Peer;
 
 /// Most slots in a ring: a bigger queue uses the socket path (its ring would pin too much
 /// memory whether used or not).
@@ -60,6 +61,39 @@ pub(crate) struct Lane {
     /// Slots (index, lap) the broker keeps taken for items it holds: given back by a dead
     /// consumer, or handed out over the socket and not yet gone for good.
     held: Mutex<VecDeque<(u64, u32)>>,
+    /// Slots claimed for clients of the socket that were granted room (a credit) and
+    /// have not sent their item yet, by connection.
+    claims: Mutex<HashMap<u64, Claims>>,
+}
+
+/// The slots claimed for one connection's puts: for its handle on the queue.
+#[derive(Debug)]
+struct Claims {
+    peer: Arc<Peer>,
+    handle: u32,
+    /// Slot, lap, and the bytes granted with its credit.
+    slots: VecDeque<(u64, u32, usize)>,
+}
+
+/// Room claimed for a connection, handed back when the queue is turned over: as credits
+/// for the socket path.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) handle: u32,
+    pub(crate) credits: u64,
+    pub(crate) bytes: usize,
+}
+
+/// What became of an item sent on a credit.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// Published in the slot claimed for it.
+    Yes,
+    /// The connection holds no claim: not a credit of the ring's.
+    NoClaim,
+    /// Larger than a slot: its claim was given up.
+    TooLarge,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +136,7 @@ impl Lane {
             drained: AtomicU64::new(0),
             torn: AtomicU64::new(0),
             held: Mutex::new(VecDeque::new()),
+            claims: Mutex::new(HashMap::new()),
         })
     }
 
@@ -175,6 +210,85 @@ impl Lane {
         }
     }
 
+    /// The largest item a slot holds.
+    pub(crate) fn slot_size(&self) -> usize {
+        self.ring.slot_size()
+    }
+
+    /// Claims a slot for a put `peer` will send on its credit (with `bytes` granted), if
+    /// the ring has room now.
+    pub(crate) fn claim(&self, peer: &Arc<Peer>, handle: u32, bytes: usize) -> bool {
+        let Ok((index, lap)) = self.ring.claim(broker()) else {
+            return false;
+        };
+        let mut claims = self.claims();
+        let claims = claims.entry(peer.id).or_insert_with(|| Claims {
+            peer: Arc::clone(peer),
+            handle,
+            slots: VecDeque::new(),
+        });
+        claims.slots.push_back((index, lap, bytes));
+        true
+    }
+
+    /// Publishes `item`, sent by `peer` on a credit, in the oldest slot claimed for it.
+    pub(crate) fn fill(&self, peer: u64, item: &[u8]) -> Filled {
+        let mut claims = self.claims();
+        let Some((index, lap, _)) = claims
+            .get_mut(&peer)
+            .and_then(|claims| claims.slots.pop_front())
+        else {
+            return Filled::NoClaim;
+        };
+        match self.ring.fill(index, lap, item) {
+            Ok(()) => Filled::Yes,
+            Err(_) => {
+                self.ring.abandon(index, lap);
+                Filled::TooLarge
+            }
+        }
+    }
+
+    /// `peer` gave back up to `credits` credits (or, with `None`, went away): their slots
+    /// are given up. Returns how many were.
+    pub(crate) fn unclaim(&self, peer: u64, credits: Option<u64>) -> u64 {
+        let mut claims = self.claims();
+        let Some(mine) = claims.get_mut(&peer) else {
+            return 0;
+        };
+        let mut given = 0;
+        while credits.is_none_or(|credits| given < credits) {
+            let Some((index, lap, _)) = mine.slots.pop_back() else {
+                break;
+            };
+            self.ring.abandon(index, lap);
+            given += 1;
+        }
+        if mine.slots.is_empty() {
+            claims.remove(&peer);
+        }
+        given
+    }
+
+    /// Every claim, given up: the queue is being turned over, and these become credits
+    /// of the socket path.
+    fn unclaim_all(&self) -> Vec<Claimed> {
+        let mut claimed = Vec::new();
+        for (_, claims) in self.claims().drain() {
+            let bytes = claims.slots.iter().map(|&(_, _, bytes)| bytes).sum();
+            for &(index, lap, _) in &claims.slots {
+                self.ring.abandon(index, lap);
+            }
+            claimed.push(Claimed {
+                peer: claims.peer,
+                handle: claims.handle,
+                credits: claims.slots.len() as u64,
+                bytes,
+            });
+        }
+        claimed
+    }
+
     /// Raises or lowers the flag that sends consumers to the broker first.
     pub(crate) fn front(&self, up: bool) {
         if up {
@@ -185,22 +299,24 @@ impl Lane {
     }
 
     /// Turns the queue `name` over to the socket path (once), for the reason `why`:
-    /// returns the ring's items, in order. Pushes claimed before are waited for, up to
+    /// returns the ring's items, in order, and the room claimed for clients of the
+    /// socket, now to be their credits. Pushes claimed before are waited for, up to
     /// [`WRITERS_WAIT`].
-    pub(crate) fn turn_over(&self, name: &str, why: &str) -> Vec<Bytes> {
+    pub(crate) fn turn_over(&self, name: &str, why: &str) -> (Vec<Bytes>, Vec<Claimed>) {
         if !self.serving() {
-            return self.collect();
+            return (self.collect(), Vec::new());
         }
         tracing::info!(queue = %name, reason = why, "queue served over the socket from now on");
         self.ring.set_flags(SOCKET);
         // The items the broker held are the queue's now; their slots are not needed.
         let held = self.held().len() as u64;
         self.release(held);
+        let claimed = self.unclaim_all();
         let until = Instant::now() + WRITERS_WAIT;
         while self.ring.writing() > 0 && Instant::now() < until {
             std::thread::yield_now();
         }
-        self.collect()
+        (self.collect(), claimed)
     }
 
     /// What the ring holds now, once the queue is turned over: pushes published after the
@@ -220,6 +336,8 @@ impl Lane {
     /// [`FRONT`]). A push it had claimed is passed over. The slots of the items given
     /// back stay taken while the broker holds them, so the ring is never over capacity.
     pub(crate) fn forget(&self, name: &str, peer: u64) -> Vec<Bytes> {
+        // Room claimed for its puts: given up (consumers pass the slots).
+        self.unclaim(peer, None);
         let Some(owner) = self.owners().by_peer.remove(&peer) else {
             return Vec::new();
         };
@@ -249,6 +367,12 @@ impl Lane {
             tracing::debug!(skipped, "a dead producer's half-written items passed over");
             self.torn.fetch_add(skipped as u64, Ordering::Relaxed);
         }
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Claims>> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, u32)>> {

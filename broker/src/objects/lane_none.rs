@@ -5,6 +5,24 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use crate::budget::Budget;
+use crate::peer::Peer;
+
+/// Room claimed for a connection (never any here).
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) handle: u32,
+    pub(crate) credits: u64,
+    pub(crate) bytes: usize,
+}
+
+/// What became of an item sent on a credit (never asked here).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    Yes,
+    NoClaim,
+    TooLarge,
+}
 
 /// No ring: no value of this type exists.
 #[derive(Debug)]
@@ -52,7 +70,7 @@ impl Lane {
         match *self {}
     }
 
-    pub(crate) fn turn_over(&self, _name: &str, _why: &str) -> Vec<Bytes> {
+    pub(crate) fn turn_over(&self, _name: &str, _why: &str) -> (Vec<Bytes>, Vec<Claimed>) {
         match *self {}
     }
 
@@ -73,6 +91,22 @@ impl Lane {
     }
 
     pub(crate) fn front(&self, _up: bool) {
+        match *self {}
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        match *self {}
+    }
+
+    pub(crate) fn claim(&self, _peer: &Arc<Peer>, _handle: u32, _bytes: usize) -> bool {
+        match *self {}
+    }
+
+    pub(crate) fn fill(&self, _peer: u64, _item: &[u8]) -> Filled {
+        match *self {}
+    }
+
+    pub(crate) fn unclaim(&self, _peer: u64, _credits: Option<u64>) -> u64 {
         match *self {}
     }
 }

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::lane::Lane;
+use super::lane::{Filled, Lane};
 use super::parked::{Park, Parked};
 use crate::budget::{cost, Budget, Waiter};
 use crate::peer::{Item, Peer, Source};
@@ -298,9 +298,20 @@ impl Queue {
         wait: Wait,
         want: u32,
     ) {
+        if let Some(lane) = self.serving_lane() {
+            let state = self.lock();
+            // A slot claimed in the ring is the room: the item it is for comes on the
+            // credit, into that slot.
+            if !state.closed && len <= lane.slot_size() && lane.claim(peer, handle, cost(len)) {
+                drop(state);
+                let bytes = cost(len) as u64;
+                peer.reply(request, Reply::Accepted { credits: 1, bytes });
+                return;
+            }
+        }
         // From here on, `len` is what the item will count.
         let len = cost(len);
-        let mut state = self.lock_data("a put over the socket");
+        let mut state = self.lock_data("a put over the socket that waits for room");
         if state.closed {
             drop(state);
             peer.reply_error(request, ErrorCode::Closed, self.closed_message());
@@ -397,6 +408,32 @@ impl Queue {
     /// When `peer` has fewer credits than items, or fewer bytes than they cost: the client
     /// broke the protocol.
     pub(crate) fn send_reserved(&self, peer: u64, items: Vec<Bytes>) -> Result<(), String> {
+        let mut items = VecDeque::from(items);
+        if let Some(lane) = self.serving_lane() {
+            let state = self.lock();
+            while let Some(item) = items.front() {
+                match lane.fill(peer, item) {
+                    Filled::Yes => {
+                        items.pop_front();
+                    }
+                    Filled::NoClaim => break,
+                    Filled::TooLarge => {
+                        // Larger than the room claimed for it: over the socket, in order,
+                        // the other claims becoming credits there.
+                        drop(state);
+                        let mut state = self.lock_data("an item larger than a slot");
+                        let item = items.pop_front().expect("front was just seen");
+                        self.enter(&mut state, item, false);
+                        self.feed_getters(&mut state);
+                        break;
+                    }
+                }
+            }
+            if items.is_empty() {
+                return Ok(());
+            }
+        }
+        let items = Vec::from(items);
         let mut state = self.lock();
         let count = items.len() as u64;
         let spent: usize = items.iter().map(|item| cost(item.len())).sum();
@@ -469,6 +506,11 @@ impl Queue {
         want: u32,
         len: usize,
     ) -> (u32, u64) {
+        if self.serving_lane().is_some() {
+            // Credits ahead of need would be slots claimed and left empty, which hold the
+            // ring's consumers: none. Each put asks for its room.
+            return (0, 0);
+        }
         let mut state = self.lock_data("credits asked for");
         self.grant(&mut state, peer, handle, want, cost(len))
     }
@@ -477,6 +519,11 @@ impl Queue {
     /// them).
     pub(crate) fn release(&self, peer: u64, credits: u32, bytes: usize) {
         let mut state = self.lock();
+        if let Some(lane) = self.serving_lane() {
+            if lane.unclaim(peer, Some(u64::from(credits))) > 0 {
+                return;
+            }
+        }
         if let Some(at) = state.holders.iter().position(|h| h.peer.id == peer) {
             let holder = &mut state.holders[at];
             let returned = holder.credits.min(u64::from(credits));
@@ -493,7 +540,7 @@ impl Queue {
 
     /// `get` (`max` 1, `many` false) and `get_many`.
     pub(crate) fn get(&self, peer: &Arc<Peer>, request: u64, wait: Wait, max: usize, many: bool) {
-        let mut state = self.lock_get(max);
+        let mut state = self.lock_get(max, wait);
         if let Some(message) = too_large_for(&state.items, peer) {
             // It stays at the head, which the ring's consumers must now ask for.
             self.sync_front(&state);
@@ -683,7 +730,7 @@ impl Queue {
         if let Some(lane) = &self.lane {
             // Its clients go to the socket, where the queue is gone; its items with it.
             lane.close();
-            drop(lane.turn_over(&self.name, "removed"));
+            drop(self.turn_over(&mut state, lane, "removed"));
         }
         let dropped: usize = state.items.drain(..).map(|item| cost(item.len())).sum();
         state.bytes -= dropped;
@@ -1080,7 +1127,7 @@ impl Queue {
     fn lock_data(&self, why: &str) -> MutexGuard<'_, State> {
         let mut state = self.lock();
         if let Some(lane) = &self.lane {
-            let items = lane.turn_over(&self.name, why);
+            let items = self.turn_over(&mut state, lane, why);
             self.fold(&mut state, lane);
             if !items.is_empty() {
                 for item in items {
@@ -1092,10 +1139,27 @@ impl Queue {
         state
     }
 
+    /// Turns the queue over to the socket (see [`Lane::turn_over`]): returns the ring's
+    /// items; room claimed in the ring for clients of the socket becomes their credits.
+    fn turn_over(&self, state: &mut State, lane: &Lane, why: &str) -> Vec<Bytes> {
+        let (items, claimed) = lane.turn_over(&self.name, why);
+        for claimed in claimed {
+            self.budget.force(claimed.bytes);
+            self.hold(
+                state,
+                &claimed.peer,
+                claimed.handle,
+                claimed.credits,
+                claimed.bytes,
+            );
+        }
+        items
+    }
+
     /// The state, for a get over the socket: served from the ring while it has items
     /// (up to `max`, their slots kept until they leave for good), turned over to the
-    /// socket when the get would wait.
-    fn lock_get(&self, max: usize) -> MutexGuard<'_, State> {
+    /// socket when the get would wait (one that does not wait finds the queue empty).
+    fn lock_get(&self, max: usize, wait: Wait) -> MutexGuard<'_, State> {
         if let Some(lane) = self.serving_lane() {
             let mut state = self.lock();
             // Items the broker holds (given back) come first.
@@ -1103,7 +1167,7 @@ impl Queue {
                 let Some(item) = lane.take_held() else { break };
                 self.enter(&mut state, item, false);
             }
-            if !state.items.is_empty() {
+            if !state.items.is_empty() || matches!(wait, Wait::NoWait | Wait::Micros(0)) {
                 self.fold(&mut state, lane);
                 return state;
             }
