@@ -16,7 +16,9 @@ pub(crate) struct Claimed {
     pub(crate) bytes: usize,
 }
 
-/// What became of an item sent on a credit (never asked here).
+/// What became of an item sent on a credit (never asked here: the queue matches on these,
+/// and none is ever made).
+#[allow(dead_code)]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Filled {
     Yes,
