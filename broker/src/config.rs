@@ -204,9 +204,9 @@ impl Config {
     /// unbounded queues, and queues whose ring would not fit use the socket path. `None`
     /// turns rings off.
     ///
-    /// An item larger than a slot, a get that waits for acknowledgement, `task_done` or
-    /// `join`, or a client that uses the socket turns a queue over to the socket path for
-    /// good (see the performance docs).
+    /// An item larger than a slot, a put or get over the socket that must wait,
+    /// `task_done` or `join` turns a queue over to the socket path for good (see the
+    /// performance docs); clients of the socket are otherwise served from the ring.
     ///
     /// Default: on, with slots of 496 bytes (512 with their header).
     #[must_use]

@@ -8,12 +8,15 @@
 //! back: consumers ask the broker first while the ring's [`FRONT`] flag is up), and items
 //! it handed out over its socket and that have not left for good. Their slots stay taken
 //! meanwhile, so the ring never holds more than the capacity. A put or a get over the
-//! socket is served from the ring as long as neither has to wait.
+//! socket is served from the ring as long as neither has to wait: a get takes items for
+//! its client; a put's room is a slot claimed for the client, filled when the item comes
+//! on the credit.
 //!
-//! The first request that needs the broker's own waiting or counting (a put that reserves
-//! room, as the clients' puts over the socket do, or that must wait; a get over the
-//! socket that must wait; `task_done`; `join`) turns the queue over to the socket path: the broker sets the ring's [`SOCKET`] flag, waits for the pushes already
-//! claimed, and moves every item into the queue in ring order. From then on the clients
+//! The first request that needs the broker's own waiting or counting (a put or get over
+//! the socket that must wait, `task_done`, `join`, an item larger than a slot) turns the
+//! queue over to the socket path: the broker sets the ring's [`SOCKET`] flag, turns the
+//! slots claimed for clients into their credits, waits for the pushes already claimed,
+//! and moves every item into the queue in ring order. From then on the clients
 //! use the socket too, so the guarantees are the socket path's, for every client,
 //! whatever mix of them uses the queue.
 
