@@ -122,7 +122,14 @@ impl Lane {
         let ring = match SharedRing::create(name, slots, slot_size) {
             Ok(ring) => ring,
             Err(err) => {
-                tracing::warn!(queue = %name, cause = %err, "no shared-memory ring: the socket path serves the queue");
+                // Once at warn: a system that makes no memfd makes none for any queue.
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(queue = %name, cause = %err, "no shared-memory ring");
+                } else {
+                    tracing::warn!(queue = %name, cause = %err, "no shared-memory ring: the socket path serves the queue (logged once)");
+                }
                 return None;
             }
         };
