@@ -58,14 +58,9 @@ def pingpong(rounds, size):
     p = mp.Process(target=echo, args=(ping, pong, rounds))
     p.start()
     item = b"x" * size
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        ping.put(item)
-        pong.get()
-        samples.append((time.perf_counter() - t0) * 1e6)
+    figures = round_trips(rounds, lambda: (ping.put(item), pong.get()))
     p.join()
-    return round_trips(samples)
+    return figures
 
 
 if __name__ == "__main__":

@@ -76,14 +76,9 @@ def pingpong(rounds, size):
         pair = zmq.Context().socket(zmq.PAIR)
         pair.connect(endpoint)
         item = b"x" * size
-        samples = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            pair.send(item)
-            pair.recv()
-            samples.append((time.perf_counter() - t0) * 1e6)
+        figures = round_trips(rounds, lambda: (pair.send(item), pair.recv()))
         p.join()
-    return round_trips(samples)
+    return figures
 
 
 if __name__ == "__main__":

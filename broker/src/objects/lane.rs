@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ipcq_shm::{Owner, SharedRing, CLOSED, FRONT, SOCKET};
 
+use super::{Claimed, Filled};
 use crate::budget::Budget;
 use crate::peer::Peer;
 
@@ -76,27 +77,6 @@ struct Claims {
     handle: u32,
     /// Slot, lap, and the bytes granted with its credit.
     slots: VecDeque<(u64, u32, usize)>,
-}
-
-/// Room claimed for a connection, handed back when the queue is turned over: as credits
-/// for the socket path.
-#[derive(Debug)]
-pub(crate) struct Claimed {
-    pub(crate) peer: Arc<Peer>,
-    pub(crate) handle: u32,
-    pub(crate) credits: u64,
-    pub(crate) bytes: usize,
-}
-
-/// What became of an item sent on a credit.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Filled {
-    /// Published in the slot claimed for it.
-    Yes,
-    /// The connection holds no claim: not a credit of the ring's.
-    NoClaim,
-    /// Larger than a slot: its claim was given up.
-    TooLarge,
 }
 
 #[derive(Debug, Default)]

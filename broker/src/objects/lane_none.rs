@@ -4,27 +4,9 @@
 use bytes::Bytes;
 use std::sync::Arc;
 
+use super::{Claimed, Filled};
 use crate::budget::Budget;
 use crate::peer::Peer;
-
-/// Room claimed for a connection (never any here).
-#[derive(Debug)]
-pub(crate) struct Claimed {
-    pub(crate) peer: Arc<Peer>,
-    pub(crate) handle: u32,
-    pub(crate) credits: u64,
-    pub(crate) bytes: usize,
-}
-
-/// What became of an item sent on a credit (never asked here: the queue matches on these,
-/// and none is ever made).
-#[allow(dead_code)]
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Filled {
-    Yes,
-    NoClaim,
-    TooLarge,
-}
 
 /// No ring: no value of this type exists.
 #[derive(Debug)]

@@ -23,8 +23,33 @@ pub(crate) use queue::{Extras, Queue};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::peer::Peer;
+
 use ipcq_proto::Wait;
 use tokio::task::AbortHandle;
+
+/// Room claimed in a queue's ring for a connection, handed back when the queue is turned
+/// over to the socket: as credits there (see `lane.rs`).
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) handle: u32,
+    pub(crate) credits: u64,
+    pub(crate) bytes: usize,
+}
+
+/// What became of an item sent on a credit, in a queue's ring (see `lane.rs`).
+// Where there are no rings none is made, and the queue still matches on them.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// Published in the slot claimed for it.
+    Yes,
+    /// The connection holds no claim: not a credit of the ring's.
+    NoClaim,
+    /// Larger than a slot: its claim was given up.
+    TooLarge,
+}
 
 /// Waits longer than this are treated as waiting forever, so a deadline never overflows
 /// the clock.

@@ -20,8 +20,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::lane::{Filled, Lane};
+use super::lane::Lane;
 use super::parked::{Park, Parked};
+use super::Filled;
 use crate::budget::{cost, Budget, Waiter};
 use crate::peer::{Item, Peer, Source};
 use bytes::Bytes;

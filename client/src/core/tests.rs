@@ -148,31 +148,28 @@ fn a_permit_granted_to_a_caller_that_left_is_released() {
     assert_eq!(released[0].1, Op::ReleasePermit { handle: Q });
 }
 
+/// A first put of a one-byte item: it finds no credit, waits for room, and is granted
+/// `credits` with their bytes.
+fn granted(core: &mut Core<Who>, credits: u32) {
+    let PutStep::Room(room) = core.put_step(Q, &[b"x"], Wait::Block).unwrap() else {
+        panic!("a put without credits must wait for room");
+    };
+    let grant = Reply::Accepted {
+        credits,
+        bytes: u64::from(credits) * ipcq_proto::item_cost(1),
+    };
+    answer(core, room, grant.clone());
+    assert_eq!(core.poll(room, None).unwrap().unwrap().0, grant);
+    sent(core);
+}
+
 #[test]
 fn a_revoke_during_puts_gives_back_what_is_left_and_the_next_put_waits_for_room() {
     let mut core = core();
     let item: &[u8] = b"x";
-    // The first put finds no credit: it waits for room.
-    let PutStep::Room(room) = core.put_step(Q, &[item], Wait::Block).unwrap() else {
-        panic!("a put without credits must wait for room");
-    };
     let cost = ipcq_proto::item_cost(1);
-    answer(
-        &mut core,
-        room,
-        Reply::Accepted {
-            credits: 10,
-            bytes: 10 * cost,
-        },
-    );
-    assert_eq!(
-        core.poll(room, None).unwrap().unwrap().0,
-        Reply::Accepted {
-            credits: 10,
-            bytes: 10 * cost
-        }
-    );
-    sent(&mut core);
+    // The first put finds no credit: it waits for room.
+    granted(&mut core, 10);
     // Three go on credits, with a request for more ahead of need.
     for _ in 0..3 {
         assert!(matches!(
@@ -463,19 +460,7 @@ fn a_rejection_is_written_at_once() {
 fn a_put_waiting_for_credits_is_not_woken_by_fetched_items() {
     let mut core = core();
     let item: &[u8] = b"x";
-    let PutStep::Room(room) = core.put_step(Q, &[item], Wait::Block).unwrap() else {
-        panic!("a put without credits must wait for room");
-    };
-    let cost = ipcq_proto::item_cost(1);
-    answer(
-        &mut core,
-        room,
-        Reply::Accepted {
-            credits: 1,
-            bytes: cost,
-        },
-    );
-    core.poll(room, None).unwrap().unwrap();
+    granted(&mut core, 1);
     assert!(matches!(
         core.put_step(Q, &[item], Wait::Block).unwrap(),
         PutStep::Sent(1, _)
